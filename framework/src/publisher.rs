@@ -1,0 +1,314 @@
+//! Publishing typed events.
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use async_nats::jetstream::context::PublishErrorKind as NatsPublishErrorKind;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::connection::Connection;
+use crate::envelope::{self, CONTENT_TYPE, EventOptions};
+use crate::error::Error;
+use crate::event::{Event, validate_event_type};
+use crate::tenant::{IntoTenantId, TenantId};
+
+/// Default number of publishes whose acks may be outstanding in [`Publisher::publish_many`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default `source` attribute of published events.
+pub const DEFAULT_SOURCE: &str = "conveyor";
+
+/// Why a publish failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PublishErrorKind {
+    /// The tenant id breaks the tenant rules; nothing was sent.
+    InvalidTenant,
+    /// The event type name breaks the event type rules; nothing was sent.
+    InvalidEventType,
+    /// The payload could not be encoded as JSON; nothing was sent.
+    Encode,
+    /// No stream captures the subject (the topology is not set up).
+    NoStream,
+    /// No ack arrived in time. The event may still have been stored: retrying with the same
+    /// event id is safe inside the duplicate window.
+    Timeout,
+    /// The server refused the subject for this user.
+    PermissionDenied,
+    /// The message is larger than the server's `max_payload`; nothing was sent.
+    PayloadTooLarge,
+    /// Anything else (connection closed, stream limits, ...).
+    Other,
+}
+
+impl fmt::Display for PublishErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidTenant => "invalid tenant",
+            Self::InvalidEventType => "invalid event type",
+            Self::Encode => "encode failed",
+            Self::NoStream => "no stream",
+            Self::Timeout => "publish timed out",
+            Self::PermissionDenied => "permission denied",
+            Self::PayloadTooLarge => "payload too large",
+            Self::Other => "publish failed",
+        })
+    }
+}
+
+/// A failed publish.
+pub type PublishError = Error<PublishErrorKind>;
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The event id (also its `Nats-Msg-Id`).
+    pub id: String,
+    /// The subject it was stored under.
+    pub subject: String,
+    /// Its sequence in the stream.
+    pub stream_sequence: u64,
+    /// True when the stream already held an event with this id (inside the duplicate window):
+    /// nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// An event encoded and ready to send.
+struct Prepared {
+    id: String,
+    subject: String,
+    body: Bytes,
+}
+
+/// Publishes typed, tenant-scoped events as CloudEvents to `events.<tenant>.<type>`.
+///
+/// Cheap to clone. Every publish awaits the stream's ack, so a returned `Ok` means stored.
+///
+/// ```no_run
+/// # use conveyor::{Connection, Event, Publisher};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// # struct OrderCreated { order_id: String }
+/// # impl Event for OrderCreated { const TYPE: &'static str = "order.created"; }
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let conn = Connection::connect("nats://127.0.0.1:4222").await?;
+/// let publisher = Publisher::new(&conn).with_source("checkout-api");
+/// let stored = publisher
+///     .publish("acme", &OrderCreated { order_id: "o-1".into() })
+///     .await?;
+/// println!("stored as #{} ({})", stored.stream_sequence, stored.id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    conn: Connection,
+    source: Arc<str>,
+    max_in_flight: usize,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("source", &self.source)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher on `conn` with source [`DEFAULT_SOURCE`].
+    pub fn new(conn: &Connection) -> Self {
+        Self {
+            conn: conn.clone(),
+            source: DEFAULT_SOURCE.into(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+
+    /// Sets the CloudEvents `source` attribute (the publishing app).
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into().into();
+        self
+    }
+
+    /// Sets how many acks [`publish_many`](Self::publish_many) may await at once (at least 1).
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The connection this publisher uses.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Publishes one event for `tenant` and awaits the stream's ack.
+    pub async fn publish<E: Event>(
+        &self,
+        tenant: impl IntoTenantId,
+        event: &E,
+    ) -> Result<Published, PublishError> {
+        self.publish_with(tenant, event, EventOptions::default())
+            .await
+    }
+
+    /// Publishes one event with explicit attributes (id, time, correlation, ...).
+    pub async fn publish_with<E: Event>(
+        &self,
+        tenant: impl IntoTenantId,
+        event: &E,
+        options: EventOptions,
+    ) -> Result<Published, PublishError> {
+        let prepared = self.prepare(tenant, E::TYPE, event, &options)?;
+        self.send(prepared).await
+    }
+
+    /// Publishes an event given by type name and any serializable payload. The type name is
+    /// validated; the payload is not checked against a schema. Prefer [`publish`](Self::publish).
+    pub async fn publish_untyped<T: Serialize + ?Sized>(
+        &self,
+        tenant: impl IntoTenantId,
+        event_type: &str,
+        data: &T,
+        options: EventOptions,
+    ) -> Result<Published, PublishError> {
+        let prepared = self.prepare(tenant, event_type, data, &options)?;
+        self.send(prepared).await
+    }
+
+    /// Publishes many events, keeping up to `max_in_flight` acks outstanding, and returns one
+    /// result per event in input order. A failed event does not stop the others.
+    pub async fn publish_many<E, T, I>(&self, events: I) -> Vec<Result<Published, PublishError>>
+    where
+        E: Event,
+        T: IntoTenantId,
+        I: IntoIterator<Item = (T, E)>,
+    {
+        futures::stream::iter(events)
+            .map(|(tenant, event)| {
+                let prepared = self.prepare(tenant, E::TYPE, &event, &EventOptions::default());
+                async move { self.send(prepared?).await }
+            })
+            .buffered(self.max_in_flight)
+            .collect()
+            .await
+    }
+
+    fn prepare<T: Serialize + ?Sized>(
+        &self,
+        tenant: impl IntoTenantId,
+        event_type: &str,
+        data: &T,
+        options: &EventOptions,
+    ) -> Result<Prepared, PublishError> {
+        let tenant: TenantId = tenant.into_tenant_id().map_err(|e| {
+            Error::with_source(PublishErrorKind::InvalidTenant, e.message().to_owned(), e)
+        })?;
+        validate_event_type(event_type).map_err(|e| {
+            Error::with_source(
+                PublishErrorKind::InvalidEventType,
+                e.message().to_owned(),
+                e,
+            )
+        })?;
+        let id = options.id.clone().unwrap_or_else(envelope::new_event_id);
+        let time = options.time.unwrap_or_else(Utc::now);
+        let body = envelope::encode(&id, &self.source, event_type, &time, &tenant, options, data)
+            .map_err(|e| {
+            Error::with_source(
+                PublishErrorKind::Encode,
+                format!("could not encode a {event_type} event"),
+                e,
+            )
+        })?;
+        Ok(Prepared {
+            subject: envelope::event_subject(&tenant, event_type),
+            id,
+            body: body.into(),
+        })
+    }
+
+    async fn send(&self, prepared: Prepared) -> Result<Published, PublishError> {
+        let Prepared { id, subject, body } = prepared;
+        let mut violations = self.conn.violations().map(|v| v.subscribe());
+        let message = Publish::build()
+            .payload(body)
+            .message_id(&id)
+            .header("Content-Type", CONTENT_TYPE);
+        let ack_future = self
+            .conn
+            .jetstream()
+            .send_publish(subject.clone(), message)
+            .await
+            .map_err(|e| self.map_error(e, &subject))?;
+        let ack = match violations.as_mut() {
+            Some(rx) => tokio::select! {
+                ack = ack_future.into_future() => ack,
+                () = wait_for_violation(rx, &subject) => return Err(denied(&subject)),
+            },
+            None => ack_future.await,
+        }
+        .map_err(|e| self.map_error(e, &subject))?;
+        Ok(Published {
+            id,
+            subject,
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    fn map_error(
+        &self,
+        e: async_nats::jetstream::context::PublishError,
+        subject: &str,
+    ) -> PublishError {
+        let kind = match e.kind() {
+            NatsPublishErrorKind::StreamNotFound => {
+                return Error::with_source(
+                    PublishErrorKind::NoStream,
+                    format!(
+                        "no stream captures {subject:?}; set up the topology first (conveyor::topology::provision)"
+                    ),
+                    e,
+                );
+            }
+            NatsPublishErrorKind::TimedOut => {
+                if self
+                    .conn
+                    .violations()
+                    .is_some_and(|v| v.seen_recently(subject))
+                {
+                    return denied(subject);
+                }
+                PublishErrorKind::Timeout
+            }
+            NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::PayloadTooLarge,
+            _ => PublishErrorKind::Other,
+        };
+        Error::with_source(kind, format!("publish to {subject:?} failed"), e)
+    }
+}
+
+fn denied(subject: &str) -> PublishError {
+    Error::new(
+        PublishErrorKind::PermissionDenied,
+        format!(
+            "the server refused to let this user publish to {subject:?}; check the user's publish permissions"
+        ),
+    )
+}
+
+async fn wait_for_violation(rx: &mut tokio::sync::broadcast::Receiver<Arc<str>>, subject: &str) {
+    loop {
+        match rx.recv().await {
+            Ok(s) if &*s == subject => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                futures::future::pending::<()>().await
+            }
+        }
+    }
+}

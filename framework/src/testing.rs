@@ -1,0 +1,368 @@
+//! Test support: run a handler in-process, and start real nats-server processes.
+//!
+//! # Running a handler
+//!
+//! [`TestDelivery`] runs a handler the way the worker would, without a server: the event is
+//! encoded into a real envelope and decoded back (so a serde mismatch fails the test), and events
+//! the handler publishes are recorded instead of sent.
+//!
+//! ```
+//! use conveyor::testing::TestDelivery;
+//! use conveyor::{Context, HandlerError, HandlerResult, TenantId};
+//! # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+//! # struct OrderCreated { order_id: String }
+//! # impl conveyor::Event for OrderCreated { const TYPE: &'static str = "order.created"; }
+//! # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+//! # struct InvoiceRequested { order_id: String }
+//! # impl conveyor::Event for InvoiceRequested { const TYPE: &'static str = "invoice.requested"; }
+//!
+//! async fn on_order(e: OrderCreated, ctx: Context) -> HandlerResult {
+//!     ctx.publish(&InvoiceRequested { order_id: e.order_id }).await?;
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let tenant = TenantId::parse("acme").unwrap();
+//! let run = TestDelivery::new(tenant, OrderCreated { order_id: "o-1".into() })
+//!     .run(on_order, ())
+//!     .await;
+//! assert!(run.result.is_ok());
+//! assert_eq!(run.published[0].event_type, "invoice.requested");
+//! # }
+//! ```
+//!
+//! # A nats-server per test
+//!
+//! [`NatsServer::start`] starts a JetStream-enabled nats-server on a random port with its own
+//! temporary store; dropping it kills the process and deletes the store. The binary is found
+//! through `CONVEYOR_NATS_SERVER`, then the project's install (`.tools/nats/bin/nats-server`,
+//! made by `python3 dev.py install-nats`), then `PATH`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connection::{ConnectError, Connection};
+use crate::envelope::{self, EventOptions, RawEnvelope};
+use crate::error::Error;
+use crate::event::Event;
+use crate::handler::{Context, Delivery, FollowUps, Handler, HandlerResult, RecordedEvent};
+use crate::tenant::TenantId;
+
+/// Environment variable naming the nats-server binary to use.
+pub const NATS_SERVER_ENV: &str = "CONVEYOR_NATS_SERVER";
+/// Where `python3 dev.py install-nats` puts nats-server, relative to the workspace root.
+pub const PROJECT_NATS_SERVER: &str = ".tools/nats/bin/nats-server";
+
+/// One handler run by [`TestDelivery::run`].
+#[derive(Debug)]
+pub struct HandlerRun {
+    /// What the handler returned.
+    pub result: HandlerResult,
+    /// The events it published, in order.
+    pub published: Vec<RecordedEvent>,
+}
+
+/// A fake delivery of one event to a handler, for unit tests.
+#[derive(Debug, Clone)]
+pub struct TestDelivery<E> {
+    tenant: TenantId,
+    event: E,
+    attempt: u32,
+    max_attempts: u32,
+    options: EventOptions,
+    group: String,
+}
+
+impl<E: Event> TestDelivery<E> {
+    /// A first attempt (of 5) at `event` for `tenant`.
+    pub fn new(tenant: TenantId, event: E) -> Self {
+        Self {
+            tenant,
+            event,
+            attempt: 1,
+            max_attempts: 5,
+            options: EventOptions::default(),
+            group: "test".into(),
+        }
+    }
+
+    /// Sets the attempt number and the attempts allowed.
+    pub fn attempt(mut self, attempt: u32, max_attempts: u32) -> Self {
+        self.attempt = attempt;
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets envelope attributes (id, correlation id, ...).
+    pub fn options(mut self, options: EventOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the group name the context reports.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Round-trips the event through the wire codec and runs `handler` on it. Panics (failing
+    /// the test) if the event does not survive the round trip.
+    pub async fn run<S, H: Handler<E, S>>(self, handler: H, state: S) -> HandlerRun {
+        let id = self
+            .options
+            .id
+            .clone()
+            .unwrap_or_else(envelope::new_event_id);
+        let time = self.options.time.unwrap_or_else(chrono::Utc::now);
+        let body = match envelope::encode(
+            &id,
+            "test",
+            E::TYPE,
+            &time,
+            &self.tenant,
+            &self.options,
+            &self.event,
+        ) {
+            Ok(b) => b,
+            Err(e) => panic!("the {} event does not encode: {e}", E::TYPE),
+        };
+        let raw = match RawEnvelope::parse(&body) {
+            Ok(r) => r,
+            Err(e) => panic!("the {} envelope does not decode: {e}", E::TYPE),
+        };
+        let event: E = match raw.decode_data() {
+            Ok(e) => e,
+            Err(e) => panic!(
+                "the {} event does not survive its JSON round trip: {e}",
+                E::TYPE
+            ),
+        };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let delivery = Arc::new(Delivery {
+            group: self.group,
+            tenant: self.tenant,
+            correlation_id: self.options.correlation_id.unwrap_or_else(|| id.clone()),
+            event_id: id,
+            event_type: E::TYPE.to_owned(),
+            source: "test".into(),
+            time: Some(time),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            traceparent: self.options.traceparent,
+            stream_sequence: 1,
+        });
+        let ctx = Context::new(delivery, FollowUps::Recorder(log.clone()), state);
+        let result = handler.call(event, ctx).await;
+        let published = log.lock().map(|l| l.clone()).unwrap_or_default();
+        HandlerRun { result, published }
+    }
+}
+
+/// Why the nats-server fixture failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FixtureErrorKind {
+    /// No nats-server binary was found.
+    BinaryNotFound,
+    /// The process or its temporary directory could not be created.
+    Spawn,
+    /// The server did not report its port in time.
+    StartTimeout,
+}
+
+impl fmt::Display for FixtureErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BinaryNotFound => "nats-server not found",
+            Self::Spawn => "cannot start nats-server",
+            Self::StartTimeout => "nats-server did not start",
+        })
+    }
+}
+
+/// A failure of the nats-server fixture.
+pub type FixtureError = Error<FixtureErrorKind>;
+
+/// Finds the nats-server binary: `CONVEYOR_NATS_SERVER`, then the project's install under
+/// `.tools/` (searched upwards from the current directory and from this crate), then `PATH`.
+pub fn nats_server_binary() -> Result<PathBuf, FixtureError> {
+    if let Some(path) = std::env::var_os(NATS_SERVER_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::new(
+                FixtureErrorKind::BinaryNotFound,
+                format!("{NATS_SERVER_ENV}={} is not a file", path.display()),
+            ))
+        };
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    for root in &roots {
+        for dir in root.ancestors() {
+            let candidate = dir.join(PROJECT_NATS_SERVER);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(Error::new(
+        FixtureErrorKind::BinaryNotFound,
+        format!(
+            "no nats-server binary: run `python3 dev.py install-nats` in the repository (installs nats-server 2.15.1 into {PROJECT_NATS_SERVER}), or set {NATS_SERVER_ENV}=/path/to/nats-server"
+        ),
+    ))
+}
+
+/// A nats-server process with JetStream, a random port and a temporary store, killed and
+/// deleted on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts a server on a random loopback port.
+    pub fn start() -> Result<Self, FixtureError> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line arguments (e.g. `["-c", "x.conf"]`).
+    pub fn start_with_args(args: &[&str]) -> Result<Self, FixtureError> {
+        let binary = nats_server_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("conveyor-nats-")
+            .tempdir()
+            .map_err(|e| Error::with_source(FixtureErrorKind::Spawn, "no temp dir", e))?;
+        let mut server = Self {
+            binary,
+            dir,
+            child: None,
+            port: 0,
+            extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn(None)?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self, port: Option<u16>) -> Result<(), FixtureError> {
+        let store = self.dir.path().join("store");
+        let ports_dir = self.dir.path().join("ports");
+        std::fs::create_dir_all(&ports_dir)
+            .map_err(|e| Error::with_source(FixtureErrorKind::Spawn, "no ports dir", e))?;
+        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let child = Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg])
+            .arg("-sd")
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .arg("-l")
+            .arg(self.dir.path().join("nats-server.log"))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                Error::with_source(
+                    FixtureErrorKind::Spawn,
+                    format!("cannot run {}", self.binary.display()),
+                    e,
+                )
+            })?;
+        let ports_file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
+        self.child = Some(child);
+        self.port = wait_for_port(&ports_file).inspect_err(|_| self.stop())?;
+        Ok(())
+    }
+
+    /// The client URL, e.g. `nats://127.0.0.1:43121`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The temporary directory holding the store and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Connects a [`Connection`] to this server.
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        Connection::connect(&self.url()).await
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit. The store is kept.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn start_again(&mut self) -> Result<(), FixtureError> {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn(Some(self.port)) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Kills the server and starts it again on the same port with the same store.
+    pub fn restart(&mut self) -> Result<(), FixtureError> {
+        self.start_again()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for_port(ports_file: &Path) -> Result<u16, FixtureError> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(ports_file)
+            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(url) = json["nats"][0].as_str()
+            && let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok())
+        {
+            return Ok(port);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(Error::new(
+        FixtureErrorKind::StartTimeout,
+        format!("no ports file {} within 15 s", ports_file.display()),
+    ))
+}

@@ -1,0 +1,246 @@
+//! Stream provisioning: the `EVENTS`, `DLQ` and dead-letter advisory streams.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+
+use crate::connection::Connection;
+use crate::error::Error;
+
+/// Name of the stream holding every event (`events.>`).
+pub const EVENTS_STREAM: &str = "EVENTS";
+/// Name of the dead-letter stream (`dlq.>`).
+pub const DLQ_STREAM: &str = "DLQ";
+/// Name of the stream capturing max-deliveries advisories of `EVENTS` consumers, the backstop
+/// that dead-letters events whose last delivery died with its process.
+pub const ADVISORY_STREAM: &str = "DLQ_ADVISORIES";
+/// Subject of the max-deliveries advisories the backstop captures.
+pub const MAX_DELIVERIES_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EVENTS.>";
+
+/// Limits of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// How long a message is kept (`Duration::ZERO` = forever).
+    pub max_age: Duration,
+    /// Size cap in bytes (-1 = none); the oldest messages are discarded first.
+    pub max_bytes: i64,
+    /// Window in which a re-published `Nats-Msg-Id` is dropped as a duplicate (≤ `max_age`).
+    pub duplicate_window: Duration,
+}
+
+/// The streams the framework needs, and their settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The `EVENTS` stream: 7 days, no size cap, 2-minute duplicate window by default.
+    pub events: StreamLimits,
+    /// The `DLQ` stream: 30 days, no size cap by default.
+    pub dead_letters: StreamLimits,
+    /// Replicas of every stream: 1 on a single server, 3 on a cluster.
+    pub replicas: usize,
+    /// File (true, default) or memory storage.
+    pub file_storage: bool,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            events: StreamLimits {
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                max_bytes: -1,
+                duplicate_window: Duration::from_secs(120),
+            },
+            dead_letters: StreamLimits {
+                max_age: Duration::from_secs(30 * 24 * 3600),
+                max_bytes: -1,
+                duplicate_window: Duration::from_secs(120),
+            },
+            replicas: 1,
+            file_storage: true,
+        }
+    }
+}
+
+/// What provisioning did to one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamChange {
+    /// The stream did not exist and was created.
+    Created,
+    /// The stream existed with other settings and was updated.
+    Updated,
+    /// The stream already had these settings.
+    Unchanged,
+}
+
+impl fmt::Display for StreamChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// Why provisioning failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProvisionErrorKind {
+    /// The settings are inconsistent (e.g. a duplicate window longer than `max_age`).
+    InvalidConfig,
+    /// The server rejected a create or update (permissions, immutable setting, limits).
+    Rejected,
+    /// The server did not answer.
+    Unavailable,
+}
+
+impl fmt::Display for ProvisionErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidConfig => "invalid topology",
+            Self::Rejected => "stream rejected",
+            Self::Unavailable => "jetstream unavailable",
+        })
+    }
+}
+
+/// A failed provisioning step.
+pub type ProvisionError = Error<ProvisionErrorKind>;
+
+impl Topology {
+    fn validate(&self) -> Result<(), ProvisionError> {
+        for (name, l) in [
+            (EVENTS_STREAM, &self.events),
+            (DLQ_STREAM, &self.dead_letters),
+        ] {
+            if !l.max_age.is_zero() && l.duplicate_window > l.max_age {
+                return Err(Error::new(
+                    ProvisionErrorKind::InvalidConfig,
+                    format!(
+                        "{name}: duplicate window {:?} is longer than max_age {:?}",
+                        l.duplicate_window, l.max_age
+                    ),
+                ));
+            }
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return Err(Error::new(
+                ProvisionErrorKind::InvalidConfig,
+                format!("replicas must be 1 to 5, not {}", self.replicas),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stream configurations this topology stands for.
+    pub fn stream_configs(&self) -> [stream::Config; 3] {
+        let storage = if self.file_storage {
+            StorageType::File
+        } else {
+            StorageType::Memory
+        };
+        let base = |name: &str, subjects: Vec<String>, limits: &StreamLimits| stream::Config {
+            name: name.to_owned(),
+            subjects,
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            max_age: limits.max_age,
+            max_bytes: limits.max_bytes,
+            duplicate_window: limits.duplicate_window,
+            num_replicas: self.replicas,
+            storage,
+            allow_direct: true,
+            ..Default::default()
+        };
+        [
+            base(EVENTS_STREAM, vec!["events.>".into()], &self.events),
+            base(DLQ_STREAM, vec!["dlq.>".into()], &self.dead_letters),
+            base(
+                ADVISORY_STREAM,
+                vec![MAX_DELIVERIES_ADVISORIES.into()],
+                &self.dead_letters,
+            ),
+        ]
+    }
+}
+
+/// Creates or updates the framework's streams so they match `topology`. Idempotent: running it
+/// again with the same settings changes nothing. Returns what happened to each stream.
+///
+/// ```no_run
+/// # async fn run(conn: conveyor::Connection) -> Result<(), conveyor::ProvisionError> {
+/// use conveyor::topology::{provision, Topology};
+/// for (stream, change) in provision(&conn, &Topology::default()).await? {
+///     println!("{stream}: {change}");
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn provision(
+    conn: &Connection,
+    topology: &Topology,
+) -> Result<Vec<(String, StreamChange)>, ProvisionError> {
+    topology.validate()?;
+    let js = conn.jetstream();
+    let mut report = Vec::new();
+    for desired in topology.stream_configs() {
+        let name = desired.name.clone();
+        let change = match js.get_stream(&name).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| unavailable(&name, e))?;
+                if same_settings(&info.config, &desired) {
+                    StreamChange::Unchanged
+                } else {
+                    js.update_stream(desired)
+                        .await
+                        .map_err(|e| rejected(&name, e))?;
+                    StreamChange::Updated
+                }
+            }
+            Err(e) if is_not_found(&e.kind()) => {
+                js.create_stream(desired)
+                    .await
+                    .map_err(|e| rejected(&name, e))?;
+                StreamChange::Created
+            }
+            Err(e) => return Err(unavailable(&name, e)),
+        };
+        tracing::info!(stream = %name, %change, "stream provisioned");
+        report.push((name, change));
+    }
+    Ok(report)
+}
+
+fn is_not_found(kind: &async_nats::jetstream::context::GetStreamErrorKind) -> bool {
+    matches!(
+        kind,
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+fn same_settings(actual: &stream::Config, desired: &stream::Config) -> bool {
+    actual.subjects == desired.subjects
+        && actual.retention == desired.retention
+        && actual.max_age == desired.max_age
+        && actual.max_bytes == desired.max_bytes
+        && actual.duplicate_window == desired.duplicate_window
+        && actual.num_replicas == desired.num_replicas
+        && actual.allow_direct == desired.allow_direct
+        && actual.discard == desired.discard
+}
+
+fn rejected(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
+    Error::with_source(
+        ProvisionErrorKind::Rejected,
+        format!("could not create or update stream {name}"),
+        e,
+    )
+}
+
+fn unavailable(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
+    Error::with_source(
+        ProvisionErrorKind::Unavailable,
+        format!("could not read stream {name}"),
+        e,
+    )
+}

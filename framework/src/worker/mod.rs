@@ -1,0 +1,534 @@
+//! Handler groups and the worker that runs them.
+
+mod backstop;
+mod runtime;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::event::{Event, validate_event_type};
+use crate::handler::{ErasedHandler, Handler, HandlerOptions, Typed};
+use crate::publisher::Publisher;
+use crate::tenant::validate_token;
+
+/// Where a new group's consumer starts reading the `EVENTS` stream. Only used when the group's
+/// consumer is created; an existing consumer keeps its position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// Every event still in the stream (default): nothing published before the group's first
+    /// start is missed.
+    #[default]
+    Beginning,
+    /// Only events published after the consumer is created.
+    Now,
+}
+
+/// Settings of one handler group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// Handlers this process runs at once for the group (default 32). The pull batch follows it.
+    pub concurrency: usize,
+    /// Deliveries without an ack across every process of the group: the cluster-wide limit
+    /// (default 1024).
+    pub max_ack_pending: i64,
+    /// How long the server waits for an ack before redelivering (default 30 s). Running
+    /// handlers send in-progress heartbeats every third of it.
+    pub ack_wait: Duration,
+    /// Where a new consumer starts.
+    pub start_from: StartFrom,
+    /// Options of handlers registered without their own.
+    pub handler_defaults: HandlerOptions,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            max_ack_pending: 1024,
+            ack_wait: Duration::from_secs(30),
+            start_from: StartFrom::Beginning,
+            handler_defaults: HandlerOptions::default(),
+        }
+    }
+}
+
+pub(crate) struct RouteSpec<S> {
+    event_type: &'static str,
+    handler: Arc<dyn ErasedHandler<S>>,
+    options: Option<HandlerOptions>,
+}
+
+pub(crate) struct Route<S> {
+    pub(crate) handler: Arc<dyn ErasedHandler<S>>,
+    pub(crate) options: HandlerOptions,
+}
+
+/// A named set of handlers sharing one durable consumer.
+///
+/// Every process that runs the group binds the same consumer, so starting more processes
+/// spreads the group's work; each event is delivered to one of them. Two groups that handle the
+/// same event type each get every event (fan-out). The name is the consumer's name: renaming a
+/// group starts a new consumer.
+///
+/// ```
+/// use conveyor::{Context, Group, HandlerOptions, HandlerResult, RetryPolicy};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// # struct OrderCreated { order_id: String }
+/// # impl conveyor::Event for OrderCreated { const TYPE: &'static str = "order.created"; }
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// # struct OrderFulfilled { order_id: String }
+/// # impl conveyor::Event for OrderFulfilled { const TYPE: &'static str = "order.fulfilled"; }
+/// async fn created(e: OrderCreated, ctx: Context) -> HandlerResult { Ok(()) }
+/// async fn fulfilled(e: OrderFulfilled, ctx: Context) -> HandlerResult { Ok(()) }
+///
+/// let billing = Group::new("billing")
+///     .concurrency(8)
+///     .handle(created)
+///     .handle_with(fulfilled, HandlerOptions::default().retry(RetryPolicy::no_retry()));
+/// ```
+pub struct Group<S = ()> {
+    name: String,
+    config: GroupConfig,
+    routes: Vec<RouteSpec<S>>,
+}
+
+impl<S> fmt::Debug for Group<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field(
+                "event_types",
+                &self.routes.iter().map(|r| r.event_type).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Group<S> {
+    /// A group named `name` (`[A-Za-z0-9_-]`, 1 to 64 characters; checked by
+    /// [`WorkerBuilder::build`]).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            config: GroupConfig::default(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Registers `handler` for its event type with the group's default options.
+    pub fn handle<E: Event, H: Handler<E, S>>(mut self, handler: H) -> Self {
+        self.routes.push(RouteSpec {
+            event_type: E::TYPE,
+            handler: Arc::new(Typed::<E, H>::new(handler)),
+            options: None,
+        });
+        self
+    }
+
+    /// Registers `handler` for its event type with its own retry policy and timeout.
+    pub fn handle_with<E: Event, H: Handler<E, S>>(
+        mut self,
+        handler: H,
+        options: HandlerOptions,
+    ) -> Self {
+        self.routes.push(RouteSpec {
+            event_type: E::TYPE,
+            handler: Arc::new(Typed::<E, H>::new(handler)),
+            options: Some(options),
+        });
+        self
+    }
+
+    /// Replaces the group's settings.
+    pub fn config(mut self, config: GroupConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets how many handlers this process runs at once for the group.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    /// Sets the cluster-wide limit of unacknowledged deliveries.
+    pub fn max_ack_pending(mut self, n: i64) -> Self {
+        self.config.max_ack_pending = n;
+        self
+    }
+
+    /// Sets the consumer's ack wait.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.config.ack_wait = ack_wait;
+        self
+    }
+
+    /// Sets where a new consumer starts.
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.config.start_from = start;
+        self
+    }
+
+    /// Sets the options of handlers registered with [`handle`](Self::handle).
+    pub fn handler_defaults(mut self, options: HandlerOptions) -> Self {
+        self.config.handler_defaults = options;
+        self
+    }
+}
+
+/// Why a worker could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BuildErrorKind {
+    /// A group name breaks the `[A-Za-z0-9_-]{1,64}` rule.
+    InvalidGroupName,
+    /// Two groups of the worker have the same name.
+    DuplicateGroup,
+    /// A group has no handlers.
+    EmptyGroup,
+    /// A group has two handlers for one event type.
+    DuplicateHandler,
+    /// An event type name breaks the event type rules.
+    InvalidEventType,
+    /// A setting is out of range (zero concurrency, zero ack wait, ...).
+    InvalidConfig,
+    /// The worker has no groups.
+    NoGroups,
+}
+
+impl fmt::Display for BuildErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidGroupName => "invalid group name",
+            Self::DuplicateGroup => "duplicate group",
+            Self::EmptyGroup => "empty group",
+            Self::DuplicateHandler => "duplicate handler",
+            Self::InvalidEventType => "invalid event type",
+            Self::InvalidConfig => "invalid group config",
+            Self::NoGroups => "no groups",
+        })
+    }
+}
+
+/// A worker that could not be built.
+pub type BuildError = Error<BuildErrorKind>;
+
+/// Configures a [`Worker`].
+pub struct WorkerBuilder<S> {
+    conn: Connection,
+    state: S,
+    groups: Vec<Group<S>>,
+    shutdown_grace: Duration,
+    backstop: bool,
+    source: String,
+}
+
+impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
+    /// Adds a handler group.
+    pub fn group(mut self, group: Group<S>) -> Self {
+        self.groups.push(group);
+        self
+    }
+
+    /// How long a shutdown lets running handlers finish before it stops them and hands their
+    /// events back to the server (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Whether this process also runs the max-deliveries backstop (default true): it
+    /// dead-letters events whose last delivery ended without a result. Any number of processes
+    /// may run it; they share one consumer.
+    pub fn backstop(mut self, enabled: bool) -> Self {
+        self.backstop = enabled;
+        self
+    }
+
+    /// Sets the `source` of events handlers publish (default `conveyor-worker`).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Checks every group and returns the worker, or the first problem found.
+    pub fn build(self) -> Result<Worker<S>, BuildError> {
+        if self.groups.is_empty() {
+            return Err(Error::new(
+                BuildErrorKind::NoGroups,
+                "a worker needs at least one handler group",
+            ));
+        }
+        let publisher = Publisher::new(&self.conn).with_source(self.source);
+        let mut names = HashSet::new();
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for group in self.groups {
+            validate_token(&group.name, "group name").map_err(|e| {
+                Error::with_source(BuildErrorKind::InvalidGroupName, e.message().to_owned(), e)
+            })?;
+            if !names.insert(group.name.clone()) {
+                return Err(Error::new(
+                    BuildErrorKind::DuplicateGroup,
+                    format!("group {:?} is registered twice", group.name),
+                ));
+            }
+            let c = &group.config;
+            if c.concurrency == 0
+                || c.ack_wait < Duration::from_millis(100)
+                || c.max_ack_pending < 1
+            {
+                return Err(Error::new(
+                    BuildErrorKind::InvalidConfig,
+                    format!(
+                        "group {:?}: concurrency and max_ack_pending must be at least 1 and ack_wait at least 100 ms",
+                        group.name
+                    ),
+                ));
+            }
+            if group.routes.is_empty() {
+                return Err(Error::new(
+                    BuildErrorKind::EmptyGroup,
+                    format!("group {:?} has no handlers", group.name),
+                ));
+            }
+            let mut routes = HashMap::new();
+            for spec in group.routes {
+                validate_event_type(spec.event_type).map_err(|e| {
+                    Error::with_source(
+                        BuildErrorKind::InvalidEventType,
+                        format!("group {:?}: {}", group.name, e.message()),
+                        e,
+                    )
+                })?;
+                let options = spec
+                    .options
+                    .unwrap_or_else(|| group.config.handler_defaults.clone());
+                let route = Route {
+                    handler: spec.handler,
+                    options,
+                };
+                if routes.insert(spec.event_type.to_owned(), route).is_some() {
+                    return Err(Error::new(
+                        BuildErrorKind::DuplicateHandler,
+                        format!(
+                            "group {:?} has two handlers for {:?}; one group handles a type once (use another group to fan out)",
+                            group.name, spec.event_type
+                        ),
+                    ));
+                }
+            }
+            groups.push(Arc::new(runtime::GroupRuntime::new(
+                group.name,
+                group.config,
+                routes,
+                self.conn.clone(),
+                publisher.clone(),
+                self.state.clone(),
+            )));
+        }
+        Ok(Worker {
+            conn: self.conn,
+            groups,
+            shutdown_grace: self.shutdown_grace,
+            backstop: self.backstop,
+        })
+    }
+}
+
+/// Runs handler groups: one durable pull consumer per group, with acks, retries with backoff,
+/// dead letters, heartbeats for long handlers and graceful shutdown.
+///
+/// ```no_run
+/// use conveyor::{Connection, Context, Group, HandlerResult, Worker};
+/// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// # struct OrderCreated { order_id: String }
+/// # impl conveyor::Event for OrderCreated { const TYPE: &'static str = "order.created"; }
+///
+/// #[derive(Clone)]
+/// struct App { greeting: String }
+///
+/// async fn on_order(event: OrderCreated, ctx: Context<App>) -> HandlerResult {
+///     println!("{} order {} of {}", ctx.state().greeting, event.order_id, ctx.tenant());
+///     Ok(())
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let conn = Connection::connect("nats://127.0.0.1:4222").await?;
+/// let worker = Worker::builder(&conn, App { greeting: "new".into() })
+///     .group(Group::new("billing").handle(on_order))
+///     .build()?;
+/// worker.run().await?; // until SIGTERM or Ctrl-C
+/// # Ok(()) }
+/// ```
+pub struct Worker<S> {
+    conn: Connection,
+    groups: Vec<Arc<runtime::GroupRuntime<S>>>,
+    shutdown_grace: Duration,
+    backstop: bool,
+}
+
+impl<S> fmt::Debug for Worker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field(
+                "groups",
+                &self.groups.iter().map(|g| g.name()).collect::<Vec<_>>(),
+            )
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerErrorKind {
+    /// The shutdown signal handler could not be installed.
+    Signal,
+}
+
+impl fmt::Display for WorkerErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Signal => "signal handler failed",
+        })
+    }
+}
+
+/// A worker that stopped with an error.
+pub type WorkerError = Error<WorkerErrorKind>;
+
+impl<S: Clone + Send + Sync + 'static> Worker<S> {
+    /// Starts configuring a worker on `conn` whose handlers share `state` (use `()` for none;
+    /// wrap expensive state in an `Arc`).
+    pub fn builder(conn: &Connection, state: S) -> WorkerBuilder<S> {
+        WorkerBuilder {
+            conn: conn.clone(),
+            state,
+            groups: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
+            backstop: true,
+            source: "conveyor-worker".into(),
+        }
+    }
+
+    /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        let signal = shutdown_signal()?;
+        self.run_until(signal).await;
+        Ok(())
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully: stops pulling, hands buffered
+    /// events back, lets running handlers finish within the grace period, hands back the ones
+    /// still running after it, and flushes every ack and dead letter.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) {
+        let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut loops = Vec::new();
+        for group in &self.groups {
+            loops.push(tokio::spawn(runtime::run_group(
+                group.clone(),
+                shutdown.clone(),
+                abort.clone(),
+                tracker.clone(),
+            )));
+        }
+        if self.backstop {
+            loops.push(tokio::spawn(backstop::run(
+                self.conn.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(
+            groups = ?self.groups.iter().map(|g| g.name()).collect::<Vec<_>>(),
+            "worker running"
+        );
+        signal.await;
+        tracing::info!(grace = ?self.shutdown_grace, "worker shutting down");
+        shutdown.cancel();
+        for l in loops {
+            if let Err(e) = l.await {
+                tracing::error!(error = %e, "group loop failed");
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = tracker.len(),
+                "grace period over; handing running events back"
+            );
+            abort.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(running = tracker.len(), "handlers did not stop");
+            }
+        }
+        if let Err(e) = self.conn.client().flush().await {
+            tracing::error!(error = %e, "flush on shutdown failed");
+        }
+        tracing::info!("worker stopped");
+    }
+
+    /// Starts the worker on the current runtime and returns a handle to stop it.
+    pub fn spawn(self) -> WorkerHandle {
+        let token = CancellationToken::new();
+        let signal = token.clone();
+        let join = tokio::spawn(async move { self.run_until(signal.cancelled_owned()).await });
+        WorkerHandle { token, join }
+    }
+}
+
+/// A running worker started with [`Worker::spawn`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    token: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Shuts the worker down gracefully and waits until it has stopped.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "worker task failed");
+        }
+    }
+}
+
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send, WorkerError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| {
+            Error::with_source(WorkerErrorKind::Signal, "cannot listen for SIGTERM", e)
+        })?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}

@@ -1,0 +1,498 @@
+//! The per-group consumer loop and the handling of one delivery.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, field::Empty};
+
+use super::{GroupConfig, Route, StartFrom};
+use crate::connection::Connection;
+use crate::dlq::{DeadLetter, DeadLetterKind};
+use crate::envelope::{RawEnvelope, split_event_subject};
+use crate::handler::{Context, Delivery, FollowUps, HandlerResult, Retry};
+use crate::publisher::Publisher;
+use crate::topology::EVENTS_STREAM;
+
+/// How long one pull request waits on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Idle heartbeat of pull requests (at most half of `PULL_EXPIRES`).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Delay before retrying a dead-letter publish that failed.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+
+pub(crate) struct GroupRuntime<S> {
+    name: String,
+    config: GroupConfig,
+    routes: HashMap<String, Route<S>>,
+    conn: Connection,
+    publisher: Publisher,
+    state: S,
+    max_deliver: i64,
+}
+
+impl<S> GroupRuntime<S> {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
+    pub(crate) fn new(
+        name: String,
+        config: GroupConfig,
+        routes: HashMap<String, Route<S>>,
+        conn: Connection,
+        publisher: Publisher,
+        state: S,
+    ) -> Self {
+        let max_deliver = routes
+            .values()
+            .map(|r| i64::from(r.options.retry.max_attempts.max(1)))
+            .max()
+            .unwrap_or(1);
+        Self {
+            name,
+            config,
+            routes,
+            conn,
+            publisher,
+            state,
+            max_deliver,
+        }
+    }
+
+    /// The consumer configuration of this group. `max_deliver` is the largest attempt count
+    /// of its handlers; there is no `backoff` list because retry delays are Nak delays.
+    fn consumer_config(&self) -> pull::Config {
+        let mut filters: Vec<String> = self
+            .routes
+            .keys()
+            .map(|t| format!("events.*.{t}"))
+            .collect();
+        filters.sort();
+        pull::Config {
+            durable_name: Some(self.name.clone()),
+            name: Some(self.name.clone()),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.config.ack_wait,
+            max_deliver: self.max_deliver,
+            max_ack_pending: self.config.max_ack_pending,
+            deliver_policy: match self.config.start_from {
+                StartFrom::Beginning => DeliverPolicy::All,
+                StartFrom::Now => DeliverPolicy::New,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Creates the group's consumer or brings an existing one up to date. The deliver policy
+    /// of an existing consumer is kept: it cannot change.
+    async fn ensure_consumer(
+        &self,
+    ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
+        let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
+        let mut config = self.consumer_config();
+        if let Ok(info) = stream.consumer_info(&self.name).await {
+            config.deliver_policy = info.config.deliver_policy;
+        }
+        Ok(stream.create_consumer(config).await?)
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        (self.config.ack_wait / 3).max(Duration::from_millis(50))
+    }
+}
+
+/// Pulls and dispatches the group's events until `shutdown`, rebuilding the consumer and its
+/// message stream whenever they fail.
+pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
+    rt: Arc<GroupRuntime<S>>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(rt.config.concurrency));
+    let batch = rt.config.concurrency;
+    let mut backoff = Duration::from_millis(250);
+    while !shutdown.is_cancelled() {
+        let messages = match rt.ensure_consumer().await {
+            Ok(consumer) => {
+                consumer
+                    .stream()
+                    .max_messages_per_batch(batch)
+                    .expires(PULL_EXPIRES)
+                    .heartbeat(PULL_HEARTBEAT)
+                    .messages()
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(group = %rt.name, error = %e, retry_in = ?backoff, "cannot bind consumer");
+                sleep_or_cancel(backoff, &shutdown).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(group = %rt.name, error = %e, retry_in = ?backoff, "cannot start pulling");
+                sleep_or_cancel(backoff, &shutdown).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        tracing::info!(group = %rt.name, "consumer bound");
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let item = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                item = messages.next() => item,
+            };
+            match item {
+                Some(Ok(msg)) => {
+                    tracker.spawn(deliver(rt.clone(), msg, permit, abort.clone()));
+                }
+                Some(Err(e)) => {
+                    use pull::MessagesErrorKind as K;
+                    match e.kind() {
+                        K::ConsumerDeleted | K::RequestLimitExceeded | K::PushBasedConsumer => {
+                            tracing::warn!(group = %rt.name, error = %e, "consumer lost; rebinding");
+                            break;
+                        }
+                        K::MissingHeartbeat => {
+                            tracing::warn!(group = %rt.name, "missed pull heartbeat (server unreachable?)");
+                        }
+                        _ => {
+                            tracing::warn!(group = %rt.name, error = %e, "pull error");
+                            sleep_or_cancel(Duration::from_millis(100), &shutdown).await;
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(group = %rt.name, "message stream ended; rebinding");
+                    break;
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            // Hand back what was pulled but not started, so another process takes it now.
+            let mut handed_back = 0;
+            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+                if let Some(reply) = msg.message.reply.clone() {
+                    send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+                    handed_back += 1;
+                }
+            }
+            if handed_back > 0 {
+                tracing::info!(group = %rt.name, handed_back, "handed back buffered events");
+            }
+        }
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, token: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = token.cancelled() => {}
+    }
+}
+
+async fn send_ack(conn: &Connection, reply: async_nats::Subject, body: Bytes) {
+    if let Err(e) = conn.client().publish(reply, body).await {
+        tracing::error!(error = %e, "could not send ack");
+    }
+}
+
+/// What becomes of one delivery.
+enum Outcome {
+    Ack,
+    Retry { delay: Duration, error: String },
+    DeadLetter { kind: DeadLetterKind, error: String },
+    HandBack,
+}
+
+impl Outcome {
+    fn dead(kind: DeadLetterKind, error: impl Into<String>) -> Self {
+        Self::DeadLetter {
+            kind,
+            error: error.into(),
+        }
+    }
+}
+
+/// How one handler run ended.
+enum Run {
+    Done(HandlerResult),
+    Panicked(String),
+    TimedOut,
+    Aborted,
+}
+
+async fn deliver<S: Clone + Send + Sync + 'static>(
+    rt: Arc<GroupRuntime<S>>,
+    msg: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+    abort: CancellationToken,
+) {
+    let Some(reply) = msg.message.reply.clone() else {
+        tracing::warn!(group = %rt.name, subject = %msg.message.subject, "message without reply subject ignored");
+        return;
+    };
+    let (stream_sequence, attempt) = match msg.info() {
+        Ok(info) => (
+            info.stream_sequence,
+            u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX),
+        ),
+        Err(e) => {
+            tracing::warn!(group = %rt.name, error = %e, "message without JetStream metadata ignored");
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "conveyor.delivery",
+        group = %rt.name,
+        event_type = Empty,
+        tenant = Empty,
+        event_id = Empty,
+        attempt,
+        stream_sequence,
+        outcome = Empty,
+    );
+    async move {
+        let outcome = handle(&rt, &msg, &reply, stream_sequence, attempt, &abort).await;
+        settle(&rt, &msg, reply, stream_sequence, attempt, outcome).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn handle<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+    reply: &async_nats::Subject,
+    stream_sequence: u64,
+    attempt: u32,
+    abort: &CancellationToken,
+) -> Outcome {
+    let span = tracing::Span::current();
+    let subject = msg.message.subject.as_str();
+    let Some((subject_tenant, subject_type)) = split_event_subject(subject) else {
+        return Outcome::dead(
+            DeadLetterKind::Decode,
+            format!("subject {subject:?} is not events.<tenant>.<type>"),
+        );
+    };
+    let env = match RawEnvelope::parse(&msg.message.payload) {
+        Ok(env) => env,
+        Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+    };
+    span.record("event_type", &*env.event_type);
+    span.record("event_id", &*env.id);
+    span.record("tenant", &*env.tenantid);
+    let tenant = match env.tenant() {
+        Ok(t) => t,
+        Err(e) => return Outcome::dead(DeadLetterKind::TenantMismatch, e.to_string()),
+    };
+    if tenant.as_str() != subject_tenant {
+        return Outcome::dead(
+            DeadLetterKind::TenantMismatch,
+            format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
+        );
+    }
+    let Some(route) = rt.routes.get(&*env.event_type) else {
+        let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        return Outcome::dead(
+            DeadLetterKind::UnknownType,
+            format!(
+                "group {:?} has no handler for type {:?} (it handles {known:?})",
+                rt.name, env.event_type
+            ),
+        );
+    };
+    if env.event_type != subject_type {
+        return Outcome::dead(
+            DeadLetterKind::TypeMismatch,
+            format!(
+                "envelope type {:?} differs from the subject's type {subject_type:?}",
+                env.event_type
+            ),
+        );
+    }
+    let policy = &route.options.retry;
+    if attempt > policy.max_attempts {
+        return Outcome::dead(
+            DeadLetterKind::MaxDeliveries,
+            format!(
+                "delivery {attempt} exceeds the handler's {} attempts: an earlier attempt ended without a result",
+                policy.max_attempts
+            ),
+        );
+    }
+    let delivery = Arc::new(Delivery {
+        group: rt.name.clone(),
+        tenant,
+        event_id: env.id.to_string(),
+        event_type: env.event_type.to_string(),
+        source: env.source.to_string(),
+        time: env.time,
+        attempt,
+        max_attempts: policy.max_attempts,
+        correlation_id: env.correlationid.as_deref().unwrap_or(&env.id).to_owned(),
+        traceparent: env.traceparent.as_deref().map(str::to_owned),
+        stream_sequence,
+    });
+    let ctx = Context::new(
+        delivery,
+        FollowUps::Nats(rt.publisher.clone()),
+        rt.state.clone(),
+    );
+    let future = match route.handler.call(env.data, &env.event_type, ctx) {
+        Ok(f) => f,
+        Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+    };
+
+    let run = run_handler(rt, reply, future, route.options.timeout, abort).await;
+    let (kind, retry, error) = match run {
+        Run::Done(Ok(())) => return Outcome::Ack,
+        Run::Aborted => return Outcome::HandBack,
+        Run::Done(Err(e)) => (DeadLetterKind::Handler, e.retry(), e.to_string()),
+        Run::Panicked(message) => (
+            DeadLetterKind::Panic,
+            Retry::Backoff,
+            format!("handler panicked: {message}"),
+        ),
+        Run::TimedOut => (
+            DeadLetterKind::Timeout,
+            Retry::Backoff,
+            format!("handler exceeded its {:?} timeout", route.options.timeout),
+        ),
+    };
+    match retry {
+        Retry::Never => Outcome::DeadLetter { kind, error },
+        _ if attempt >= policy.max_attempts => Outcome::DeadLetter { kind, error },
+        Retry::After(delay) => Outcome::Retry { delay, error },
+        Retry::Backoff => Outcome::Retry {
+            delay: policy.delay_after(attempt),
+            error,
+        },
+    }
+}
+
+/// Runs the handler future with its timeout, catching panics, sending in-progress heartbeats
+/// while it runs, and giving up when the worker aborts.
+async fn run_handler<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    reply: &async_nats::Subject,
+    future: futures::future::BoxFuture<'static, HandlerResult>,
+    timeout: Duration,
+    abort: &CancellationToken,
+) -> Run {
+    let guarded = tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind());
+    tokio::pin!(guarded);
+    let every = rt.heartbeat_every();
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut guarded => {
+                return match result {
+                    Ok(Ok(r)) => Run::Done(r),
+                    Ok(Err(panic)) => Run::Panicked(panic_message(&panic)),
+                    Err(_) => Run::TimedOut,
+                };
+            }
+            () = abort.cancelled() => return Run::Aborted,
+            _ = heartbeat.tick() => {
+                send_ack(&rt.conn, reply.clone(), Bytes::from_static(b"+WPI")).await;
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+async fn settle<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+    reply: async_nats::Subject,
+    stream_sequence: u64,
+    attempt: u32,
+    outcome: Outcome,
+) {
+    let span = tracing::Span::current();
+    match outcome {
+        Outcome::Ack => {
+            span.record("outcome", "ack");
+            tracing::debug!("handled");
+            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+        }
+        Outcome::Retry { delay, error } => {
+            span.record("outcome", "retry");
+            tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
+            let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
+            send_ack(&rt.conn, reply, body.into()).await;
+        }
+        Outcome::HandBack => {
+            span.record("outcome", "handed-back");
+            tracing::info!("shutdown: event handed back");
+            send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+        }
+        Outcome::DeadLetter { kind, error } => {
+            span.record("outcome", "dead-letter");
+            let letter = DeadLetter {
+                original_subject: msg.message.subject.to_string(),
+                stream_sequence,
+                group: rt.name.clone(),
+                attempts: attempt,
+                kind,
+                error,
+                failed_at: Utc::now(),
+                body: msg.message.payload.clone(),
+            };
+            match letter.publish(&rt.conn).await {
+                Ok(()) => {
+                    tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
+                    let body = format!("+TERM dlq:{kind}");
+                    send_ack(&rt.conn, reply, body.into()).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not dead-letter; the event will be redelivered");
+                    let body = format!("-NAK {{\"delay\":{}}}", DEAD_LETTER_RETRY.as_nanos());
+                    send_ack(&rt.conn, reply, body.into()).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Shared support for Conveyor's end-to-end tests: test events, a server with the topology set
+//! up, recorders, and readers for the streams.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use conveyor::testing::NatsServer;
+use conveyor::topology::{DLQ_STREAM, EVENTS_STREAM, Topology, provision};
+use conveyor::{Connection, DeadLetter, Event};
+use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A small test event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Ping {
+    /// A number to tell events apart.
+    pub n: u32,
+}
+
+impl Event for Ping {
+    const TYPE: &'static str = "test.ping";
+}
+
+/// A second test event type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Pong {
+    /// A number to tell events apart.
+    pub n: u32,
+}
+
+impl Event for Pong {
+    const TYPE: &'static str = "test.pong";
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` filters; default warn).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Starts a server of its own, connects, and provisions the topology.
+pub async fn server() -> (NatsServer, Connection) {
+    init_tracing();
+    let server = NatsServer::start().expect("nats-server");
+    let conn = server.connect().await.expect("connect");
+    provision(&conn, &Topology::default())
+        .await
+        .expect("provision");
+    (server, conn)
+}
+
+/// One handler run seen by a [`Recorder`].
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The event id.
+    pub event_id: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// Which worker saw it.
+    pub worker: String,
+    /// When.
+    pub at: Instant,
+}
+
+/// Collects handler runs across tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    /// Records one run.
+    pub fn record(&self, event_id: &str, attempt: u32, worker: &str) {
+        self.seen.lock().unwrap().push(Seen {
+            event_id: event_id.to_owned(),
+            attempt,
+            worker: worker.to_owned(),
+            at: Instant::now(),
+        });
+    }
+
+    /// Every run so far.
+    pub fn all(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Runs per event id.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for s in self.all() {
+            *counts.entry(s.event_id).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Waits until `cond` holds for the runs so far, or panics after `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, cond: impl Fn(&[Seen]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(&self.all()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; seen {} runs",
+                self.all().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Reads every message of `stream` (from the start) within `timeout`, waiting until at least
+/// `min` are there.
+pub async fn read_stream(
+    conn: &Connection,
+    stream: &str,
+    min: usize,
+    timeout: Duration,
+) -> Vec<async_nats::jetstream::Message> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = conn.jetstream().get_stream(stream).await.unwrap();
+        let consumer = s
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(10_000)
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = batch.next().await {
+            out.push(m);
+        }
+        if out.len() >= min || Instant::now() > deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads the dead letters, waiting until at least `min` are there (or `timeout` passes).
+pub async fn dead_letters(conn: &Connection, min: usize, timeout: Duration) -> Vec<DeadLetter> {
+    read_stream(conn, DLQ_STREAM, min, timeout)
+        .await
+        .into_iter()
+        .map(|m| {
+            let headers = m.message.headers.clone().unwrap_or_default();
+            DeadLetter::from_parts(&headers, m.message.payload.clone()).unwrap()
+        })
+        .collect()
+}
+
+/// Number of messages in `EVENTS`.
+pub async fn events_count(conn: &Connection) -> u64 {
+    let mut s = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    s.info().await.unwrap().state.messages
+}
+
+/// Consumer state of a group: (pending, ack pending, redelivered).
+pub async fn consumer_state(conn: &Connection, group: &str) -> (u64, usize, usize) {
+    let s = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    let info = s.consumer_info(group).await.unwrap();
+    (info.num_pending, info.num_ack_pending, info.num_redelivered)
+}
+
+/// Publishes raw bytes to `subject` and awaits the stream ack.
+pub async fn publish_raw(conn: &Connection, subject: &str, body: &[u8]) -> u64 {
+    conn.jetstream()
+        .publish(subject.to_owned(), body.to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
+/// Waits until `cond` is true, or panics after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
