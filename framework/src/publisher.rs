@@ -8,7 +8,7 @@ use async_nats::jetstream::context::PublishErrorKind as NatsPublishErrorKind;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::connection::Connection;
@@ -180,21 +180,35 @@ impl Publisher {
     }
 
     /// Publishes many events, keeping up to `max_in_flight` acks outstanding, and returns one
-    /// result per event in input order. A failed event does not stop the others.
+    /// result per event in input order. Events are sent in input order, so they are stored in
+    /// that order. A failed event does not stop the others.
     pub async fn publish_many<E, T, I>(&self, events: I) -> Vec<Result<Published, PublishError>>
     where
         E: Event,
         T: IntoTenantId,
         I: IntoIterator<Item = (T, E)>,
     {
-        futures::stream::iter(events)
-            .map(|(tenant, event)| {
-                let prepared = self.prepare(tenant, E::TYPE, &event, &EventOptions::default());
-                async move { self.send(prepared?).await }
-            })
-            .buffered(self.max_in_flight)
-            .collect()
-            .await
+        let events = events.into_iter();
+        let mut results = Vec::with_capacity(events.size_hint().0);
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        for (tenant, event) in events {
+            if in_flight.len() >= self.max_in_flight
+                && let Some(done) = in_flight.next().await
+            {
+                results.push(done);
+            }
+            match self.prepare(tenant, E::TYPE, &event, &EventOptions::default()) {
+                Ok(prepared) => match self.start(prepared).await {
+                    Ok(pending) => in_flight.push_back(pending.finish().boxed()),
+                    Err(e) => in_flight.push_back(futures::future::ready(Err(e)).boxed()),
+                },
+                Err(e) => in_flight.push_back(futures::future::ready(Err(e)).boxed()),
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            results.push(done);
+        }
+        results
     }
 
     fn prepare<T: Serialize + ?Sized>(
@@ -232,31 +246,29 @@ impl Publisher {
     }
 
     async fn send(&self, prepared: Prepared) -> Result<Published, PublishError> {
+        self.start(prepared).await?.finish().await
+    }
+
+    /// Sends one event; the returned value awaits its ack.
+    async fn start(&self, prepared: Prepared) -> Result<PendingAck, PublishError> {
         let Prepared { id, subject, body } = prepared;
-        let mut violations = self.conn.violations().map(|v| v.subscribe());
+        let violations = self.conn.violations().map(|v| v.subscribe());
         let message = Publish::build()
             .payload(body)
             .message_id(&id)
             .header("Content-Type", CONTENT_TYPE);
-        let ack_future = self
+        let ack = self
             .conn
             .jetstream()
             .send_publish(subject.clone(), message)
             .await
             .map_err(|e| self.map_error(e, &subject))?;
-        let ack = match violations.as_mut() {
-            Some(rx) => tokio::select! {
-                ack = ack_future.into_future() => ack,
-                () = wait_for_violation(rx, &subject) => return Err(denied(&subject)),
-            },
-            None => ack_future.await,
-        }
-        .map_err(|e| self.map_error(e, &subject))?;
-        Ok(Published {
+        Ok(PendingAck {
+            publisher: self.clone(),
             id,
             subject,
-            stream_sequence: ack.sequence,
-            duplicate: ack.duplicate,
+            ack,
+            violations,
         })
     }
 
@@ -289,6 +301,41 @@ impl Publisher {
             _ => PublishErrorKind::Other,
         };
         Error::with_source(kind, format!("publish to {subject:?} failed"), e)
+    }
+}
+
+/// A sent event whose ack is still outstanding.
+struct PendingAck {
+    publisher: Publisher,
+    id: String,
+    subject: String,
+    ack: async_nats::jetstream::context::PublishAckFuture,
+    violations: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+}
+
+impl PendingAck {
+    async fn finish(self) -> Result<Published, PublishError> {
+        let Self {
+            publisher,
+            id,
+            subject,
+            ack,
+            violations,
+        } = self;
+        let ack = match violations {
+            Some(mut rx) => tokio::select! {
+                ack = ack.into_future() => ack,
+                () = wait_for_violation(&mut rx, &subject) => return Err(denied(&subject)),
+            },
+            None => ack.await,
+        }
+        .map_err(|e| publisher.map_error(e, &subject))?;
+        Ok(Published {
+            id,
+            subject,
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
     }
 }
 

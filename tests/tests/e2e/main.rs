@@ -1,0 +1,7 @@
+//! End-to-end tests of Conveyor against real nats-server processes, one server per test.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod dead_letters;
+mod publish;
+mod resilience;
+mod worker;

@@ -1,0 +1,240 @@
+use std::time::Duration;
+
+use conveyor::testing::NatsServer;
+use conveyor::topology::{EVENTS_STREAM, StreamChange};
+use conveyor::topology::{Topology, provision};
+use conveyor::{EventOptions, PublishErrorKind, Publisher, TenantIdErrorKind};
+use conveyor_schemas::Money;
+use conveyor_schemas::commerce::{OrderCreated, OrderLine};
+use conveyor_tests::{Ping, events_count, server};
+
+fn order(id: &str) -> OrderCreated {
+    OrderCreated {
+        order_id: id.into(),
+        customer_id: "c-1".into(),
+        lines: vec![OrderLine {
+            sku: "sku-1".into(),
+            quantity: 2,
+            unit_price: Money::new(1250, "EUR"),
+        }],
+        total: Money::new(2500, "EUR"),
+        placed_at: chrono::Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn publishes_a_cloudevent_on_the_tenant_subject() {
+    let (_server, conn) = server().await;
+    let publisher = Publisher::new(&conn).with_source("shop");
+    let stored = publisher.publish("acme", &order("o-1")).await.unwrap();
+    assert_eq!(stored.subject, "events.acme.order.created");
+    assert!(!stored.duplicate);
+
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    let msg = stream.direct_get(stored.stream_sequence).await.unwrap();
+    assert_eq!(msg.subject.as_str(), "events.acme.order.created");
+    assert_eq!(
+        msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
+        stored.id.as_str()
+    );
+    assert_eq!(
+        msg.headers.get("Content-Type").unwrap().as_str(),
+        "application/cloudevents+json"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(json["specversion"], "1.0");
+    assert_eq!(json["id"], stored.id.as_str());
+    assert_eq!(json["source"], "shop");
+    assert_eq!(json["type"], "order.created");
+    assert_eq!(json["tenantid"], "acme");
+    assert_eq!(json["datacontenttype"], "application/json");
+    assert!(json["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(json["data"]["total"]["amount_minor"], 2500);
+}
+
+#[tokio::test]
+async fn republishing_an_id_is_reported_as_duplicate_and_stored_once() {
+    let (_server, conn) = server().await;
+    let publisher = Publisher::new(&conn);
+    let opts = EventOptions::default().id("order-o-1-created");
+    let first = publisher
+        .publish_with("acme", &order("o-1"), opts.clone())
+        .await
+        .unwrap();
+    let second = publisher
+        .publish_with("acme", &order("o-1"), opts)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(first.stream_sequence, second.stream_sequence);
+    assert_eq!(events_count(&conn).await, 1);
+}
+
+#[tokio::test]
+async fn invalid_tenants_are_rejected_before_sending() {
+    let (_server, conn) = server().await;
+    let publisher = Publisher::new(&conn);
+    let long = "x".repeat(65);
+    let cases: [(&str, TenantIdErrorKind); 9] = [
+        ("", TenantIdErrorKind::Empty),
+        ("a.b", TenantIdErrorKind::Separator),
+        ("*", TenantIdErrorKind::Wildcard),
+        (">", TenantIdErrorKind::Wildcard),
+        ("$sys", TenantIdErrorKind::InvalidCharacter),
+        ("a b", TenantIdErrorKind::Whitespace),
+        (" acme", TenantIdErrorKind::Whitespace),
+        (&long, TenantIdErrorKind::TooLong),
+        ("tenant-ü", TenantIdErrorKind::NonAscii),
+    ];
+    for (tenant, rule) in cases {
+        let err = publisher.publish(tenant, &Ping { n: 1 }).await.unwrap_err();
+        assert_eq!(err.kind(), PublishErrorKind::InvalidTenant, "{tenant:?}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<conveyor::TenantIdError>())
+            .expect("the tenant error is the source");
+        assert_eq!(source.kind(), rule, "{tenant:?}: {err}");
+    }
+    assert_eq!(events_count(&conn).await, 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn publishing_without_a_stream_says_so() {
+    conveyor_tests::init_tracing();
+    let server = NatsServer::start().unwrap();
+    let conn = server.connect().await.unwrap();
+    let err = Publisher::new(&conn)
+        .publish("acme", &Ping { n: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::NoStream, "{err}");
+}
+
+#[tokio::test]
+async fn oversized_payloads_are_rejected() {
+    let (_server, conn) = server().await;
+    let big = OrderCreated {
+        customer_id: "x".repeat(2 * 1024 * 1024),
+        ..order("o-big")
+    };
+    let err = Publisher::new(&conn)
+        .publish("acme", &big)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::PayloadTooLarge, "{err}");
+}
+
+#[tokio::test]
+async fn publishing_for_a_forbidden_tenant_is_permission_denied() {
+    conveyor_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("auth.conf");
+    std::fs::write(
+        &conf,
+        r#"
+accounts {
+  APP: {
+    jetstream: enabled
+    users: [
+      { user: admin, password: admin }
+      { user: pub_acme, password: secret, permissions: {
+          publish: { allow: ["events.acme.>"] }
+          subscribe: { allow: ["_INBOX_pub_acme.>"] } } }
+    ]
+  }
+}
+"#,
+    )
+    .unwrap();
+    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let admin = conveyor::Connection::connect_with(
+        server.url(),
+        async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into()),
+    )
+    .await
+    .unwrap();
+    provision(&admin, &Topology::default()).await.unwrap();
+
+    let app = conveyor::Connection::connect_with(
+        server.url(),
+        async_nats::ConnectOptions::with_user_and_password("pub_acme".into(), "secret".into())
+            .custom_inbox_prefix("_INBOX_pub_acme"),
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::new(&app);
+    publisher.publish("acme", &Ping { n: 1 }).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let err = publisher
+        .publish("globex", &Ping { n: 2 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("events.globex.test.ping"), "{err}");
+    assert!(
+        started.elapsed() < conveyor::connection::DEFAULT_REQUEST_TIMEOUT,
+        "reported before the ack timeout"
+    );
+}
+
+#[tokio::test]
+async fn publish_many_keeps_order_and_stores_every_event() {
+    let (_server, conn) = server().await;
+    let publisher = Publisher::new(&conn).with_max_in_flight(64);
+    let events = (0..500).map(|n| (if n % 2 == 0 { "acme" } else { "globex" }, Ping { n }));
+    let results = publisher.publish_many(events).await;
+    assert_eq!(results.len(), 500);
+    let seqs: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.unwrap().stream_sequence)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in input order");
+    assert_eq!(events_count(&conn).await, 500);
+
+    let mixed = publisher
+        .publish_many(vec![("acme", Ping { n: 1 }), ("bad.tenant", Ping { n: 2 })])
+        .await;
+    assert!(mixed[0].is_ok());
+    assert_eq!(
+        mixed[1].as_ref().unwrap_err().kind(),
+        PublishErrorKind::InvalidTenant
+    );
+}
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_applies_changes() {
+    conveyor_tests::init_tracing();
+    let server = NatsServer::start().unwrap();
+    let conn = server.connect().await.unwrap();
+    let topology = Topology::default();
+    let first = provision(&conn, &topology).await.unwrap();
+    assert!(
+        first.iter().all(|(_, c)| *c == StreamChange::Created),
+        "{first:?}"
+    );
+    let again = provision(&conn, &topology).await.unwrap();
+    assert!(
+        again.iter().all(|(_, c)| *c == StreamChange::Unchanged),
+        "{again:?}"
+    );
+
+    let mut changed = topology.clone();
+    changed.events.max_age = Duration::from_secs(3600);
+    changed.events.duplicate_window = Duration::from_secs(60);
+    let updated = provision(&conn, &changed).await.unwrap();
+    assert_eq!(
+        updated[0],
+        (EVENTS_STREAM.to_owned(), StreamChange::Updated)
+    );
+    assert_eq!(updated[1].1, StreamChange::Unchanged);
+    let mut stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(60));
+
+    let mut invalid = topology;
+    invalid.events.max_age = Duration::from_secs(10);
+    let err = provision(&conn, &invalid).await.unwrap_err();
+    assert_eq!(err.kind(), conveyor::ProvisionErrorKind::InvalidConfig);
+}

@@ -1,0 +1,300 @@
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conveyor::{
+    Connection, Context, DeadLetterKind, Group, HandlerError, HandlerOptions, Publisher,
+    RetryPolicy, Worker,
+};
+use conveyor_tests::{Ping, Recorder, consumer_state, dead_letters, eventually, server};
+use futures::StreamExt;
+
+/// A worker process (`test_worker`) that can be SIGKILLed.
+struct ChildWorker(Child);
+
+impl ChildWorker {
+    fn spawn(url: &str, group: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_test_worker"));
+        cmd.env("NATS_URL", url).env("GROUP", group);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self(cmd.spawn().expect("spawn test_worker"))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill(); // SIGKILL on Unix
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildWorker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Collects `<event-id> <attempt> <worker>` lines a worker process reports on core NATS.
+fn collect(conn: &Connection, subject: &str) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    let client = conn.client().clone();
+    let subject = subject.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    tokio::spawn(async move {
+        let mut sub = client.subscribe(subject).await.unwrap();
+        client.flush().await.unwrap();
+        let _ = ready_tx.send(());
+        while let Some(m) = sub.next().await {
+            l.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&m.payload).into_owned());
+        }
+    });
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    lines
+}
+
+async fn record_ping(_: Ping, ctx: Context<Recorder>) -> Result<(), HandlerError> {
+    ctx.state()
+        .record(ctx.event_id(), ctx.attempt(), "in-process");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_worker_mid_batch_loses_nothing() {
+    let (server, conn) = server().await;
+    let started = collect(&conn, "test.started");
+    let handled = collect(&conn, "test.handled");
+    let mut child = ChildWorker::spawn(
+        &server.url(),
+        "crash",
+        &[
+            ("SLEEP_MS", "300"),
+            ("CONCURRENCY", "4"),
+            ("ACK_WAIT_MS", "2000"),
+        ],
+    );
+    let ids: Vec<String> = Publisher::new(&conn)
+        .publish_many((0..40).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    eventually(
+        Duration::from_secs(15),
+        "the child to be mid-batch",
+        || async { handled.lock().unwrap().len() >= 4 },
+    )
+    .await;
+    child.kill();
+    let done_by_child = handled.lock().unwrap().len();
+    assert!(done_by_child < 40, "killed mid-batch");
+    assert!(
+        started.lock().unwrap().len() > done_by_child,
+        "handlers were running when killed"
+    );
+
+    // A second worker on the same group finishes the rest, including the interrupted ones.
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("crash")
+                .ack_wait(Duration::from_millis(2000))
+                .concurrency(4)
+                .handle_with(
+                    record_ping,
+                    HandlerOptions::default()
+                        .retry(RetryPolicy::exponential(5, Duration::from_millis(100))),
+                ),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    let handled_by_child: Vec<String> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    eventually(Duration::from_secs(20), "every event handled", || async {
+        let by_second = recorder.counts();
+        ids.iter()
+            .all(|id| by_second.contains_key(id) || handled_by_child.contains(id))
+    })
+    .await;
+    eventually(Duration::from_secs(5), "all acked", || async {
+        let (pending, ack_pending, _) = consumer_state(&conn, "crash").await;
+        pending == 0 && ack_pending == 0
+    })
+    .await;
+    assert!(dead_letters(&conn, 0, Duration::ZERO).await.is_empty());
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_stream_loses_nothing() {
+    let (mut server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("steady").concurrency(4).handle_with(
+                |_: Ping, ctx: Context<Recorder>| async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
+                    Ok::<(), HandlerError>(())
+                },
+                HandlerOptions::default()
+                    .retry(RetryPolicy::exponential(10, Duration::from_millis(100))),
+            ),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    let publisher = Publisher::new(&conn);
+    let mut ids = Vec::new();
+    for r in publisher
+        .publish_many((0..60).map(|n| ("acme", Ping { n })))
+        .await
+    {
+        ids.push(r.unwrap().id);
+    }
+    recorder
+        .wait_for(Duration::from_secs(10), "some progress", |s| s.len() >= 10)
+        .await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_again().unwrap();
+
+    // Publishing after the restart: retry until the client has reconnected.
+    for n in 60..90 {
+        let event = Ping { n };
+        let id = conveyor::envelope::new_event_id();
+        let options = conveyor::EventOptions::default().id(id.clone());
+        let mut tries = 0;
+        loop {
+            match publisher
+                .publish_with("acme", &event, options.clone())
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 100, "publish never recovered: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        ids.push(id);
+    }
+    eventually(Duration::from_secs(45), "all 90 events handled", || async {
+        let counts = recorder.counts();
+        ids.iter().all(|id| counts.contains_key(id))
+    })
+    .await;
+    assert!(dead_letters(&conn, 0, Duration::ZERO).await.is_empty());
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_running_handlers_and_hands_back_the_rest() {
+    let (server, conn) = server().await;
+    let recorder = Recorder::default();
+    let slow = |_: Ping, ctx: Context<Recorder>| async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        ctx.state().record(ctx.event_id(), ctx.attempt(), "first");
+        Ok::<(), HandlerError>(())
+    };
+    // A long ack wait: an event that was neither acked nor handed back would not come back
+    // within this test.
+    let group = || {
+        Group::new("graceful")
+            .ack_wait(Duration::from_secs(60))
+            .concurrency(4)
+    };
+    let first_conn = server.connect().await.unwrap();
+    let first = Worker::builder(&first_conn, recorder.clone())
+        .shutdown_grace(Duration::from_secs(10))
+        .group(group().handle(slow))
+        .build()
+        .unwrap()
+        .spawn();
+    let ids: Vec<String> = Publisher::new(&conn)
+        .publish_many((0..30).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    recorder
+        .wait_for(Duration::from_secs(10), "first results", |s| s.len() >= 4)
+        .await;
+    first.shutdown().await;
+    let by_first = recorder.all().len();
+    assert!(by_first < 30, "stopped mid-way");
+
+    let second = Worker::builder(&conn, recorder.clone())
+        .group(
+            group().handle(|_: Ping, ctx: Context<Recorder>| async move {
+                ctx.state().record(ctx.event_id(), ctx.attempt(), "second");
+                Ok::<(), HandlerError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    eventually(Duration::from_secs(10), "the rest handled", || async {
+        recorder.counts().len() == 30
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts: HashMap<String, usize> = recorder.counts();
+    assert!(
+        ids.iter().all(|id| counts.get(id) == Some(&1)),
+        "each exactly once: {counts:?}"
+    );
+    let (pending, ack_pending, _) = consumer_state(&conn, "graceful").await;
+    assert_eq!((pending, ack_pending), (0, 0));
+    assert!(dead_letters(&conn, 0, Duration::ZERO).await.is_empty());
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_last_attempt_dies_with_its_process_is_dead_lettered() {
+    let (server, conn) = server().await;
+    let started = collect(&conn, "test.started");
+    // One attempt only, and a handler far longer than the ack wait's heartbeats survive.
+    let mut child = ChildWorker::spawn(
+        &server.url(),
+        "doomed",
+        &[
+            ("SLEEP_MS", "30000"),
+            ("MAX_ATTEMPTS", "1"),
+            ("ACK_WAIT_MS", "1000"),
+        ],
+    );
+    let published = Publisher::new(&conn)
+        .publish("acme", &Ping { n: 1 })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "the handler to start", || async {
+        !started.lock().unwrap().is_empty()
+    })
+    .await;
+    child.kill();
+
+    // Another worker process (any group) runs the backstop.
+    let other = Worker::builder(&conn, Recorder::default())
+        .group(Group::new("bystander").handle(record_ping))
+        .build()
+        .unwrap()
+        .spawn();
+    let letters = dead_letters(&conn, 1, Duration::from_secs(15)).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.kind, DeadLetterKind::MaxDeliveries);
+    assert_eq!(letter.group, "doomed");
+    assert_eq!(letter.stream_sequence, published.stream_sequence);
+    assert_eq!(letter.original_subject, "events.acme.test.ping");
+    other.shutdown().await;
+}
