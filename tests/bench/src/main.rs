@@ -1,1 +1,424 @@
-fn main() {}
+//! Conveyor benchmarks against raw async-nats, in one run against their own nats-server.
+//!
+//! `cargo run --release -p conveyor-bench [-- core|publish|consume|latency]` prints one JSON
+//! object per line:
+//! - `publish`: events/s through `Publisher::publish_many` vs raw `jetstream.send_publish` with
+//!   a body of the same size, a `Nats-Msg-Id` header and the same ack window;
+//! - `consume`: events/s of N queued events through a `Worker` with a no-op handler vs a raw pull
+//!   consumer that acks each message;
+//! - `latency`: publish-to-handler latency p50/p99 at a steady rate, each stack end to end;
+//! - `memory`: the process's peak RSS.
+//!
+//! Each figure is the median of several alternating rounds, so both stacks see the same machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use conveyor::testing::NatsServer;
+use conveyor::topology::{EVENTS_STREAM, Topology, provision};
+use conveyor::{Connection, Context, Event, Group, HandlerResult, Publisher, Worker};
+use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const ROUNDS: usize = 3;
+const LATENCY_ROUNDS: usize = 5;
+const PUBLISH_N: usize = 20_000;
+const CONSUME_N: usize = 20_000;
+const IN_FLIGHT: usize = 256;
+const CONCURRENCY: usize = 256;
+const LATENCY_RATE: u64 = 500;
+const LATENCY_SECS: u64 = 4;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxResult<T> = Result<T, BoxError>;
+
+/// The benchmark event: a small order-like payload.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Tick {
+    seq: u64,
+    sent_us: u64,
+    customer: String,
+    amount_minor: i64,
+}
+
+impl Event for Tick {
+    const TYPE: &'static str = "bench.tick";
+}
+
+fn tick(seq: u64, sent_us: u64) -> Tick {
+    Tick {
+        seq,
+        sent_us,
+        customer: "customer-0001".into(),
+        amount_minor: 4200,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Deletes every consumer of `EVENTS` and purges it.
+async fn reset(conn: &Connection) -> BoxResult<()> {
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
+    let names: Vec<String> = stream
+        .consumer_names()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    for n in names {
+        stream.delete_consumer(&n).await?;
+    }
+    stream.purge().await?;
+    Ok(())
+}
+
+/// A raw body shaped and sized like Conveyor's envelope, for a fair raw publish.
+fn raw_body(seq: u64) -> BoxResult<Vec<u8>> {
+    Ok(serde_json::to_vec(&json!({
+        "specversion": "1.0", "id": format!("{seq:036}"), "source": "conveyor", "type": "bench.tick",
+        "time": "2026-01-01T00:00:00.000000Z", "datacontenttype": "application/json",
+        "tenantid": "acme", "data": tick(seq, 0),
+    }))?)
+}
+
+async fn conveyor_publish(conn: &Connection) -> BoxResult<f64> {
+    let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
+    let start = Instant::now();
+    let results = publisher
+        .publish_many((0..PUBLISH_N as u64).map(|i| ("acme", tick(i, 0))))
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    for r in results {
+        r?;
+    }
+    Ok(PUBLISH_N as f64 / elapsed)
+}
+
+async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
+    let js = async_nats::jetstream::new(conn.client().clone());
+    let bodies: Vec<Vec<u8>> = (0..PUBLISH_N as u64).map(raw_body).collect::<BoxResult<_>>()?;
+    let start = Instant::now();
+    let mut acks = futures::stream::FuturesOrdered::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        if acks.len() >= IN_FLIGHT
+            && let Some(r) = acks.next().await
+        {
+            let _: async_nats::jetstream::publish::PublishAck = r?;
+        }
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(body.into())
+            .message_id(format!("raw-{i}"));
+        acks.push_back(
+            js.send_publish("events.acme.bench.tick", msg)
+                .await?
+                .into_future(),
+        );
+    }
+    while let Some(r) = acks.next().await {
+        r?;
+    }
+    Ok(PUBLISH_N as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn fill(conn: &Connection, n: usize) -> BoxResult<()> {
+    let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
+    for r in publisher
+        .publish_many((0..n as u64).map(|i| ("acme", tick(i, 0))))
+        .await
+    {
+        r?;
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Counter {
+    handled: Arc<AtomicU64>,
+    latencies: Arc<std::sync::Mutex<Vec<f64>>>,
+    origin: Instant,
+}
+
+fn counter() -> Counter {
+    Counter {
+        handled: Arc::new(AtomicU64::new(0)),
+        latencies: Arc::new(std::sync::Mutex::new(Vec::new())),
+        origin: Instant::now(),
+    }
+}
+
+async fn count(_e: Tick, ctx: Context<Counter>) -> HandlerResult {
+    ctx.state().handled.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn measure_latency(e: Tick, ctx: Context<Counter>) -> HandlerResult {
+    let s = ctx.state();
+    let now_us = s.origin.elapsed().as_micros() as u64;
+    let ms = now_us.saturating_sub(e.sent_us) as f64 / 1000.0;
+    if let Ok(mut l) = s.latencies.lock() {
+        l.push(ms);
+    }
+    s.handled.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn wait_until(c: &AtomicU64, n: u64, limit: Duration) -> BoxResult<()> {
+    let deadline = Instant::now() + limit;
+    while c.load(Ordering::Relaxed) < n {
+        if Instant::now() > deadline {
+            let got = c.load(Ordering::Relaxed);
+            return Err(format!("only {got} of {n} events within {limit:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+async fn conveyor_consume(conn: &Connection) -> BoxResult<f64> {
+    fill(conn, CONSUME_N).await?;
+    let c = counter();
+    let start = Instant::now();
+    let worker = Worker::builder(conn, c.clone())
+        .backstop(false)
+        .group(
+            Group::new("bench")
+                .concurrency(CONCURRENCY)
+                .max_ack_pending(4096)
+                .handle(count),
+        )
+        .build()?
+        .spawn();
+    wait_until(&c.handled, CONSUME_N as u64, Duration::from_secs(120)).await?;
+    let rate = CONSUME_N as f64 / start.elapsed().as_secs_f64();
+    worker.shutdown().await;
+    Ok(rate)
+}
+
+async fn raw_consume(conn: &Connection) -> BoxResult<f64> {
+    fill(conn, CONSUME_N).await?;
+    let start = Instant::now();
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_ack_pending: 4096,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut n = 0;
+    while n < CONSUME_N {
+        match messages.next().await {
+            Some(Ok(m)) => {
+                m.ack().await?;
+                n += 1;
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("raw stream ended".into()),
+        }
+    }
+    Ok(CONSUME_N as f64 / start.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// Publishes at a steady rate through Conveyor and returns (p50, p99) latency in ms.
+async fn conveyor_latency(conn: &Connection) -> BoxResult<(f64, f64)> {
+    let c = counter();
+    let worker = Worker::builder(conn, c.clone())
+        .backstop(false)
+        .group(Group::new("latency").concurrency(32).handle(measure_latency))
+        .build()?
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = Publisher::new(conn);
+    let total = LATENCY_RATE * LATENCY_SECS;
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    let mut sends = Vec::new();
+    for i in 0..total {
+        interval.tick().await;
+        let p = publisher.clone();
+        let sent_us = c.origin.elapsed().as_micros() as u64;
+        sends.push(tokio::spawn(async move {
+            p.publish("acme", &tick(i, sent_us)).await
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    wait_until(&c.handled, total, Duration::from_secs(30)).await?;
+    worker.shutdown().await;
+    let mut l = c.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort_by(f64::total_cmp);
+    Ok((percentile(&l, 0.5), percentile(&l, 0.99)))
+}
+
+/// Publishes at a steady rate with raw async-nats, reads with a raw pull consumer, and returns
+/// (p50, p99) latency in ms.
+async fn raw_latency(conn: &Connection) -> BoxResult<(f64, f64)> {
+    let origin = Instant::now();
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("raw_latency".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let total = LATENCY_RATE * LATENCY_SECS;
+    let reader = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(total as usize);
+        let mut messages = consumer.messages().await?;
+        while (latencies.len() as u64) < total {
+            let Some(m) = messages.next().await else {
+                break;
+            };
+            let m = m?;
+            let now_us = origin.elapsed().as_micros() as u64;
+            let body: serde_json::Value = serde_json::from_slice(&m.payload)?;
+            let sent_us = body["sent_us"].as_u64().unwrap_or(now_us);
+            latencies.push(now_us.saturating_sub(sent_us) as f64 / 1000.0);
+            m.ack().await?;
+        }
+        Ok::<_, BoxError>(latencies)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let js = conn.jetstream().clone();
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    let mut sends = Vec::new();
+    for i in 0..total {
+        interval.tick().await;
+        let js = js.clone();
+        let sent_us = origin.elapsed().as_micros() as u64;
+        sends.push(tokio::spawn(async move {
+            let body = serde_json::to_vec(&json!({"seq": i, "sent_us": sent_us}))?;
+            js.publish("events.acme.bench.tick", body.into())
+                .await?
+                .await?;
+            Ok::<_, BoxError>(())
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let mut l = tokio::time::timeout(Duration::from_secs(30), reader).await???;
+    l.sort_by(f64::total_cmp);
+    Ok((percentile(&l, 0.5), percentile(&l, 0.99)))
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn publish(conn: &Connection) -> BoxResult<()> {
+    let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        reset(conn).await?;
+        raw.push(raw_publish(conn).await?);
+        reset(conn).await?;
+        conveyor.push(conveyor_publish(conn).await?);
+    }
+    let (c, r) = (median(conveyor), median(raw));
+    println!(
+        "{}",
+        json!({"bench": "publish", "events": PUBLISH_N, "in_flight": IN_FLIGHT,
+               "conveyor_publish_per_s": c.round(), "raw_publish_per_s": r.round(),
+               "ratio": round2(c / r)})
+    );
+    Ok(())
+}
+
+async fn consume(conn: &Connection) -> BoxResult<()> {
+    let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        reset(conn).await?;
+        raw.push(raw_consume(conn).await?);
+        reset(conn).await?;
+        conveyor.push(conveyor_consume(conn).await?);
+    }
+    let (c, r) = (median(conveyor), median(raw));
+    println!(
+        "{}",
+        json!({"bench": "consume", "events": CONSUME_N, "concurrency": CONCURRENCY,
+               "conveyor_consume_per_s": c.round(), "raw_consume_per_s": r.round(),
+               "ratio": round2(c / r)})
+    );
+    Ok(())
+}
+
+async fn latency(conn: &Connection) -> BoxResult<()> {
+    let (mut c50, mut c99, mut r50, mut r99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..LATENCY_ROUNDS {
+        reset(conn).await?;
+        let (p50, p99) = raw_latency(conn).await?;
+        r50.push(p50);
+        r99.push(p99);
+        reset(conn).await?;
+        let (p50, p99) = conveyor_latency(conn).await?;
+        c50.push(p50);
+        c99.push(p99);
+    }
+    let (c99, r99) = (median(c99), median(r99));
+    println!(
+        "{}",
+        json!({"bench": "latency", "rate_per_s": LATENCY_RATE, "seconds": LATENCY_SECS,
+               "rounds": LATENCY_ROUNDS,
+               "conveyor_p50_ms": round2(median(c50)), "conveyor_p99_ms": round2(c99),
+               "raw_p50_ms": round2(median(r50)), "raw_p99_ms": round2(r99),
+               "p99_overhead_ms": round2(c99 - r99)})
+    );
+    Ok(())
+}
+
+async fn core(conn: &Connection) -> BoxResult<()> {
+    publish(conn).await?;
+    consume(conn).await?;
+    latency(conn).await?;
+    println!(
+        "{}",
+        json!({"bench": "memory", "peak_rss_mb": peak_rss_mb().map(round2)})
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> BoxResult<()> {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "core".into());
+    let server = NatsServer::start()?;
+    let conn = Connection::connect(&server.url())
+        .await?
+        .with_timeout(Duration::from_secs(30));
+    provision(&conn, &Topology::default()).await?;
+    match which.as_str() {
+        "core" => core(&conn).await,
+        "publish" => publish(&conn).await,
+        "consume" => consume(&conn).await,
+        "latency" => latency(&conn).await,
+        other => Err(format!(
+            "unknown benchmark {other:?}; available: core (all of the following), publish, consume, latency"
+        )
+        .into()),
+    }
+}
