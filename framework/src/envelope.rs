@@ -281,19 +281,24 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     data: &T,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let time = time.to_rfc3339_opts(SecondsFormat::Micros, true);
-    serde_json::to_vec(&WireOut {
-        specversion: SPEC_VERSION,
-        id,
-        source,
-        event_type,
-        time: &time,
-        datacontenttype: DATA_CONTENT_TYPE,
-        tenantid: tenant.as_str(),
-        traceparent: opts.traceparent.as_deref(),
-        correlationid: opts.correlation_id.as_deref(),
-        causationid: opts.causation_id.as_deref(),
-        data,
-    })
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(
+        &mut body,
+        &WireOut {
+            specversion: SPEC_VERSION,
+            id,
+            source,
+            event_type,
+            time: &time,
+            datacontenttype: DATA_CONTENT_TYPE,
+            tenantid: tenant.as_str(),
+            traceparent: opts.traceparent.as_deref(),
+            correlationid: opts.correlation_id.as_deref(),
+            causationid: opts.causation_id.as_deref(),
+            data,
+        },
+    )?;
+    Ok(body)
 }
 
 #[cfg(test)]

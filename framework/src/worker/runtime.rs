@@ -402,7 +402,8 @@ async fn handle<S: Clone + Send + Sync + 'static>(
 }
 
 /// Runs the handler future with its timeout, catching panics, sending in-progress heartbeats
-/// while it runs, and giving up when the worker aborts.
+/// while it runs, and giving up when the worker aborts. A handler that completes on its first
+/// poll costs no timer at all; otherwise one timer serves both heartbeats and the timeout.
 async fn run_handler<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
     reply: &async_nats::Subject,
@@ -410,24 +411,32 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
     timeout: Duration,
     abort: &CancellationToken,
 ) -> Run {
-    let guarded = tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind());
+    let finished = |r: Result<HandlerResult, Box<dyn std::any::Any + Send>>| match r {
+        Ok(r) => Run::Done(r),
+        Err(panic) => Run::Panicked(panic_message(&panic)),
+    };
+    let start = tokio::time::Instant::now();
+    let guarded = AssertUnwindSafe(future).catch_unwind();
     tokio::pin!(guarded);
+    if let std::task::Poll::Ready(r) = futures::poll!(guarded.as_mut()) {
+        return finished(r);
+    }
+    let deadline = start + timeout;
     let every = rt.heartbeat_every();
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timer = tokio::time::sleep_until((start + every).min(deadline));
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
-            result = &mut guarded => {
-                return match result {
-                    Ok(Ok(r)) => Run::Done(r),
-                    Ok(Err(panic)) => Run::Panicked(panic_message(&panic)),
-                    Err(_) => Run::TimedOut,
-                };
-            }
+            r = guarded.as_mut() => return finished(r),
             () = abort.cancelled() => return Run::Aborted,
-            _ = heartbeat.tick() => {
+            () = timer.as_mut() => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Run::TimedOut;
+                }
                 send_ack(&rt.conn, reply.clone(), Bytes::from_static(b"+WPI")).await;
+                timer.as_mut().reset((now + every).min(deadline));
             }
         }
     }
@@ -481,7 +490,7 @@ async fn settle<S: Clone + Send + Sync + 'static>(
                 failed_at: Utc::now(),
                 body: msg.message.payload.clone(),
             };
-            match letter.publish(&rt.conn).await {
+            match Box::pin(letter.publish(&rt.conn)).await {
                 Ok(()) => {
                     tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
                     let body = format!("+TERM dlq:{kind}");

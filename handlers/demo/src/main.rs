@@ -7,8 +7,8 @@ use std::time::Duration;
 use conveyor::testing::NatsServer;
 use conveyor::topology::{DLQ_STREAM, Topology, provision};
 use conveyor::{
-    Connection, Context, DeadLetter, Group, HandlerError, HandlerOptions, HandlerResult,
-    Publisher, RetryPolicy, Worker,
+    Connection, Context, DeadLetter, Group, HandlerError, HandlerOptions, HandlerResult, Publisher,
+    RetryPolicy, Worker,
 };
 use conveyor_schemas::Money;
 use conveyor_schemas::commerce::{OrderCreated, OrderLine};
@@ -18,8 +18,17 @@ use tokio::sync::mpsc;
 /// What the handler reports back to the demo's output.
 #[derive(Debug)]
 enum Report {
-    Handled { tenant: String, order: String, attempt: u32 },
-    Failed { tenant: String, order: String, attempt: u32, error: String },
+    Handled {
+        tenant: String,
+        order: String,
+        attempt: u32,
+    },
+    Failed {
+        tenant: String,
+        order: String,
+        attempt: u32,
+        error: String,
+    },
 }
 
 #[derive(Clone)]
@@ -86,8 +95,7 @@ fn server_from_args() -> Option<String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .init();
 
@@ -96,7 +104,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             let server = NatsServer::start()?;
             let url = server.url();
-            println!("started nats-server at {url} (data in {})", server.dir().display());
+            println!(
+                "started nats-server at {url} (data in {})",
+                server.dir().display()
+            );
             (Some(server), url)
         }
     };
@@ -106,15 +117,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let worker = Worker::builder(&conn, Demo { reports: tx })
-        .group(Group::new("receipts").handle_with(
-            send_receipt,
-            HandlerOptions::default().retry(
-                RetryPolicy::exponential(3, Duration::from_millis(500)).with_jitter(0.0),
-            ),
-        ))
-        .build()?
-        .spawn();
+    let worker =
+        Worker::builder(&conn, Demo { reports: tx })
+            .group(Group::new("receipts").handle_with(
+                send_receipt,
+                HandlerOptions::default().retry(
+                    RetryPolicy::exponential(3, Duration::from_millis(500)).with_jitter(0.0),
+                ),
+            ))
+            .build()?
+            .spawn();
 
     let publisher = Publisher::new(&conn).with_source("demo-shop");
     let orders = [
@@ -138,18 +150,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while settled < orders.len() {
         let report = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
         match report {
-            Ok(Some(Report::Handled { tenant, order, attempt })) => {
+            Ok(Some(Report::Handled {
+                tenant,
+                order,
+                attempt,
+            })) => {
                 println!("handled   {order:<7} for {tenant:<6} on attempt {attempt}: receipt sent");
                 settled += 1;
                 handled += 1;
             }
-            Ok(Some(Report::Failed { tenant, order, attempt, error })) => {
+            Ok(Some(Report::Failed {
+                tenant,
+                order,
+                attempt,
+                error,
+            })) => {
                 if order == "o-1003" {
-                    println!("failed    {order:<7} for {tenant:<6} on attempt {attempt}: {error} (permanent: dead-lettered)");
+                    println!(
+                        "failed    {order:<7} for {tenant:<6} on attempt {attempt}: {error} (permanent: dead-lettered)"
+                    );
                     settled += 1;
                     dead += 1;
                 } else {
-                    println!("failed    {order:<7} for {tenant:<6} on attempt {attempt}: {error} (retrying in 0.5 s)");
+                    println!(
+                        "failed    {order:<7} for {tenant:<6} on attempt {attempt}: {error} (retrying in 0.5 s)"
+                    );
                 }
             }
             Ok(None) | Err(_) => return Err("the worker stopped reporting".into()),

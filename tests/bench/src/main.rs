@@ -84,13 +84,32 @@ async fn reset(conn: &Connection) -> BoxResult<()> {
     Ok(())
 }
 
-/// A raw body shaped and sized like Conveyor's envelope, for a fair raw publish.
+/// What a raw async-nats app publishes: its own envelope struct of the same shape and size as
+/// Conveyor's, serialized per message.
+#[derive(Serialize)]
+struct RawEnvelope<'a> {
+    specversion: &'a str,
+    id: String,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    time: &'a str,
+    datacontenttype: &'a str,
+    tenantid: &'a str,
+    data: Tick,
+}
+
 fn raw_body(seq: u64) -> BoxResult<Vec<u8>> {
-    Ok(serde_json::to_vec(&json!({
-        "specversion": "1.0", "id": format!("{seq:036}"), "source": "conveyor", "type": "bench.tick",
-        "time": "2026-01-01T00:00:00.000000Z", "datacontenttype": "application/json",
-        "tenantid": "acme", "data": tick(seq, 0),
-    }))?)
+    Ok(serde_json::to_vec(&RawEnvelope {
+        specversion: "1.0",
+        id: format!("{seq:036}"),
+        source: "conveyor",
+        event_type: "bench.tick",
+        time: "2026-01-01T00:00:00.000000Z",
+        datacontenttype: "application/json",
+        tenantid: "acme",
+        data: tick(seq, 0),
+    })?)
 }
 
 async fn conveyor_publish(conn: &Connection) -> BoxResult<f64> {
@@ -108,7 +127,9 @@ async fn conveyor_publish(conn: &Connection) -> BoxResult<f64> {
 
 async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
     let js = async_nats::jetstream::new(conn.client().clone());
-    let bodies: Vec<Vec<u8>> = (0..PUBLISH_N as u64).map(raw_body).collect::<BoxResult<_>>()?;
+    let bodies: Vec<Vec<u8>> = (0..PUBLISH_N as u64)
+        .map(raw_body)
+        .collect::<BoxResult<_>>()?;
     let start = Instant::now();
     let mut acks = futures::stream::FuturesOrdered::new();
     for (i, body) in bodies.into_iter().enumerate() {
@@ -246,7 +267,11 @@ async fn conveyor_latency(conn: &Connection) -> BoxResult<(f64, f64)> {
     let c = counter();
     let worker = Worker::builder(conn, c.clone())
         .backstop(false)
-        .group(Group::new("latency").concurrency(32).handle(measure_latency))
+        .group(
+            Group::new("latency")
+                .concurrency(32)
+                .handle(measure_latency),
+        )
         .build()?
         .spawn();
     tokio::time::sleep(Duration::from_millis(300)).await;
