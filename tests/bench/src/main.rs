@@ -127,12 +127,14 @@ async fn conveyor_publish(conn: &Connection) -> BoxResult<f64> {
 
 async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
     let js = async_nats::jetstream::new(conn.client().clone());
-    let bodies: Vec<Vec<u8>> = (0..PUBLISH_N as u64)
-        .map(raw_body)
-        .collect::<BoxResult<_>>()?;
+    // Ids unique across rounds: a repeated Nats-Msg-Id is a duplicate the server does not store.
+    let round = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     let start = Instant::now();
     let mut acks = futures::stream::FuturesOrdered::new();
-    for (i, body) in bodies.into_iter().enumerate() {
+    for i in 0..PUBLISH_N as u64 {
+        let body = raw_body(i)?;
         if acks.len() >= IN_FLIGHT
             && let Some(r) = acks.next().await
         {
@@ -140,7 +142,7 @@ async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
         }
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .payload(body.into())
-            .message_id(format!("raw-{i}"));
+            .message_id(format!("raw-{round}-{i}"));
         acks.push_back(
             js.send_publish("events.acme.bench.tick", msg)
                 .await?
@@ -361,9 +363,9 @@ async fn publish(conn: &Connection) -> BoxResult<()> {
     let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         reset(conn).await?;
-        raw.push(raw_publish(conn).await?);
-        reset(conn).await?;
         conveyor.push(conveyor_publish(conn).await?);
+        reset(conn).await?;
+        raw.push(raw_publish(conn).await?);
     }
     let (c, r) = (median(conveyor), median(raw));
     println!(
