@@ -298,3 +298,127 @@ async fn an_event_whose_last_attempt_dies_with_its_process_is_dead_lettered() {
     assert_eq!(letter.original_subject, "events.acme.test.ping");
     other.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_recreated_and_work_goes_on() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(Group::new("phoenix").handle(record_ping))
+        .build()
+        .unwrap()
+        .spawn();
+    let publisher = Publisher::new(&conn);
+    let first = publisher.publish("acme", &Ping { n: 1 }).await.unwrap();
+    recorder
+        .wait_for(Duration::from_secs(10), "the first event", |s| {
+            s.iter().any(|r| r.event_id == first.id)
+        })
+        .await;
+    let stream = conn.jetstream().get_stream("EVENTS").await.unwrap();
+    stream.delete_consumer("phoenix").await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the consumer to be recreated",
+        || async { stream.consumer_info("phoenix").await.is_ok() },
+    )
+    .await;
+    let second = publisher.publish("acme", &Ping { n: 2 }).await.unwrap();
+    recorder
+        .wait_for(
+            Duration::from_secs(20),
+            "an event after the deletion",
+            |s| s.iter().any(|r| r.event_id == second.id),
+        )
+        .await;
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_worker_process_gracefully() {
+    let (server, conn) = server().await;
+    let started = collect(&conn, "test.started");
+    let handled = collect(&conn, "test.handled");
+    let mut child = ChildWorker::spawn(
+        &server.url(),
+        "term",
+        &[
+            ("SLEEP_MS", "700"),
+            ("CONCURRENCY", "2"),
+            ("ACK_WAIT_MS", "60000"),
+        ],
+    );
+    let ids: Vec<String> = Publisher::new(&conn)
+        .publish_many((0..12).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    eventually(Duration::from_secs(15), "handlers running", || async {
+        !started.lock().unwrap().is_empty()
+    })
+    .await;
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.0.wait();
+        (child, status)
+    });
+    let (_child, status) = tokio::time::timeout(Duration::from_secs(20), status)
+        .await
+        .expect("the worker exits within its grace period")
+        .unwrap();
+    assert!(status.unwrap().success(), "clean exit");
+    let started_ids: Vec<String> = started
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    let handled_ids: Vec<String> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        started_ids.len(),
+        handled_ids.len(),
+        "every started handler finished"
+    );
+
+    // The rest was handed back, so another worker gets it at once (the ack wait is 60 s).
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("term")
+                .ack_wait(Duration::from_secs(60))
+                .concurrency(2)
+                .handle_with(
+                    record_ping,
+                    HandlerOptions::default()
+                        .retry(RetryPolicy::exponential(5, Duration::from_millis(100))),
+                ),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    eventually(Duration::from_secs(10), "the rest handled", || async {
+        let counts = recorder.counts();
+        ids.iter()
+            .all(|id| counts.contains_key(id) || handled_ids.contains(id))
+    })
+    .await;
+    let counts = recorder.counts();
+    assert!(
+        handled_ids.iter().all(|id| !counts.contains_key(id)),
+        "nothing the first worker finished was handled again"
+    );
+    worker.shutdown().await;
+}
