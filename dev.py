@@ -13,6 +13,7 @@ nothing is installed system-wide.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,29 @@ def install_nats():
     return 0
 
 
+def run_tests(args):
+    """Runs cargo test, echoing its output, and closes with one line summing every test binary."""
+    cmd = ["cargo", "test", "--workspace", "--locked", *args]
+    print("+ " + " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env_with_nats(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    passed = failed = ignored = 0
+    pattern = re.compile(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        m = pattern.search(line)
+        if m:
+            passed += int(m.group(1))
+            failed += int(m.group(2))
+            ignored += int(m.group(3))
+    code = proc.wait()
+    print(f"\nconveyor: {passed} passed, {failed} failed, {ignored} skipped", flush=True)
+    if code == 0 and passed == 0:
+        print("no test ran", file=sys.stderr)
+        return 1
+    return code
+
+
 def env_with_nats():
     env = dict(os.environ)
     env.setdefault("CONVEYOR_NATS_SERVER", str(NATS_SERVER))
@@ -76,8 +100,7 @@ def main(argv):
         return install_nats() or run(
             ["cargo", "run", "--quiet", "-p", "conveyor-demo", "--", *rest], env=env_with_nats())
     if cmd == "test":
-        return install_nats() or run(
-            ["cargo", "test", "--workspace", "--locked", *rest], env=env_with_nats())
+        return install_nats() or run_tests(rest)
     if cmd == "bench":
         return install_nats() or run(
             ["cargo", "run", "--release", "--locked", "-p", "conveyor-bench", "--", *rest],

@@ -25,10 +25,9 @@ use crate::handler::{Context, Delivery, FollowUps, HandlerResult, Retry};
 use crate::publisher::Publisher;
 use crate::topology::EVENTS_STREAM;
 
-/// How long one pull request waits on the server.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// Idle heartbeat of pull requests (at most half of `PULL_EXPIRES`).
-const PULL_HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long one pull request waits on the server; also bounds how long a shutdown waits for
+/// the last pull to end.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Delay before retrying a dead-letter publish that failed.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
 
@@ -116,28 +115,55 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
     }
 }
 
-/// Pulls and dispatches the group's events until `shutdown`, rebuilding the consumer and its
-/// message stream whenever they fail.
+/// An outstanding pull request and the handler slots reserved for the messages it asked for.
+/// Dropping it releases the slots no message arrived for.
+struct Pull {
+    batch: pull::Batch,
+    slots: Vec<OwnedSemaphorePermit>,
+}
+
+/// How many pulls may be outstanding at once: one being consumed, one on its way.
+const MAX_PULLS: usize = 2;
+
+/// Polls every outstanding pull; returns the index of the one that yielded and what it yielded
+/// (`None`: that pull has ended).
+async fn next_from(
+    pulls: &mut [Pull],
+) -> (usize, Option<Result<jetstream::Message, async_nats::Error>>) {
+    futures::future::poll_fn(|cx| {
+        for (i, p) in pulls.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(item) = p.batch.poll_next_unpin(cx) {
+                return std::task::Poll::Ready((i, item));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Pulls and dispatches the group's events until `shutdown`, rebinding the consumer whenever a
+/// pull fails.
+///
+/// Each pull asks for exactly as many messages as it has free handler slots for, so nothing is
+/// prefetched beyond what can start at once (a prefetched message's ack timer already runs).
+/// A second pull goes out once half the slots are free, so the next messages are on their way
+/// while the current ones are handled. A pull is a bounded request: it ends when its messages
+/// have arrived or it expires. On shutdown the loop reads the outstanding pulls to their end and
+/// hands every message back, so none is left in transit to a process that is going away.
 pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
     shutdown: CancellationToken,
     abort: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(rt.config.concurrency));
-    let batch = rt.config.concurrency;
+    let concurrency = rt.config.concurrency;
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let refill = u32::try_from((concurrency / 2).max(1)).unwrap_or(u32::MAX);
     let mut backoff = Duration::from_millis(250);
-    while !shutdown.is_cancelled() {
-        let messages = match rt.ensure_consumer().await {
-            Ok(consumer) => {
-                consumer
-                    .stream()
-                    .max_messages_per_batch(batch)
-                    .expires(PULL_EXPIRES)
-                    .heartbeat(PULL_HEARTBEAT)
-                    .messages()
-                    .await
-            }
+    let mut pulls: Vec<Pull> = Vec::with_capacity(MAX_PULLS);
+    'bind: while !shutdown.is_cancelled() {
+        let consumer = match rt.ensure_consumer().await {
+            Ok(consumer) => consumer,
             Err(e) => {
                 tracing::error!(group = %rt.name, error = %e, retry_in = ?backoff, "cannot bind consumer");
                 sleep_or_cancel(backoff, &shutdown).await;
@@ -145,68 +171,112 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
                 continue;
             }
         };
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(group = %rt.name, error = %e, retry_in = ?backoff, "cannot start pulling");
-                sleep_or_cancel(backoff, &shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(250);
         tracing::info!(group = %rt.name, "consumer bound");
         loop {
-            let permit = tokio::select! {
+            // The first pull needs one free slot; a second one waits until half are free.
+            let wanted = if pulls.is_empty() { 1 } else { refill };
+            tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let item = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                item = messages.next() => item,
-            };
-            match item {
-                Some(Ok(msg)) => {
-                    tracker.spawn(deliver(rt.clone(), msg, permit, abort.clone()));
-                }
-                Some(Err(e)) => {
-                    use pull::MessagesErrorKind as K;
-                    match e.kind() {
-                        K::ConsumerDeleted | K::RequestLimitExceeded | K::PushBasedConsumer => {
-                            tracing::warn!(group = %rt.name, error = %e, "consumer lost; rebinding");
-                            break;
-                        }
-                        K::MissingHeartbeat => {
-                            tracing::warn!(group = %rt.name, "missed pull heartbeat (server unreachable?)");
-                        }
-                        _ => {
-                            tracing::warn!(group = %rt.name, error = %e, "pull error");
-                            sleep_or_cancel(Duration::from_millis(100), &shutdown).await;
+                () = shutdown.cancelled() => break 'bind,
+                first = permits.clone().acquire_many_owned(wanted), if pulls.len() < MAX_PULLS => {
+                    let Ok(first) = first else { break 'bind };
+                    let mut slots = Vec::with_capacity(concurrency);
+                    slots.push(first);
+                    while let Ok(p) = permits.clone().try_acquire_owned() {
+                        slots.push(p);
+                    }
+                    let slots: Vec<OwnedSemaphorePermit> =
+                        slots.into_iter().flat_map(split_permit).collect();
+                    match consumer
+                        .batch()
+                        .max_messages(slots.len())
+                        .expires(PULL_EXPIRES)
+                        .messages()
+                        .await
+                    {
+                        Ok(batch) => pulls.push(Pull { batch, slots }),
+                        Err(e) => {
+                            tracing::warn!(group = %rt.name, error = %e, retry_in = ?backoff, "pull failed; rebinding");
+                            drop(slots);
+                            finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+                            sleep_or_cancel(backoff, &shutdown).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                            continue 'bind;
                         }
                     }
                 }
-                None => {
-                    tracing::warn!(group = %rt.name, "message stream ended; rebinding");
-                    break;
-                }
+                (i, item) = next_from(&mut pulls), if !pulls.is_empty() => match item {
+                    Some(Ok(msg)) => dispatch(&rt, &mut pulls[i], msg, &tracker, &abort, &shutdown).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(group = %rt.name, error = %e, "pull ended with an error; rebinding");
+                        pulls.swap_remove(i);
+                        finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+                        sleep_or_cancel(backoff, &shutdown).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue 'bind;
+                    }
+                    None => {
+                        pulls.swap_remove(i);
+                        backoff = Duration::from_millis(250);
+                    }
+                },
             }
         }
-        if shutdown.is_cancelled() {
-            // Hand back what was pulled but not started, so another process takes it now.
-            let mut handed_back = 0;
-            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                if let Some(reply) = msg.message.reply.clone() {
-                    send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
-                    handed_back += 1;
-                }
+    }
+    finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+}
+
+/// Splits a permit for several slots into one permit per slot.
+fn split_permit(mut permit: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
+    let mut out = Vec::with_capacity(permit.num_permits());
+    while permit.num_permits() > 1 {
+        if let Some(one) = permit.split(1) {
+            out.push(one);
+        }
+    }
+    out.push(permit);
+    out
+}
+
+/// Starts the handler for `msg` in one of the pull's slots, or hands it back when the worker is
+/// shutting down (or the server sent more than was asked for).
+async fn dispatch<S: Clone + Send + Sync + 'static>(
+    rt: &Arc<GroupRuntime<S>>,
+    pull: &mut Pull,
+    msg: jetstream::Message,
+    tracker: &TaskTracker,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) {
+    match pull.slots.pop() {
+        Some(permit) if !shutdown.is_cancelled() => {
+            tracker.spawn(deliver(rt.clone(), msg, permit, abort.clone()));
+        }
+        _ => {
+            if let Some(reply) = msg.message.reply.clone() {
+                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
             }
-            if handed_back > 0 {
-                tracing::info!(group = %rt.name, handed_back, "handed back buffered events");
+            if shutdown.is_cancelled() {
+                tracing::debug!(group = %rt.name, "shutdown: pulled event handed back");
+            }
+        }
+    }
+}
+
+/// Reads every outstanding pull to its end, dispatching (or, on shutdown, handing back) what
+/// still arrives.
+async fn finish_pulls<S: Clone + Send + Sync + 'static>(
+    rt: &Arc<GroupRuntime<S>>,
+    pulls: &mut Vec<Pull>,
+    tracker: &TaskTracker,
+    abort: &CancellationToken,
+    shutdown: &CancellationToken,
+) {
+    while !pulls.is_empty() {
+        match next_from(pulls).await {
+            (i, Some(Ok(msg))) => dispatch(rt, &mut pulls[i], msg, tracker, abort, shutdown).await,
+            (i, Some(Err(_)) | None) => {
+                pulls.swap_remove(i);
             }
         }
     }
