@@ -2,8 +2,9 @@
 //!
 //! `cargo run --release -p conveyor-bench [-- core|publish|consume|latency]` prints one JSON
 //! object per line:
-//! - `publish`: events/s through `Publisher::publish_many` vs raw `jetstream.send_publish` with
-//!   a body of the same size, a `Nats-Msg-Id` header and the same ack window;
+//! - `publish`: events/s through `Publisher::publish_many` vs raw `jetstream.send_publish` of the
+//!   same wire message (subject, `Nats-Msg-Id` and `Content-Type` headers, an envelope body of
+//!   the same shape encoded per message) with the same ack window;
 //! - `consume`: events/s of N queued events through a `Worker` with a no-op handler vs a raw pull
 //!   consumer that acks each message;
 //! - `latency`: publish-to-handler latency p50/p99 at a steady rate, each stack end to end;
@@ -24,10 +25,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 7;
 const LATENCY_ROUNDS: usize = 5;
-const PUBLISH_N: usize = 20_000;
-const CONSUME_N: usize = 20_000;
+const PUBLISH_N: usize = 30_000;
+const CONSUME_N: usize = 30_000;
 const IN_FLIGHT: usize = 256;
 const CONCURRENCY: usize = 256;
 const LATENCY_RATE: u64 = 500;
@@ -142,7 +143,8 @@ async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
         }
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .payload(body.into())
-            .message_id(format!("raw-{round}-{i}"));
+            .message_id(format!("raw-{round}-{i}"))
+            .header("Content-Type", "application/cloudevents+json");
         acks.push_back(
             js.send_publish("events.acme.bench.tick", msg)
                 .await?
