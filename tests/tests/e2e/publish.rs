@@ -238,3 +238,39 @@ async fn provisioning_is_idempotent_and_applies_changes() {
     let err = provision(&conn, &invalid).await.unwrap_err();
     assert_eq!(err.kind(), conveyor::ProvisionErrorKind::InvalidConfig);
 }
+
+/// An event whose payload cannot be encoded as JSON (a map with non-string keys).
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Unencodable {
+    by_pair: std::collections::BTreeMap<(u8, u8), u8>,
+}
+
+impl conveyor::Event for Unencodable {
+    const TYPE: &'static str = "test.unencodable";
+}
+
+#[tokio::test]
+async fn unencodable_payloads_are_rejected_before_sending() {
+    let (_server, conn) = server().await;
+    let event = Unencodable {
+        by_pair: [((1, 2), 3)].into_iter().collect(),
+    };
+    let err = Publisher::new(&conn)
+        .publish("acme", &event)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::Encode, "{err}");
+    assert_eq!(events_count(&conn).await, 0);
+}
+
+#[tokio::test]
+async fn an_unanswered_publish_times_out() {
+    let (mut server, conn) = server().await;
+    let conn = conn.with_timeout(Duration::from_millis(500));
+    server.stop();
+    let err = Publisher::new(&conn)
+        .publish("acme", &Ping { n: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::Timeout, "{err}");
+}
