@@ -179,6 +179,16 @@ pub async fn consumer_state(conn: &Connection, group: &str) -> (u64, usize, usiz
     (info.num_pending, info.num_ack_pending, info.num_redelivered)
 }
 
+/// Publishes `n` pings for `acme` and returns their event ids, in order.
+pub async fn publish_pings(conn: &Connection, n: u32) -> Vec<String> {
+    conveyor::Publisher::new(conn)
+        .publish_many((0..n).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect()
+}
+
 /// Publishes raw bytes to `subject` and awaits the stream ack.
 pub async fn publish_raw(conn: &Connection, subject: &str, body: &[u8]) -> u64 {
     conn.jetstream()

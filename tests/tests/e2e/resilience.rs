@@ -7,7 +7,9 @@ use conveyor::{
     Connection, Context, DeadLetterKind, Group, HandlerError, HandlerOptions, Publisher,
     RetryPolicy, Worker,
 };
-use conveyor_tests::{Ping, Recorder, consumer_state, dead_letters, eventually, server};
+use conveyor_tests::{
+    Ping, Recorder, consumer_state, dead_letters, eventually, publish_pings, server,
+};
 use futures::StreamExt;
 
 /// A worker process (`test_worker`) that can be SIGKILLed.
@@ -53,6 +55,41 @@ async fn collect(conn: &Connection, subject: &str) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
+/// Starts an in-process worker on `group` with the same settings as the child worker, to take
+/// over what a child left.
+fn takeover(
+    conn: &Connection,
+    group: &str,
+    ack_wait: Duration,
+    concurrency: usize,
+    recorder: &Recorder,
+) -> conveyor::WorkerHandle {
+    Worker::builder(conn, recorder.clone())
+        .group(
+            Group::new(group)
+                .ack_wait(ack_wait)
+                .concurrency(concurrency)
+                .handle_with(
+                    record_ping,
+                    HandlerOptions::default()
+                        .retry(RetryPolicy::exponential(5, Duration::from_millis(100))),
+                ),
+        )
+        .build()
+        .unwrap()
+        .spawn()
+}
+
+/// The event ids of `<event-id> <attempt> <worker>` report lines.
+fn ids_of(lines: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
 async fn record_ping(_: Ping, ctx: Context<Recorder>) -> Result<(), HandlerError> {
     ctx.state()
         .record(ctx.event_id(), ctx.attempt(), "in-process");
@@ -73,12 +110,7 @@ async fn sigkill_of_a_worker_mid_batch_loses_nothing() {
             ("ACK_WAIT_MS", "2000"),
         ],
     );
-    let ids: Vec<String> = Publisher::new(&conn)
-        .publish_many((0..40).map(|n| ("acme", Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let ids: Vec<String> = publish_pings(&conn, 40).await;
     // Kill while handlers are running: some finished, some started and not finished.
     eventually(
         Duration::from_secs(15),
@@ -94,26 +126,8 @@ async fn sigkill_of_a_worker_mid_batch_loses_nothing() {
 
     // A second worker on the same group finishes the rest, including the interrupted ones.
     let recorder = Recorder::default();
-    let worker = Worker::builder(&conn, recorder.clone())
-        .group(
-            Group::new("crash")
-                .ack_wait(Duration::from_millis(2000))
-                .concurrency(4)
-                .handle_with(
-                    record_ping,
-                    HandlerOptions::default()
-                        .retry(RetryPolicy::exponential(5, Duration::from_millis(100))),
-                ),
-        )
-        .build()
-        .unwrap()
-        .spawn();
-    let handled_by_child: Vec<String> = handled
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.split(' ').next().unwrap().to_owned())
-        .collect();
+    let worker = takeover(&conn, "crash", Duration::from_millis(2000), 4, &recorder);
+    let handled_by_child = ids_of(&handled);
     eventually(Duration::from_secs(20), "every event handled", || async {
         let by_second = recorder.counts();
         ids.iter()
@@ -216,12 +230,7 @@ async fn graceful_shutdown_finishes_running_handlers_and_hands_back_the_rest() {
         .build()
         .unwrap()
         .spawn();
-    let ids: Vec<String> = Publisher::new(&conn)
-        .publish_many((0..30).map(|n| ("acme", Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let ids: Vec<String> = publish_pings(&conn, 30).await;
     recorder
         .wait_for(Duration::from_secs(10), "first results", |s| s.len() >= 4)
         .await;
@@ -344,12 +353,7 @@ async fn sigterm_stops_a_worker_process_gracefully() {
             ("ACK_WAIT_MS", "60000"),
         ],
     );
-    let ids: Vec<String> = Publisher::new(&conn)
-        .publish_many((0..12).map(|n| ("acme", Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let ids: Vec<String> = publish_pings(&conn, 12).await;
     eventually(Duration::from_secs(15), "handlers running", || async {
         !started.lock().unwrap().is_empty()
     })
@@ -373,14 +377,6 @@ async fn sigterm_stops_a_worker_process_gracefully() {
     assert!(status.unwrap().success(), "clean exit");
     // Every handler that started finished before the exit (its report may still be in transit
     // to this test's subscription).
-    let ids_of = |lines: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| l.split(' ').next().unwrap().to_owned())
-            .collect()
-    };
     eventually(
         Duration::from_secs(5),
         "every started handler to finish",
@@ -397,20 +393,7 @@ async fn sigterm_stops_a_worker_process_gracefully() {
 
     // The rest was handed back, so another worker gets it at once (the ack wait is 60 s).
     let recorder = Recorder::default();
-    let worker = Worker::builder(&conn, recorder.clone())
-        .group(
-            Group::new("term")
-                .ack_wait(Duration::from_secs(60))
-                .concurrency(2)
-                .handle_with(
-                    record_ping,
-                    HandlerOptions::default()
-                        .retry(RetryPolicy::exponential(5, Duration::from_millis(100))),
-                ),
-        )
-        .build()
-        .unwrap()
-        .spawn();
+    let worker = takeover(&conn, "term", Duration::from_secs(60), 2, &recorder);
     eventually(Duration::from_secs(10), "the rest handled", || async {
         let counts = recorder.counts();
         ids.iter()
