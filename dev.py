@@ -4,6 +4,7 @@
     python3 dev.py demo           run the demo (starts its own nats-server)
     python3 dev.py test           run the whole test suite
     python3 dev.py bench [ARGS]   run the benchmarks (release build)
+    python3 dev.py schemas        regenerate the JSON Schema files in schemas/json/
     python3 dev.py install-nats   install nats-server into .tools/ (done by the others as needed)
     python3 dev.py lint           cargo fmt --check and cargo clippy -D warnings
 
@@ -105,6 +106,9 @@ def main(argv):
         return install_nats() or run(
             ["cargo", "run", "--release", "--locked", "-p", "conveyor-bench", "--", *rest],
             env=env_with_nats())
+    if cmd == "schemas":
+        return run(["cargo", "run", "--quiet", "--locked", "-p", "conveyor-schemas",
+                    "--bin", "export-schemas", "--", *rest])
     if cmd == "lint":
         return run(["cargo", "fmt", "--all", "--", "--check"]) or run(
             ["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])

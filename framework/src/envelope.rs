@@ -210,11 +210,18 @@ pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(
     data: &RawValue,
     event_type: &str,
 ) -> Result<T, DecodeError> {
-    serde_json::from_str(data.get()).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_str(data.get());
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "data".to_owned()
+        } else {
+            format!("data.{path}")
+        };
         Error::with_source(
             DecodeErrorKind::InvalidData,
-            format!("data does not match event type {event_type:?}"),
-            e,
+            format!("{field} does not match event type {event_type:?}"),
+            e.into_inner(),
         )
     })
 }
@@ -343,10 +350,10 @@ mod tests {
             DecodeErrorKind::UnsupportedSpecVersion
         );
         let bad_data = base.replace(r#"{"n":1}"#, r#"{"n":"x"}"#);
-        assert_eq!(
-            kind(&format!(r#"{{"specversion":"1.0",{bad_data}}}"#)),
-            DecodeErrorKind::InvalidData
-        );
+        let body = format!(r#"{{"specversion":"1.0",{bad_data}}}"#);
+        assert_eq!(kind(&body), DecodeErrorKind::InvalidData);
+        let err = Envelope::<Ping>::decode(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("data.n does not match"), "{err}");
         let bad_tenant = base.replace("acme", "a.b");
         assert_eq!(
             kind(&format!(r#"{{"specversion":"1.0",{bad_tenant}}}"#)),

@@ -162,7 +162,7 @@ impl Publisher {
         event: &E,
         options: EventOptions,
     ) -> Result<Published, PublishError> {
-        let prepared = self.prepare(tenant, E::TYPE, event, &options)?;
+        let prepared = self.prepare_event(tenant, event, &options)?;
         self.send(prepared).await
     }
 
@@ -197,7 +197,7 @@ impl Publisher {
             {
                 results.push(done);
             }
-            match self.prepare(tenant, E::TYPE, &event, &EventOptions::default()) {
+            match self.prepare_event(tenant, &event, &EventOptions::default()) {
                 Ok(prepared) => match self.start(prepared).await {
                     Ok(pending) => in_flight.push_back(pending.finish().boxed()),
                     Err(e) => in_flight.push_back(futures::future::ready(Err(e)).boxed()),
@@ -209,6 +209,35 @@ impl Publisher {
             results.push(done);
         }
         results
+    }
+
+    /// Encodes a typed event. The payload is decoded back as `E` before anything is sent, so a
+    /// value its own type would reject (a custom `Deserialize` that validates, say) never leaves.
+    fn prepare_event<E: Event>(
+        &self,
+        tenant: impl IntoTenantId,
+        event: &E,
+        options: &EventOptions,
+    ) -> Result<Prepared, PublishError> {
+        let data = serde_json::value::to_raw_value(event).map_err(|e| {
+            Error::with_source(
+                PublishErrorKind::Encode,
+                format!("could not encode a {} event", E::TYPE),
+                e,
+            )
+        })?;
+        envelope::decode_data::<E>(&data, E::TYPE).map_err(|e| {
+            Error::with_source(
+                PublishErrorKind::Encode,
+                format!(
+                    "a {} event would not decode as its own type: {}",
+                    E::TYPE,
+                    e.message()
+                ),
+                e,
+            )
+        })?;
+        self.prepare(tenant, E::TYPE, &*data, options)
     }
 
     fn prepare<T: Serialize + ?Sized>(

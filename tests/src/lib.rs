@@ -36,6 +36,23 @@ impl Event for Pong {
     const TYPE: &'static str = "test.pong";
 }
 
+/// An `order.created` event with one line.
+pub fn order(order_id: &str, amount_minor: i64) -> conveyor_schemas::commerce::OrderCreated {
+    use conveyor_schemas::commerce::{OrderCreated, OrderLine};
+    use conveyor_schemas::{Id, Money};
+    OrderCreated {
+        order_id: Id::new(order_id).unwrap(),
+        customer_id: Id::new("c-1").unwrap(),
+        lines: vec![OrderLine {
+            sku: Id::new("sku-1").unwrap(),
+            quantity: std::num::NonZeroU32::MIN,
+            unit_price: Money::new(amount_minor, "EUR").unwrap(),
+        }],
+        total: Money::new(amount_minor, "EUR").unwrap(),
+        placed_at: chrono::Utc::now(),
+    }
+}
+
 /// Installs a test log subscriber once (`RUST_LOG` filters; default warn).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

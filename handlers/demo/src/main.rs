@@ -10,8 +10,10 @@ use conveyor::{
     Connection, Context, DeadLetter, Group, HandlerError, HandlerOptions, HandlerResult, Publisher,
     RetryPolicy, Worker,
 };
-use conveyor_schemas::Money;
+use std::num::NonZeroU32;
+
 use conveyor_schemas::commerce::{OrderCreated, OrderLine};
+use conveyor_schemas::{Id, InvalidValue, Money};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -44,38 +46,39 @@ async fn send_receipt(order: OrderCreated, ctx: Context<Demo>) -> HandlerResult 
     };
     let fail = |error: &str| Report::Failed {
         tenant: ctx.tenant().to_string(),
-        order: order.order_id.clone(),
+        order: order.order_id.to_string(),
         attempt: ctx.attempt(),
         error: error.to_owned(),
     };
-    if order.customer_id == "blocked-customer" {
+    if order.customer_id.as_str() == "blocked-customer" {
         report(fail("customer is on the block list"));
         return Err(HandlerError::permanent("customer is on the block list"));
     }
-    if order.order_id == "o-1002" && ctx.attempt() == 1 {
+    if order.order_id.as_str() == "o-1002" && ctx.attempt() == 1 {
         report(fail("payment gateway timed out"));
         return Err(HandlerError::transient("payment gateway timed out"));
     }
     report(Report::Handled {
         tenant: ctx.tenant().to_string(),
-        order: order.order_id,
+        order: order.order_id.to_string(),
         attempt: ctx.attempt(),
     });
     Ok(())
 }
 
-fn order(id: &str, customer: &str, amount_minor: i64) -> OrderCreated {
-    OrderCreated {
-        order_id: id.into(),
-        customer_id: customer.into(),
+fn order(id: &str, customer: &str, amount_minor: i64) -> Result<OrderCreated, InvalidValue> {
+    let price = Money::new(amount_minor, "EUR")?;
+    Ok(OrderCreated {
+        order_id: Id::new(id)?,
+        customer_id: Id::new(customer)?,
         lines: vec![OrderLine {
-            sku: "mug-blue".into(),
-            quantity: 1,
-            unit_price: Money::new(amount_minor, "EUR"),
+            sku: Id::new("mug-blue")?,
+            quantity: NonZeroU32::MIN,
+            unit_price: price.clone(),
         }],
-        total: Money::new(amount_minor, "EUR"),
+        total: price,
         placed_at: chrono::Utc::now(),
-    }
+    })
 }
 
 fn server_from_args() -> Option<String> {
@@ -130,11 +133,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let publisher = Publisher::new(&conn).with_source("demo-shop");
     let orders = [
-        ("acme", order("o-1001", "c-17", 2400)),
-        ("acme", order("o-1002", "c-18", 1250)),
-        ("acme", order("o-1003", "blocked-customer", 99_900)),
-        ("globex", order("g-2001", "c-3", 5600)),
-        ("globex", order("g-2002", "c-4", 780)),
+        ("acme", order("o-1001", "c-17", 2400)?),
+        ("acme", order("o-1002", "c-18", 1250)?),
+        ("acme", order("o-1003", "blocked-customer", 99_900)?),
+        ("globex", order("g-2001", "c-3", 5600)?),
+        ("globex", order("g-2002", "c-4", 780)?),
     ];
     for (tenant, o) in &orders {
         let stored = publisher.publish(*tenant, o).await?;

@@ -212,6 +212,12 @@ async fn poison_messages_are_dead_lettered_at_once_and_the_worker_keeps_going() 
         );
         assert_eq!(letter.body.as_ref(), body.as_bytes());
     }
+    let wrong_field = letters.iter().find(|l| l.stream_sequence == 2).unwrap();
+    assert!(
+        wrong_field.error.contains("data.n"),
+        "the decode error names the field: {}",
+        wrong_field.error
+    );
     recorder
         .wait_for(Duration::from_secs(5), "the valid event", |s| {
             s.iter().any(|r| r.event_id == good.id)

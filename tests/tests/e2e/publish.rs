@@ -4,22 +4,11 @@ use conveyor::testing::NatsServer;
 use conveyor::topology::{EVENTS_STREAM, StreamChange};
 use conveyor::topology::{Topology, provision};
 use conveyor::{EventOptions, PublishErrorKind, Publisher, TenantIdErrorKind};
-use conveyor_schemas::Money;
-use conveyor_schemas::commerce::{OrderCreated, OrderLine};
+use conveyor_schemas::commerce::OrderCreated;
 use conveyor_tests::{Ping, events_count, server};
 
 fn order(id: &str) -> OrderCreated {
-    OrderCreated {
-        order_id: id.into(),
-        customer_id: "c-1".into(),
-        lines: vec![OrderLine {
-            sku: "sku-1".into(),
-            quantity: 2,
-            unit_price: Money::new(1250, "EUR"),
-        }],
-        total: Money::new(2500, "EUR"),
-        placed_at: chrono::Utc::now(),
-    }
+    conveyor_tests::order(id, 2500)
 }
 
 #[tokio::test]
@@ -114,7 +103,15 @@ async fn publishing_without_a_stream_says_so() {
 async fn oversized_payloads_are_rejected() {
     let (_server, conn) = server().await;
     let big = OrderCreated {
-        customer_id: "x".repeat(2 * 1024 * 1024),
+        customer_id: conveyor_schemas::Id::new("x").unwrap(),
+        lines: vec![
+            conveyor_schemas::commerce::OrderLine {
+                sku: conveyor_schemas::Id::new("x".repeat(100)).unwrap(),
+                quantity: std::num::NonZeroU32::MIN,
+                unit_price: conveyor_schemas::Money::new(1, "EUR").unwrap(),
+            };
+            12_000
+        ],
         ..order("o-big")
     };
     let err = Publisher::new(&conn)
@@ -273,4 +270,28 @@ async fn an_unanswered_publish_times_out() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), PublishErrorKind::Timeout, "{err}");
+}
+
+/// An event whose own type rejects what it serializes (the field is written as `a` and read
+/// as `b`).
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Lopsided {
+    #[serde(rename(serialize = "a", deserialize = "b"))]
+    value: u32,
+}
+
+impl conveyor::Event for Lopsided {
+    const TYPE: &'static str = "test.lopsided";
+}
+
+#[tokio::test]
+async fn an_event_its_own_type_cannot_decode_is_never_sent() {
+    let (_server, conn) = server().await;
+    let err = Publisher::new(&conn)
+        .publish("acme", &Lopsided { value: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::Encode, "{err}");
+    assert!(err.to_string().contains("would not decode"), "{err}");
+    assert_eq!(events_count(&conn).await, 0);
 }

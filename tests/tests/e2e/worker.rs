@@ -5,7 +5,6 @@ use std::time::Duration;
 use conveyor::{
     BuildErrorKind, Connection, Context, Group, HandlerResult, Publisher, StartFrom, Worker,
 };
-use conveyor_schemas::Money;
 use conveyor_schemas::commerce::{OrderCreated, OrderFulfilled};
 use conveyor_tests::{Ping, Pong, Recorder, consumer_state, dead_letters, eventually, server};
 
@@ -28,20 +27,14 @@ async fn record_order(e: OrderCreated, ctx: Context<Seen>) -> HandlerResult {
     s.recorder.record(ctx.event_id(), ctx.attempt(), &s.name);
     s.tenants.lock().unwrap().push((
         ctx.tenant().to_string(),
-        e.order_id,
+        e.order_id.to_string(),
         ctx.correlation_id().to_owned(),
     ));
     Ok(())
 }
 
 fn order(id: &str) -> OrderCreated {
-    OrderCreated {
-        order_id: id.into(),
-        customer_id: "c-1".into(),
-        lines: vec![],
-        total: Money::new(100, "EUR"),
-        placed_at: chrono::Utc::now(),
-    }
+    conveyor_tests::order(id, 100)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,9 +180,11 @@ async fn follow_up_events_carry_causation_and_correlation() {
                     let s = conn.jetstream().get_stream("EVENTS").await?;
                     let m = s.direct_get(ctx.stream_sequence()).await?;
                     let env = conveyor::Envelope::<OrderFulfilled>::decode(&m.payload)?;
-                    c.lock()
-                        .unwrap()
-                        .push((e.order_id, env.causation_id, env.correlation_id));
+                    c.lock().unwrap().push((
+                        e.order_id.to_string(),
+                        env.causation_id,
+                        env.correlation_id,
+                    ));
                     Ok::<(), conveyor::HandlerError>(())
                 }
             }),
