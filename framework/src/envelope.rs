@@ -78,6 +78,8 @@ pub struct EventOptions {
     pub causation_id: Option<String>,
     /// W3C trace context.
     pub traceparent: Option<String>,
+    /// Extra NATS headers sent with the event (not part of the envelope).
+    pub headers: Vec<(String, String)>,
 }
 
 impl EventOptions {
@@ -104,6 +106,11 @@ impl EventOptions {
     /// Sets the W3C `traceparent`.
     pub fn traceparent(mut self, tp: impl Into<String>) -> Self {
         self.traceparent = Some(tp.into());
+        self
+    }
+    /// Adds a NATS header to the message.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }

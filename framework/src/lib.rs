@@ -58,6 +58,7 @@ pub mod event;
 pub mod handler;
 pub mod publisher;
 pub mod retry;
+pub mod runs;
 pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;

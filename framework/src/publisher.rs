@@ -82,6 +82,7 @@ struct Prepared {
     id: String,
     subject: String,
     body: Bytes,
+    headers: Vec<(String, String)>,
 }
 
 /// Publishes typed, tenant-scoped events as CloudEvents to `events.<tenant>.<type>`.
@@ -271,6 +272,7 @@ impl Publisher {
             subject: envelope::event_subject(&tenant, event_type),
             id,
             body: body.into(),
+            headers: options.headers.clone(),
         })
     }
 
@@ -280,12 +282,20 @@ impl Publisher {
 
     /// Sends one event; the returned value awaits its ack.
     async fn start(&self, prepared: Prepared) -> Result<PendingAck, PublishError> {
-        let Prepared { id, subject, body } = prepared;
+        let Prepared {
+            id,
+            subject,
+            body,
+            headers,
+        } = prepared;
         let violations = self.conn.violations().map(|v| v.subscribe());
-        let message = Publish::build()
+        let mut message = Publish::build()
             .payload(body)
             .message_id(&id)
             .header("Content-Type", CONTENT_TYPE);
+        for (name, value) in headers {
+            message = message.header(name.as_str(), value.as_str());
+        }
         let ack = self
             .conn
             .jetstream()

@@ -155,11 +155,14 @@ async fn handle(conn: &Connection, payload: &Bytes) -> bool {
             advisory.deliveries
         ),
         failed_at: Utc::now(),
-        body: original.payload,
+        body: original.payload.clone(),
     };
     match letter.publish(conn).await {
         Ok(()) => {
             tracing::error!(group = %letter.group, stream_sequence = letter.stream_sequence, "dead-lettered by the max-deliveries backstop");
+            if let Some(key) = original.headers.get(crate::runs::RUN_KEY_HEADER) {
+                crate::runs::finish_run(conn, key.as_str()).await;
+            }
             true
         }
         Err(e) => {

@@ -530,6 +530,27 @@ async fn settle<S: Clone + Send + Sync + 'static>(
     attempt: u32,
     outcome: Outcome,
 ) {
+    let finished = matches!(outcome, Outcome::Ack | Outcome::DeadLetter { .. });
+    settle_delivery(rt, msg, reply, stream_sequence, attempt, outcome).await;
+    if finished
+        && let Some(key) = msg
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::runs::RUN_KEY_HEADER))
+    {
+        Box::pin(crate::runs::finish_run(&rt.conn, key.as_str())).await;
+    }
+}
+
+async fn settle_delivery<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+    reply: async_nats::Subject,
+    stream_sequence: u64,
+    attempt: u32,
+    outcome: Outcome,
+) {
     let span = tracing::Span::current();
     match outcome {
         Outcome::Ack => {
