@@ -1,1 +1,24 @@
+//! The Conveyor scheduler: publishes cron events, one per tenant per tick, from a leader-elected
+//! process, so a tick fires once however many scheduler processes run.
+//!
+//! - [`Schedule`]: name, cron expression (5 or 6 fields), IANA time zone, event type, tenants
+//!   (a list or the tenant registry), catch-up and overlap policies; declared in code or in a
+//!   TOML file ([`config`]).
+//! - [`Scheduler`]: campaigns for the lease ([`lease`]), fires due ticks while it leads, and
+//!   persists the last fired tick per schedule so a new leader neither re-fires nor skips.
+//! - [`status`]: the operator view (next fire times, leader, last ticks).
+//!
+//! A tick's event has the id and `Nats-Msg-Id` `cron:<schedule>:<tenant>:<unix-seconds>`: if two
+//! processes ever both fire a tick, the stream stores it once.
+
+pub mod cli;
+pub mod config;
+pub mod lease;
+mod runtime;
 pub mod schedule;
+pub mod status;
+
+pub use runtime::{LATE_AFTER, Options, STATE_BUCKET, Scheduler, Stats, TENANT_BUCKET};
+pub use schedule::{
+    CatchUp, CompiledSchedule, Overlap, Schedule, ScheduleError, ScheduleErrorKind,
+};

@@ -1,0 +1,512 @@
+//! The scheduler: fires each schedule's ticks while this process leads.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use chrono::{DateTime, Utc};
+use conveyor::runs::{RUN_KEY_HEADER, RUNS_BUCKET};
+use conveyor::{Connection, EventOptions, Publisher, TenantId};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::Schedule;
+use crate::lease::{self, Leadership};
+use crate::schedule::{CatchUp, CompiledSchedule, Overlap, ScheduleError, compile_all};
+
+/// The key-value bucket holding the last fired tick of each schedule.
+pub const STATE_BUCKET: &str = "conveyor_schedules";
+/// The key-value bucket of the tenant registry: one key per tenant id.
+pub const TENANT_BUCKET: &str = "conveyor_tenants";
+/// A tick published more than this after its time is logged and counted as late.
+pub const LATE_AFTER: Duration = Duration::from_secs(1);
+/// A missed tick within this of now still fires under [`CatchUp::Skip`].
+pub const SKIP_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// Counters of what the scheduler did (for logs, metrics and benchmarks).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events published (one per tenant per tick).
+    pub fired: AtomicU64,
+    /// Events another scheduler had already published (duplicates the stream dropped).
+    pub duplicates: AtomicU64,
+    /// Ticks or tenant events skipped (catch-up policy, overlap).
+    pub skipped: AtomicU64,
+    /// Events published later than [`LATE_AFTER`].
+    pub late: AtomicU64,
+    /// Publish failures (the tick is retried).
+    pub errors: AtomicU64,
+    lateness_ms: Mutex<Vec<f64>>,
+}
+
+impl Stats {
+    /// Publish time minus scheduled time of every published event so far, in ms.
+    pub fn lateness_ms(&self) -> Vec<f64> {
+        self.lateness_ms
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    fn record_lateness(&self, ms: f64) {
+        if let Ok(mut l) = self.lateness_ms.lock()
+            && l.len() < 100_000
+        {
+            l.push(ms);
+        }
+    }
+}
+
+/// Settings of a scheduler process.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This process's id in the lease (default: host name + process id + random suffix).
+    pub node_id: String,
+    /// Lease TTL (default 2 s): a dead leader is replaced within about this long.
+    pub lease_ttl: Duration,
+    /// Act as leader without an election. Only for testing what happens when two processes
+    /// both believe they lead.
+    pub force_leader: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            node_id: default_node_id(),
+            lease_ttl: Duration::from_secs(2),
+            force_leader: false,
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".into());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &suffix[suffix.len() - 6..]
+    )
+}
+
+/// A leader-elected cron scheduler.
+///
+/// ```no_run
+/// use conveyor_scheduler::{Options, Schedule, Scheduler};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let conn = conveyor::Connection::connect("nats://127.0.0.1:4222").await?;
+/// let schedules = vec![
+///     Schedule::new("health-check", "*/15 * * * *", "health.check").tenant_registry(),
+/// ];
+/// let scheduler = Scheduler::new(&conn, &schedules, Options::default())?;
+/// scheduler
+///     .run_until(async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Scheduler {
+    conn: Connection,
+    schedules: Vec<CompiledSchedule>,
+    options: Options,
+    leadership: Arc<Leadership>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Ctx {
+    publisher: Publisher,
+    leadership: Arc<Leadership>,
+    stats: Arc<Stats>,
+    state: kv::Store,
+    runs: kv::Store,
+    registry: Arc<RwLock<BTreeSet<TenantId>>>,
+}
+
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    description: &str,
+) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    Ok(js
+        .create_key_value(kv::Config {
+            bucket: name.into(),
+            description: description.into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await?)
+}
+
+impl Scheduler {
+    /// Validates `schedules`; the first invalid one is the error.
+    pub fn new(
+        conn: &Connection,
+        schedules: &[Schedule],
+        options: Options,
+    ) -> Result<Self, ScheduleError> {
+        Ok(Self {
+            conn: conn.clone(),
+            schedules: compile_all(schedules)?,
+            leadership: Arc::new(Leadership::new(options.force_leader)),
+            options,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// What the scheduler has done so far.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// This process's leadership.
+    pub fn leadership(&self) -> Arc<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Runs until `signal` completes, then stops firing and releases the lease.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let js = self.conn.jetstream();
+        let lease_store = lease::lease_bucket(js, self.options.lease_ttl).await?;
+        let ctx = Arc::new(Ctx {
+            publisher: Publisher::new(&self.conn).with_source("conveyor-scheduler"),
+            leadership: self.leadership.clone(),
+            stats: self.stats.clone(),
+            state: bucket(js, STATE_BUCKET, "Last fired tick per schedule").await?,
+            runs: bucket(js, RUNS_BUCKET, "Running scheduled runs").await?,
+            registry: Arc::new(RwLock::new(BTreeSet::new())),
+        });
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if self.schedules.iter().any(|s| s.spec.tenant_registry) {
+            let tenants = bucket(js, TENANT_BUCKET, "Tenant registry").await?;
+            load_registry(&tenants, &ctx.registry).await;
+            tasks.push(tokio::spawn(watch_registry(
+                tenants,
+                ctx.registry.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if !self.options.force_leader {
+            tasks.push(tokio::spawn(lease::run(
+                lease_store,
+                self.options.node_id.clone(),
+                self.options.lease_ttl,
+                self.leadership.clone(),
+                shutdown.clone(),
+            )));
+        }
+        for s in self.schedules {
+            tasks.push(tokio::spawn(run_schedule(ctx.clone(), s, shutdown.clone())));
+        }
+        tracing::info!(node = %self.options.node_id, "scheduler running");
+        signal.await;
+        shutdown.cancel();
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = self.conn.client().flush().await;
+        tracing::info!(node = %self.options.node_id, "scheduler stopped");
+        Ok(())
+    }
+}
+
+async fn load_registry(store: &kv::Store, registry: &RwLock<BTreeSet<TenantId>>) {
+    let Ok(mut keys) = store.keys().await else {
+        return;
+    };
+    let mut set = BTreeSet::new();
+    while let Some(Ok(key)) = keys.next().await {
+        match TenantId::parse(key.as_str()) {
+            Ok(t) => {
+                set.insert(t);
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "tenant registry key is not a valid tenant id")
+            }
+        }
+    }
+    if let Ok(mut r) = registry.write() {
+        *r = set;
+    }
+}
+
+async fn watch_registry(
+    store: kv::Store,
+    registry: Arc<RwLock<BTreeSet<TenantId>>>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let mut watch = match store.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the tenant registry");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        load_registry(&store, &registry).await;
+        loop {
+            let entry = tokio::select! {
+                () = shutdown.cancelled() => return,
+                e = watch.next() => e,
+            };
+            let Some(Ok(entry)) = entry else { break };
+            let Ok(tenant) = TenantId::parse(entry.key.as_str()) else {
+                tracing::warn!(key = %entry.key, "tenant registry key is not a valid tenant id");
+                continue;
+            };
+            if let Ok(mut r) = registry.write() {
+                if entry.operation == kv::Operation::Put {
+                    r.insert(tenant);
+                } else {
+                    r.remove(&tenant);
+                }
+            }
+        }
+    }
+}
+
+fn state_key(schedule: &str) -> String {
+    format!("last.{schedule}")
+}
+
+/// Reads the last fired tick of a schedule and the revision to update it with.
+async fn load_state(
+    store: &kv::Store,
+    schedule: &str,
+) -> Result<(Option<DateTime<Utc>>, Option<u64>), kv::EntryError> {
+    match store.entry(state_key(schedule)).await? {
+        Some(e) if e.operation == kv::Operation::Put => {
+            let tick = std::str::from_utf8(&e.value)
+                .ok()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc));
+            Ok((tick, Some(e.revision)))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
+/// Stores the last fired tick with compare-and-set; false when another process moved it.
+async fn save_state(
+    store: &kv::Store,
+    schedule: &str,
+    tick: DateTime<Utc>,
+    rev: &mut Option<u64>,
+) -> bool {
+    let value = bytes::Bytes::from(tick.to_rfc3339());
+    let result = match *rev {
+        Some(r) => store
+            .update(state_key(schedule), value, r)
+            .await
+            .map_err(|e| e.to_string()),
+        None => store
+            .create(state_key(schedule), value)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(new_rev) => {
+            *rev = Some(new_rev);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(schedule, error = %e, "last fired tick was moved by another scheduler; reloading");
+            false
+        }
+    }
+}
+
+async fn run_schedule(ctx: Arc<Ctx>, schedule: CompiledSchedule, shutdown: CancellationToken) {
+    let name = schedule.name().to_owned();
+    let mut loaded = false;
+    let mut last: DateTime<Utc> = Utc::now();
+    let mut rev: Option<u64> = None;
+    while !shutdown.is_cancelled() {
+        if !ctx.leadership.is_leader() {
+            loaded = false;
+            sleep_or(Duration::from_millis(50), &shutdown).await;
+            continue;
+        }
+        if !loaded {
+            match load_state(&ctx.state, &name).await {
+                Ok((tick, r)) => {
+                    rev = r;
+                    last = match tick {
+                        Some(t) => t,
+                        None => {
+                            // A new schedule starts now: nothing before it is "missed".
+                            let now = Utc::now();
+                            if !save_state(&ctx.state, &name, now, &mut rev).await {
+                                continue;
+                            }
+                            now
+                        }
+                    };
+                    loaded = true;
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %name, error = %e, "cannot read schedule state");
+                    sleep_or(Duration::from_millis(500), &shutdown).await;
+                    continue;
+                }
+            }
+        }
+        let now = Utc::now();
+        let limit = match schedule.spec.catch_up {
+            CatchUp::All => schedule.spec.catch_up_max as usize,
+            _ => 1,
+        };
+        let (mut due, dropped) = schedule.ticks_between(last, now, limit);
+        if !due.is_empty() {
+            let newest = due[due.len() - 1];
+            let mut skipped = dropped;
+            if schedule.spec.catch_up == CatchUp::Skip
+                && (now - newest).to_std().unwrap_or_default() > SKIP_TOLERANCE
+            {
+                due.clear();
+                skipped += 1;
+            }
+            if skipped > 0 {
+                ctx.stats
+                    .skipped
+                    .fetch_add(skipped as u64, Ordering::Relaxed);
+                tracing::info!(schedule = %name, skipped, since = %last, policy = ?schedule.spec.catch_up, "missed ticks skipped");
+            }
+            let mut ok = true;
+            for tick in &due {
+                if !ctx.leadership.is_leader() {
+                    ok = false;
+                    break;
+                }
+                if !fire(&ctx, &schedule, *tick).await {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                if save_state(&ctx.state, &name, newest, &mut rev).await {
+                    last = newest;
+                } else {
+                    loaded = false;
+                }
+            } else {
+                sleep_or(Duration::from_millis(200), &shutdown).await;
+            }
+            continue;
+        }
+        let Some(next) = schedule.next_after(last) else {
+            tracing::info!(schedule = %name, "schedule has no further ticks");
+            return;
+        };
+        let wait = (next - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(Duration::from_millis(250));
+        sleep_or(wait, &shutdown).await;
+    }
+}
+
+async fn sleep_or(d: Duration, token: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = token.cancelled() => {}
+    }
+}
+
+/// Publishes one tick's events; false if a publish failed (the tick is retried).
+async fn fire(ctx: &Ctx, schedule: &CompiledSchedule, tick: DateTime<Utc>) -> bool {
+    let name = schedule.name();
+    let tenants: Vec<TenantId> = if schedule.spec.tenant_registry {
+        ctx.registry
+            .read()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    } else {
+        schedule.tenants().to_vec()
+    };
+    let payload = serde_json::json!({
+        "schedule": name,
+        "scheduled_at": tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "timezone": schedule.tz().name(),
+    });
+    let mut all_ok = true;
+    for tenant in tenants {
+        let id = format!("cron:{name}:{tenant}:{}", tick.timestamp());
+        let mut options = EventOptions::default().id(id.clone()).time(tick);
+        if schedule.spec.overlap == Overlap::SkipIfRunning {
+            let key = format!("{name}.{tenant}");
+            match still_running(&ctx.runs, &key, schedule.spec.max_run_secs).await {
+                Some(running) => {
+                    ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(schedule = name, %tenant, %tick, previous = %running, "tick skipped: the previous run has not finished");
+                    continue;
+                }
+                None => {
+                    if let Err(e) = ctx.runs.put(&key, id.clone().into()).await {
+                        tracing::warn!(schedule = name, %tenant, error = %e, "cannot mark the run");
+                    }
+                    options = options.header(RUN_KEY_HEADER, key);
+                }
+            }
+        }
+        match ctx
+            .publisher
+            .publish_untyped(tenant.clone(), &schedule.spec.event_type, &payload, options)
+            .await
+        {
+            Ok(p) => {
+                let late = Utc::now() - tick;
+                let late_ms = late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+                if p.duplicate {
+                    ctx.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(schedule = name, %tenant, %tick, "tick already published");
+                } else {
+                    ctx.stats.fired.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.record_lateness(late_ms);
+                    if late.to_std().unwrap_or_default() > LATE_AFTER {
+                        ctx.stats.late.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(schedule = name, %tenant, %tick, late_ms, "tick fired late");
+                    } else {
+                        tracing::info!(schedule = name, %tenant, %tick, late_ms, "tick fired");
+                    }
+                }
+            }
+            Err(e) => {
+                ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(schedule = name, %tenant, %tick, error = %e, "tick publish failed; will retry");
+                all_ok = false;
+            }
+        }
+    }
+    all_ok
+}
+
+/// The event id of a run of `key` that is still going, if any.
+async fn still_running(runs: &kv::Store, key: &str, max_run_secs: u64) -> Option<String> {
+    let entry = runs.entry(key).await.ok()??;
+    if entry.operation != kv::Operation::Put {
+        return None;
+    }
+    let started: DateTime<Utc> = DateTime::from_timestamp(entry.created.unix_timestamp(), 0)?;
+    let age = (Utc::now() - started).num_seconds();
+    (age >= 0 && (age as u64) < max_run_secs)
+        .then(|| String::from_utf8_lossy(&entry.value).into_owned())
+}
