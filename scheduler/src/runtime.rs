@@ -22,8 +22,6 @@ pub const STATE_BUCKET: &str = "conveyor_schedules";
 pub const TENANT_BUCKET: &str = "conveyor_tenants";
 /// A tick published more than this after its time is logged and counted as late.
 pub const LATE_AFTER: Duration = Duration::from_secs(1);
-/// A missed tick within this of now still fires under [`CatchUp::Skip`].
-pub const SKIP_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// Counters of what the scheduler did (for logs, metrics and benchmarks).
 #[derive(Debug, Default)]
@@ -345,70 +343,65 @@ async fn run_schedule(ctx: Arc<Ctx>, schedule: CompiledSchedule, shutdown: Cance
             sleep_or(Duration::from_millis(50), &shutdown).await;
             continue;
         }
-        if !loaded {
-            match load_state(&ctx.state, &name).await {
+        let now = Utc::now();
+        let due = if loaded {
+            // Leading without a break: every tick that came due fires.
+            schedule.ticks_between(last, now, LEADING_MAX).0
+        } else {
+            // Taking over (start, failover, after an outage): the catch-up policy decides what
+            // happens to the ticks nobody fired.
+            let stored = match load_state(&ctx.state, &name).await {
                 Ok((tick, r)) => {
                     rev = r;
-                    last = match tick {
-                        Some(t) => t,
-                        None => {
-                            // A new schedule starts now: nothing before it is "missed".
-                            let now = Utc::now();
-                            if !save_state(&ctx.state, &name, now, &mut rev).await {
-                                continue;
-                            }
-                            now
-                        }
-                    };
-                    loaded = true;
+                    tick
                 }
                 Err(e) => {
                     tracing::warn!(schedule = %name, error = %e, "cannot read schedule state");
                     sleep_or(Duration::from_millis(500), &shutdown).await;
                     continue;
                 }
+            };
+            loaded = true;
+            match stored {
+                None => {
+                    // A new schedule starts now: nothing before it was missed.
+                    if !save_state(&ctx.state, &name, now, &mut rev).await {
+                        loaded = false;
+                    }
+                    last = now;
+                    continue;
+                }
+                Some(t) => {
+                    let fire = catch_up(&ctx, &schedule, t, now);
+                    last = t;
+                    if schedule.spec.catch_up == CatchUp::Skip && t < now {
+                        // Nothing before now fires: move the state past the missed ticks.
+                        if !save_state(&ctx.state, &name, now, &mut rev).await {
+                            loaded = false;
+                            continue;
+                        }
+                        last = now;
+                    }
+                    fire
+                }
             }
-        }
-        let now = Utc::now();
-        let limit = match schedule.spec.catch_up {
-            CatchUp::All => schedule.spec.catch_up_max as usize,
-            _ => 1,
         };
-        let (mut due, dropped) = schedule.ticks_between(last, now, limit);
-        if !due.is_empty() {
-            let newest = due[due.len() - 1];
-            let mut skipped = dropped;
-            if schedule.spec.catch_up == CatchUp::Skip
-                && (now - newest).to_std().unwrap_or_default() > SKIP_TOLERANCE
-            {
-                due.clear();
-                skipped += 1;
-            }
-            if skipped > 0 {
-                ctx.stats
-                    .skipped
-                    .fetch_add(skipped as u64, Ordering::Relaxed);
-                tracing::info!(schedule = %name, skipped, since = %last, policy = ?schedule.spec.catch_up, "missed ticks skipped");
-            }
+        if let Some(&newest) = due.last() {
             let mut ok = true;
             for tick in &due {
-                if !ctx.leadership.is_leader() {
-                    ok = false;
-                    break;
-                }
-                if !fire(&ctx, &schedule, *tick).await {
+                if !ctx.leadership.is_leader() || !fire(&ctx, &schedule, *tick).await {
                     ok = false;
                     break;
                 }
             }
-            if ok {
-                if save_state(&ctx.state, &name, newest, &mut rev).await {
-                    last = newest;
-                } else {
-                    loaded = false;
-                }
-            } else {
+            if !ok {
                 sleep_or(Duration::from_millis(200), &shutdown).await;
+                continue;
+            }
+            if save_state(&ctx.state, &name, newest.max(last), &mut rev).await {
+                last = newest.max(last);
+            } else {
+                loaded = false;
             }
             continue;
         }
@@ -422,6 +415,43 @@ async fn run_schedule(ctx: Arc<Ctx>, schedule: CompiledSchedule, shutdown: Cance
             .min(Duration::from_millis(250));
         sleep_or(wait, &shutdown).await;
     }
+}
+
+/// Most ticks fired in one pass while leading without a break.
+const LEADING_MAX: usize = 1000;
+
+/// Applies the catch-up policy to the ticks in `(last, now]` when taking over. Returns the ticks
+/// to fire; the others are counted and logged as skipped. With `Skip`, the state moves to `now`.
+fn catch_up(
+    ctx: &Ctx,
+    schedule: &CompiledSchedule,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let policy = schedule.spec.catch_up;
+    let limit = match policy {
+        CatchUp::All => schedule.spec.catch_up_max as usize,
+        _ => 1,
+    };
+    let (mut due, dropped) = schedule.ticks_between(last, now, limit);
+    let mut skipped = dropped;
+    if policy == CatchUp::Skip {
+        skipped += due.len();
+        due.clear();
+    }
+    if skipped > 0 {
+        ctx.stats
+            .skipped
+            .fetch_add(skipped as u64, Ordering::Relaxed);
+        tracing::info!(
+            schedule = schedule.name(),
+            skipped,
+            since = %last,
+            policy = ?policy,
+            "missed ticks skipped"
+        );
+    }
+    due
 }
 
 async fn sleep_or(d: Duration, token: &CancellationToken) {

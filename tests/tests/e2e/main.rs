@@ -4,4 +4,5 @@
 mod dead_letters;
 mod publish;
 mod resilience;
+mod scheduler;
 mod worker;
