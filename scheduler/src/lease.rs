@@ -69,16 +69,14 @@ impl Leadership {
     }
 }
 
-/// Opens (or creates) the lease bucket with `max_age` = `ttl`.
+/// Opens the lease bucket with `max_age` = `ttl`, creating it or bringing its TTL up to date
+/// (every scheduler process of a deployment must use the same TTL).
 pub async fn lease_bucket(
     js: &async_nats::jetstream::Context,
     ttl: Duration,
 ) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
-    if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
-        return Ok(store);
-    }
     Ok(js
-        .create_key_value(kv::Config {
+        .create_or_update_key_value(kv::Config {
             bucket: LEASE_BUCKET.into(),
             description: "Conveyor scheduler leader lease".into(),
             history: 1,
