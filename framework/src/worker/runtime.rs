@@ -530,8 +530,7 @@ async fn settle<S: Clone + Send + Sync + 'static>(
     attempt: u32,
     outcome: Outcome,
 ) {
-    let finished = matches!(outcome, Outcome::Ack | Outcome::DeadLetter { .. });
-    settle_delivery(rt, msg, reply, stream_sequence, attempt, outcome).await;
+    let finished = settle_delivery(rt, msg, reply, stream_sequence, attempt, outcome).await;
     if finished
         && let Some(key) = msg
             .message
@@ -543,6 +542,8 @@ async fn settle<S: Clone + Send + Sync + 'static>(
     }
 }
 
+/// Acks, Naks or dead-letters the delivery. Returns true when the event is finished: acked, or
+/// stored as a dead letter.
 async fn settle_delivery<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
     msg: &jetstream::Message,
@@ -550,24 +551,27 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
     stream_sequence: u64,
     attempt: u32,
     outcome: Outcome,
-) {
+) -> bool {
     let span = tracing::Span::current();
     match outcome {
         Outcome::Ack => {
             span.record("outcome", "ack");
             tracing::debug!("handled");
             send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            true
         }
         Outcome::Retry { delay, error } => {
             span.record("outcome", "retry");
             tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
             let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
             send_ack(&rt.conn, reply, body.into()).await;
+            false
         }
         Outcome::HandBack => {
             span.record("outcome", "handed-back");
             tracing::info!("shutdown: event handed back");
             send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+            false
         }
         Outcome::DeadLetter { kind, error } => {
             span.record("outcome", "dead-letter");
@@ -586,11 +590,13 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                     tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
                     let body = format!("+TERM dlq:{kind}");
                     send_ack(&rt.conn, reply, body.into()).await;
+                    true
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not dead-letter; the event will be redelivered");
                     let body = format!("-NAK {{\"delay\":{}}}", DEAD_LETTER_RETRY.as_nanos());
                     send_ack(&rt.conn, reply, body.into()).await;
+                    false
                 }
             }
         }
