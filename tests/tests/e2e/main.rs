@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod dead_letters;
+mod nats_config;
 mod publish;
 mod resilience;
 mod scheduler;
