@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use serde::Deserialize;
 
 use crate::connection::Connection;
 use crate::error::Error;
@@ -18,28 +20,99 @@ pub const ADVISORY_STREAM: &str = "DLQ_ADVISORIES";
 /// Subject of the max-deliveries advisories the backstop captures.
 pub const MAX_DELIVERIES_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EVENTS.>";
 
+/// The scheduler's lease bucket (its `max_age` is the lease TTL).
+pub const LEASES_BUCKET: &str = "conveyor_leases";
+/// The bucket holding the last fired tick of each schedule.
+pub const SCHEDULES_BUCKET: &str = "conveyor_schedules";
+/// The tenant registry: one key per tenant id.
+pub const TENANTS_BUCKET: &str = "conveyor_tenants";
+pub use crate::runs::RUNS_BUCKET;
+
 /// Limits of one stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamLimits {
-    /// How long a message is kept (`Duration::ZERO` = forever).
+    /// How long a message is kept (`Duration::ZERO` = forever), e.g. `"7d"`.
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Size cap in bytes (-1 = none); the oldest messages are discarded first.
     pub max_bytes: i64,
     /// Window in which a re-published `Nats-Msg-Id` is dropped as a duplicate (≤ `max_age`).
+    #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
 }
 
-/// The streams the framework needs, and their settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One key-value bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSpec {
+    /// Bucket name.
+    pub name: String,
+    /// What it holds.
+    #[serde(default)]
+    pub description: String,
+    /// How long a value lives (`0s` = forever); for the lease bucket, the lease TTL.
+    #[serde(with = "humantime_serde", default)]
+    pub max_age: Duration,
+}
+
+/// The streams and key-value buckets the framework and the scheduler need, and their settings.
+/// `nats-config/topology.toml` is the file form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Topology {
     /// The `EVENTS` stream: 7 days, no size cap, 2-minute duplicate window by default.
     pub events: StreamLimits,
     /// The `DLQ` stream: 30 days, no size cap by default.
     pub dead_letters: StreamLimits,
-    /// Replicas of every stream: 1 on a single server, 3 on a cluster.
+    /// Replicas of every stream and bucket: 1 on a single server, 3 on a cluster.
+    #[serde(default = "one")]
     pub replicas: usize,
     /// File (true, default) or memory storage.
+    #[serde(default = "yes")]
     pub file_storage: bool,
+    /// Key-value buckets.
+    #[serde(default = "default_buckets")]
+    pub buckets: Vec<BucketSpec>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
+    BucketSpec {
+        name: name.into(),
+        description: description.into(),
+        max_age,
+    }
+}
+
+/// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
+/// tenant registry.
+pub fn default_buckets() -> Vec<BucketSpec> {
+    vec![
+        bucket(
+            LEASES_BUCKET,
+            "Conveyor scheduler leader lease",
+            Duration::from_secs(2),
+        ),
+        bucket(
+            SCHEDULES_BUCKET,
+            "Last fired tick per schedule",
+            Duration::ZERO,
+        ),
+        bucket(
+            RUNS_BUCKET,
+            "Running scheduled runs",
+            Duration::from_secs(24 * 3600),
+        ),
+        bucket(TENANTS_BUCKET, "Tenant registry", Duration::ZERO),
+    ]
 }
 
 impl Default for Topology {
@@ -57,6 +130,7 @@ impl Default for Topology {
             },
             replicas: 1,
             file_storage: true,
+            buckets: default_buckets(),
         }
     }
 }
@@ -206,6 +280,46 @@ pub async fn provision(
         };
         tracing::info!(stream = %name, %change, "stream provisioned");
         report.push((name, change));
+    }
+    for spec in &topology.buckets {
+        let desired = kv::Config {
+            bucket: spec.name.clone(),
+            description: spec.description.clone(),
+            history: 1,
+            max_age: spec.max_age,
+            num_replicas: topology.replicas,
+            storage: if topology.file_storage {
+                StorageType::File
+            } else {
+                StorageType::Memory
+            },
+            ..Default::default()
+        };
+        let label = format!("KV {}", spec.name);
+        let change = match js.get_stream(format!("KV_{}", spec.name)).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| unavailable(&label, e))?;
+                if info.config.max_age == spec.max_age
+                    && info.config.num_replicas == topology.replicas
+                {
+                    StreamChange::Unchanged
+                } else {
+                    js.update_key_value(desired)
+                        .await
+                        .map_err(|e| rejected(&label, e))?;
+                    StreamChange::Updated
+                }
+            }
+            Err(e) if is_not_found(&e.kind()) => {
+                js.create_key_value(desired)
+                    .await
+                    .map_err(|e| rejected(&label, e))?;
+                StreamChange::Created
+            }
+            Err(e) => return Err(unavailable(&label, e)),
+        };
+        tracing::info!(bucket = %spec.name, %change, "bucket provisioned");
+        report.push((label, change));
     }
     Ok(report)
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The key-value bucket holding the scheduler lease.
-pub const LEASE_BUCKET: &str = "conveyor_leases";
+pub const LEASE_BUCKET: &str = conveyor::topology::LEASES_BUCKET;
 /// The lease key.
 pub const LEASE_KEY: &str = "scheduler";
 /// How often a follower tries to take the lease.

@@ -17,9 +17,9 @@ use crate::lease::{self, Leadership};
 use crate::schedule::{CatchUp, CompiledSchedule, Overlap, ScheduleError, compile_all};
 
 /// The key-value bucket holding the last fired tick of each schedule.
-pub const STATE_BUCKET: &str = "conveyor_schedules";
+pub const STATE_BUCKET: &str = conveyor::topology::SCHEDULES_BUCKET;
 /// The key-value bucket of the tenant registry: one key per tenant id.
-pub const TENANT_BUCKET: &str = "conveyor_tenants";
+pub const TENANT_BUCKET: &str = conveyor::topology::TENANTS_BUCKET;
 /// A tick published more than this after its time is logged and counted as late.
 pub const LATE_AFTER: Duration = Duration::from_secs(1);
 

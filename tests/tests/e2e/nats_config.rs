@@ -17,10 +17,18 @@ fn every_nats_config_passes_nats_server_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config");
     let mut files = Vec::new();
     configs(&root, &mut files);
-    assert!(files.len() >= 5, "dev, accounts and three cluster nodes: {files:?}");
+    assert!(
+        files.len() >= 5,
+        "dev, accounts and three cluster nodes: {files:?}"
+    );
     let binary = conveyor::testing::nats_server_binary().unwrap();
     for file in files {
-        let out = Command::new(&binary).arg("-c").arg(&file).arg("-t").output().unwrap();
+        let out = Command::new(&binary)
+            .arg("-c")
+            .arg(&file)
+            .arg("-t")
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{} is invalid: {}{}",

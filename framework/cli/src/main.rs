@@ -1,0 +1,664 @@
+//! `conveyor`: set up, inspect and repair a Conveyor deployment.
+//!
+//! Exit codes: 0 success, 1 failure (one `error:` line says what and how to fix it), 2 usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use clap::{Args, Parser, Subcommand};
+use conveyor::topology::{DLQ_STREAM, EVENTS_STREAM, Topology, provision};
+use conveyor::{Connection, DeadLetter, EventOptions, Publisher};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Set up, inspect and repair a Conveyor deployment on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "conveyor", version)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How to reach NATS. Credentials are never printed.
+#[derive(Debug, Args)]
+struct ConnArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    server: String,
+    /// User name (with --password).
+    #[arg(long, env = "NATS_USER", global = true)]
+    user: Option<String>,
+    /// Password (with --user).
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    password: Option<String>,
+    /// Token.
+    #[arg(long, env = "NATS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// NKey seed.
+    #[arg(long, env = "NATS_NKEY", global = true, hide_env_values = true)]
+    nkey: Option<String>,
+    /// Credentials file (.creds).
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    creds: Option<PathBuf>,
+    /// CA certificate to trust (PEM).
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM, with --tls-key).
+    #[arg(long, global = true)]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM, with --tls-cert).
+    #[arg(long, global = true)]
+    tls_key: Option<PathBuf>,
+    /// TLS before the NATS handshake (server `handshake_first`).
+    #[arg(long, global = true)]
+    tls_first: bool,
+    /// Inbox prefix (use the one the user's permissions allow, e.g. _INBOX_admin).
+    #[arg(long, global = true)]
+    inbox_prefix: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the topology (streams, buckets), verify with a probe event, and report.
+    Setup {
+        /// The topology file.
+        #[arg(long, default_value = "nats-config/topology.toml")]
+        topology: PathBuf,
+        /// Replicas of every stream and bucket (overrides the file; 3 on a cluster).
+        #[arg(long)]
+        replicas: Option<usize>,
+    },
+    /// Publish one event after checking its type, tenant and payload against the catalog.
+    Publish {
+        /// The event type, e.g. order.created.
+        event_type: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The payload: JSON, or @file.
+        #[arg(long)]
+        data: String,
+        /// The event id (default: a new one).
+        #[arg(long)]
+        id: Option<String>,
+        /// The `source` attribute.
+        #[arg(long, default_value = "conveyor-cli")]
+        source: String,
+        /// Validate only; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Streams, groups (consumers) and dead letters per group.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect, replay and purge dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct Filter {
+    /// Only this group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this event type.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Only this error kind (handler, decode, unknown-type, tenant-mismatch, type-mismatch, timeout, panic, max-deliveries).
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, newest first.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        /// Rows per page.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Page number, from 1.
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter: headers and body.
+    Show {
+        /// Its sequence in the DLQ stream.
+        seq: u64,
+    },
+    /// Re-publish dead letters to their original subjects; each is removed from the DLQ only
+    /// after the re-publish is acknowledged.
+    Replay {
+        /// One dead letter, by DLQ sequence.
+        seq: Option<u64>,
+        /// Every dead letter matching the filter (or all, without one).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: Filter,
+        /// Show what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters matching the filter (all without one).
+    Purge {
+        #[command(flatten)]
+        filter: Filter,
+        /// Confirm; without it nothing is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+type Fail = String;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(a: &ConnArgs) -> Result<Connection, Fail> {
+    let mut o = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .max_reconnects(Some(3));
+    match (&a.user, &a.password) {
+        (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
+        (Some(_), None) | (None, Some(_)) => return Err("--user and --password go together".into()),
+        _ => {}
+    }
+    if let Some(t) = &a.token {
+        o = o.token(t.clone());
+    }
+    if let Some(seed) = &a.nkey {
+        o = o.nkey(seed.clone());
+    }
+    if let Some(path) = &a.creds {
+        o = o
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))?;
+    }
+    if let Some(ca) = &a.tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => {
+            o = o
+                .add_client_certificate(c.clone(), k.clone())
+                .require_tls(true)
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        _ => {}
+    }
+    if a.tls_first {
+        o = o.tls_first();
+    }
+    if let Some(p) = &a.inbox_prefix {
+        o = o.custom_inbox_prefix(p.clone());
+    }
+    let servers: Vec<String> = a.server.split(',').map(|s| s.trim().to_owned()).collect();
+    let addrs: Vec<async_nats::ServerAddr> = servers
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("{s:?} is not a NATS URL (e.g. nats://127.0.0.1:4222)"))
+        })
+        .collect::<Result<_, _>>()?;
+    let connecting = Connection::connect_with(addrs, o);
+    match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!(
+            "cannot connect to {}: {} (check --server / NATS_URL and the credentials)",
+            a.server,
+            e.kind()
+        )),
+        Err(_) => Err(format!(
+            "cannot reach NATS at {} within 5 s (is the server running? check --server / NATS_URL)",
+            a.server
+        )),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    match cli.command {
+        Command::Publish {
+            event_type,
+            tenant,
+            data,
+            id,
+            source,
+            dry_run,
+        } => publish(&cli.conn, &event_type, &tenant, &data, id, &source, dry_run).await,
+        Command::Setup { topology, replicas } => setup(&cli.conn, &topology, replicas).await,
+        Command::Status { json } => status(&connect(&cli.conn).await?, json).await,
+        Command::Dlq(cmd) => dlq(&connect(&cli.conn).await?, cmd).await,
+    }
+}
+
+async fn publish(
+    conn_args: &ConnArgs,
+    event_type: &str,
+    tenant: &str,
+    data: &str,
+    id: Option<String>,
+    source: &str,
+    dry_run: bool,
+) -> Result<(), Fail> {
+    let tenant = conveyor::TenantId::parse(tenant)
+        .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
+    if conveyor_schemas::find(event_type).is_none() {
+        return Err(format!(
+            "unknown event type {event_type:?}; the catalog's types are in schemas/json/catalog.json"
+        ));
+    }
+    let text = match data.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+        }
+        None => data.to_owned(),
+    };
+    let payload: Value =
+        serde_json::from_str(&text).map_err(|e| format!("--data is not JSON: {e}"))?;
+    conveyor_schemas::validate(event_type, &payload)
+        .map_err(|e| format!("invalid {event_type} payload: {e}"))?;
+    if dry_run {
+        println!("valid {event_type} event for tenant {tenant} (dry run: nothing sent)");
+        return Ok(());
+    }
+    let conn = connect(conn_args).await?;
+    let mut options = EventOptions::default();
+    if let Some(id) = id {
+        options = options.id(id);
+    }
+    let published = Publisher::new(&conn)
+        .with_source(source)
+        .publish_untyped(tenant, event_type, &payload, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{} {} on {} (EVENTS #{})",
+        if published.duplicate {
+            "duplicate of"
+        } else {
+            "published"
+        },
+        published.id,
+        published.subject,
+        published.stream_sequence
+    );
+    Ok(())
+}
+
+async fn setup(conn_args: &ConnArgs, path: &PathBuf, replicas: Option<usize>) -> Result<(), Fail> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read topology {}: {e}", path.display()))?;
+    let mut topology: Topology = toml::from_str(&text)
+        .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+    if let Some(r) = replicas {
+        topology.replicas = r;
+    }
+    let conn = connect(conn_args).await?;
+    let info = conn.client().server_info();
+    println!(
+        "connected to {} (nats-server {})",
+        info.server_name, info.version
+    );
+    let report = provision(&conn, &topology)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (name, change) in &report {
+        println!("{name:<26} {change}");
+    }
+    // Verify: publish a probe event and read it back.
+    let probe_id = format!("setup-probe-{}", conveyor::envelope::new_event_id());
+    let published = Publisher::new(&conn)
+        .with_source("conveyor-setup")
+        .publish_untyped(
+            "conveyor-setup",
+            "setup.probe",
+            &json!({"probe": probe_id}),
+            EventOptions::default().id(probe_id.clone()),
+        )
+        .await
+        .map_err(|e| format!("probe publish failed: {e}"))?;
+    let stream = conn
+        .jetstream()
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let back = stream
+        .direct_get(published.stream_sequence)
+        .await
+        .map_err(|e| format!("probe read-back failed: {e}"))?;
+    let ok = String::from_utf8_lossy(&back.payload).contains(&probe_id);
+    if !ok {
+        return Err("probe read back with a different body".into());
+    }
+    stream
+        .delete_message(published.stream_sequence)
+        .await
+        .map_err(|e| format!("could not remove the probe: {e}"))?;
+    let changed = report
+        .iter()
+        .filter(|(_, c)| *c != conveyor::topology::StreamChange::Unchanged)
+        .count();
+    println!(
+        "verified: probe event published and read back (EVENTS #{})",
+        published.stream_sequence
+    );
+    println!(
+        "setup complete: {changed} changed, {} unchanged",
+        report.len() - changed
+    );
+    Ok(())
+}
+
+async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
+    let js = conn.jetstream();
+    let mut streams = Vec::new();
+    for name in [EVENTS_STREAM, DLQ_STREAM] {
+        let mut s = js
+            .get_stream(name)
+            .await
+            .map_err(|e| format!("stream {name} not found ({e}); run `conveyor setup`"))?;
+        let info = s.info().await.map_err(|e| e.to_string())?;
+        streams.push(
+            json!({"stream": name, "messages": info.state.messages, "bytes": info.state.bytes}),
+        );
+    }
+    let events = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut groups = Vec::new();
+    let mut infos = events.consumers();
+    let dead = dead_letters(conn).await?;
+    while let Some(info) = infos.next().await {
+        let info = info.map_err(|e| e.to_string())?;
+        let dlq = dead.iter().filter(|(_, d)| d.group == info.name).count();
+        groups.push(json!({
+            "group": info.name,
+            "pending": info.num_pending,
+            "ack_pending": info.num_ack_pending,
+            "redelivered": info.num_redelivered,
+            "waiting": info.num_waiting,
+            "last_active": info.delivered.last_active.map(|t| t.to_string()),
+            "dead_letters": dlq,
+        }));
+    }
+    let leader = match js.get_key_value(conveyor::topology::LEASES_BUCKET).await {
+        Ok(store) => store
+            .get("scheduler")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice::<Value>(&v).ok()),
+        Err(_) => None,
+    };
+    let report = json!({"streams": streams, "groups": groups, "scheduler_leader": leader});
+    if as_json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!("{:<10} {:>10} {:>12}", "stream", "messages", "bytes");
+    for s in &streams {
+        println!(
+            "{:<10} {:>10} {:>12}",
+            s["stream"].as_str().unwrap_or(""),
+            s["messages"],
+            s["bytes"]
+        );
+    }
+    println!();
+    println!(
+        "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12}  last active",
+        "group", "pending", "ack pending", "redelivered", "waiting", "dead letters"
+    );
+    for g in &groups {
+        println!(
+            "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12}  {}",
+            g["group"].as_str().unwrap_or(""),
+            g["pending"],
+            g["ack_pending"],
+            g["redelivered"],
+            g["waiting"],
+            g["dead_letters"],
+            g["last_active"].as_str().unwrap_or("-")
+        );
+    }
+    println!();
+    match &leader {
+        Some(l) => println!(
+            "scheduler leader: {} (since {})",
+            l["node"].as_str().unwrap_or("?"),
+            l["since"].as_str().unwrap_or("?")
+        ),
+        None => println!("scheduler leader: none"),
+    }
+    Ok(())
+}
+
+/// Every dead letter with its DLQ sequence, oldest first.
+async fn dead_letters(conn: &Connection) -> Result<Vec<(u64, DeadLetter)>, Fail> {
+    let stream = conn
+        .jetstream()
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(|e| format!("stream DLQ not found ({e}); run `conveyor setup`"))?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100_000)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(m) = batch.next().await {
+        let m = m.map_err(|e| e.to_string())?;
+        let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+        let headers = m.message.headers.clone().unwrap_or_default();
+        if let Ok(d) = DeadLetter::from_parts(&headers, m.message.payload.clone()) {
+            out.push((seq, d));
+        }
+    }
+    Ok(out)
+}
+
+fn matches(f: &Filter, d: &DeadLetter) -> bool {
+    let (tenant, ty) =
+        conveyor::envelope::split_event_subject(&d.original_subject).unwrap_or(("", ""));
+    f.group.as_ref().is_none_or(|g| *g == d.group)
+        && f.tenant.as_ref().is_none_or(|t| t == tenant)
+        && f.event_type.as_ref().is_none_or(|t| t == ty)
+        && f.kind.as_ref().is_none_or(|k| k == d.kind.as_str())
+}
+
+fn filtered(all: Vec<(u64, DeadLetter)>, f: &Filter) -> Vec<(u64, DeadLetter)> {
+    all.into_iter().filter(|(_, d)| matches(f, d)).collect()
+}
+
+fn row(seq: u64, d: &DeadLetter) -> Value {
+    json!({
+        "seq": seq, "group": d.group, "subject": d.original_subject, "kind": d.kind.as_str(),
+        "attempts": d.attempts, "error": d.error, "failed_at": d.failed_at.to_rfc3339(),
+    })
+}
+
+async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> {
+    match cmd {
+        DlqCommand::List {
+            filter,
+            limit,
+            page,
+            json,
+        } => {
+            let mut rows = filtered(dead_letters(conn).await?, &filter);
+            rows.reverse();
+            let total = rows.len();
+            let start = limit.saturating_mul(page.max(1) - 1);
+            let shown: Vec<_> = rows.into_iter().skip(start).take(limit).collect();
+            if json {
+                for (seq, d) in &shown {
+                    println!("{}", row(*seq, d));
+                }
+                return Ok(());
+            }
+            println!(
+                "{:>6}  {:<16} {:<40} {:<15} {:>8}  error",
+                "seq", "group", "subject", "kind", "attempts"
+            );
+            for (seq, d) in &shown {
+                println!(
+                    "{seq:>6}  {:<16} {:<40} {:<15} {:>8}  {}",
+                    d.group,
+                    d.original_subject,
+                    d.kind.as_str(),
+                    d.attempts,
+                    d.error
+                );
+            }
+            println!("{} of {total} dead letters (page {page})", shown.len());
+            Ok(())
+        }
+        DlqCommand::Show { seq } => {
+            let stream = conn
+                .jetstream()
+                .get_stream(DLQ_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            let m = stream
+                .direct_get(seq)
+                .await
+                .map_err(|_| format!("no dead letter #{seq}; see `conveyor dlq list`"))?;
+            println!("DLQ #{seq} on {}", m.subject);
+            for (name, values) in m.headers.iter() {
+                for v in values {
+                    println!("{name}: {v}");
+                }
+            }
+            println!();
+            println!("{}", String::from_utf8_lossy(&m.payload));
+            Ok(())
+        }
+        DlqCommand::Replay {
+            seq,
+            all,
+            filter,
+            dry_run,
+        } => {
+            let letters = dead_letters(conn).await?;
+            let chosen: Vec<(u64, DeadLetter)> = match (seq, all) {
+                (Some(s), false) => {
+                    let one: Vec<_> = letters.into_iter().filter(|(q, _)| *q == s).collect();
+                    if one.is_empty() {
+                        return Err(format!("no dead letter #{s}; see `conveyor dlq list`"));
+                    }
+                    one
+                }
+                (None, true) => filtered(letters, &filter),
+                _ => return Err("give one DLQ sequence, or --all (with optional filters)".into()),
+            };
+            let total = chosen.len();
+            let stream = conn
+                .jetstream()
+                .get_stream(DLQ_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut replayed = 0;
+            for (i, (s, d)) in chosen.iter().enumerate() {
+                if dry_run {
+                    println!("would replay #{s} to {}", d.original_subject);
+                    continue;
+                }
+                let ack = conn
+                    .jetstream()
+                    .publish(d.original_subject.clone(), d.body.clone())
+                    .await
+                    .map_err(|e| format!("replay of #{s} failed: {e}"))?
+                    .await
+                    .map_err(|e| {
+                        format!("replay of #{s} was not acknowledged: {e}; it stays in the DLQ")
+                    })?;
+                stream.delete_message(*s).await.map_err(|e| {
+                    format!(
+                        "#{s} was replayed (EVENTS #{}) but could not be removed from the DLQ: {e}",
+                        ack.sequence
+                    )
+                })?;
+                replayed += 1;
+                eprint!(
+                    "\rreplaying {}/{total} [{:<30}]",
+                    i + 1,
+                    "#".repeat((i + 1) * 30 / total.max(1))
+                );
+            }
+            if !dry_run && total > 0 {
+                eprintln!();
+            }
+            if dry_run {
+                println!("dry run: {total} dead letters would be replayed");
+            } else {
+                println!("replayed {replayed} dead letters");
+            }
+            Ok(())
+        }
+        DlqCommand::Purge { filter, yes } => {
+            let chosen = filtered(dead_letters(conn).await?, &filter);
+            if !yes {
+                return Err(format!(
+                    "{} dead letters match; add --yes to delete them",
+                    chosen.len()
+                ));
+            }
+            let stream = conn
+                .jetstream()
+                .get_stream(DLQ_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (s, _) in &chosen {
+                stream
+                    .delete_message(*s)
+                    .await
+                    .map_err(|e| format!("could not delete #{s}: {e}"))?;
+            }
+            println!("purged {} dead letters", chosen.len());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The `conveyor` command line against real nats-server processes: exit codes and messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use conveyor::{Context, Group, HandlerError, Worker};
+use conveyor_tests::{Ping, Recorder, events_count, eventually, server};
+
+fn conveyor(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .env_remove("NATS_URL")
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_applies_the_topology_idempotently_and_verifies_it() {
+    conveyor_tests::init_tracing();
+    let server = conveyor::testing::NatsServer::start().unwrap();
+    let first = conveyor(&server.url(), &["setup"]);
+    let (out, err) = text(&first);
+    assert!(first.status.success(), "{out}{err}");
+    assert!(out.contains("EVENTS") && out.contains("created"), "{out}");
+    assert!(out.contains("KV conveyor_leases"), "{out}");
+    assert!(
+        out.contains("verified: probe event published and read back"),
+        "{out}"
+    );
+    let second = conveyor(&server.url(), &["setup"]);
+    let (out, _) = text(&second);
+    assert!(second.status.success());
+    assert!(
+        !out.contains(" created") && !out.contains(" updated"),
+        "second run changes nothing: {out}"
+    );
+    assert!(out.contains("setup complete: 0 changed"), "{out}");
+    let conn = server.connect().await.unwrap();
+    assert_eq!(events_count(&conn).await, 0, "the probe was removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_validates_against_the_catalog_before_sending() {
+    let (server, conn) = server().await;
+    let url = server.url();
+    let data = r#"{"order_id":"o-1","fulfilled_at":"2026-11-22T09:00:00Z"}"#;
+    let ok = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "acme",
+            "--data",
+            data,
+        ],
+    );
+    assert!(ok.status.success(), "{:?}", text(&ok));
+    assert!(text(&ok).0.contains("events.acme.order.fulfilled"));
+    assert_eq!(events_count(&conn).await, 1);
+
+    let bad = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "acme",
+            "--data",
+            r#"{"order_id":""}"#,
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let (_, err) = text(&bad);
+    assert!(
+        err.starts_with("error: invalid order.fulfilled payload") && err.contains("data/order_id"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    let unknown = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.teleported",
+            "--tenant",
+            "acme",
+            "--data",
+            "{}",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown)
+            .1
+            .contains("unknown event type \"order.teleported\"")
+    );
+
+    let tenant = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "a.b",
+            "--data",
+            data,
+        ],
+    );
+    assert_eq!(tenant.status.code(), Some(1));
+    assert!(text(&tenant).1.contains("invalid --tenant"));
+
+    let dry = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "acme",
+            "--data",
+            data,
+            "--dry-run",
+        ],
+    );
+    assert!(dry.status.success());
+    assert_eq!(events_count(&conn).await, 1, "dry run sends nothing");
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    let from_file = format!("@{}", file.path().display());
+    let ok = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "globex",
+            "--data",
+            &from_file,
+        ],
+    );
+    assert!(ok.status.success(), "{:?}", text(&ok));
+
+    let usage = conveyor(&url, &["publish", "order.fulfilled", "--colour", "red"]);
+    assert_eq!(usage.status.code(), Some(2), "a bad flag is a usage error");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_or_bad_credentials_get_one_clear_line() {
+    let out = conveyor("nats://127.0.0.1:1", &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, err) = text(&out);
+    assert!(
+        err.starts_with("error: ") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("auth.conf");
+    std::fs::write(
+        &conf,
+        "authorization { user: admin, password: right-secret }\njetstream: enabled\n",
+    )
+    .unwrap();
+    let server =
+        conveyor::testing::NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let out = conveyor(
+        &server.url(),
+        &[
+            "--user",
+            "admin",
+            "--password",
+            "wrong-secret-value",
+            "status",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, err) = text(&out);
+    assert!(
+        !err.contains("wrong-secret-value") && !stdout.contains("wrong-secret-value"),
+        "credentials printed: {err}"
+    );
+    assert!(
+        err.contains("credentials") || err.contains("authorization"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_listed_shown_replayed_and_purged() {
+    let (server, conn) = server().await;
+    let url = server.url();
+    // A handler that refuses everything: every event becomes a dead letter.
+    let refuse = Worker::builder(&conn, ())
+        .group(Group::new("billing").handle(|_: Ping, _: Context| async {
+            Err::<(), _>(HandlerError::permanent("customer unknown"))
+        }))
+        .build()
+        .unwrap()
+        .spawn();
+    let ids = conveyor_tests::publish_pings(&conn, 3).await;
+    conveyor_tests::dead_letters(&conn, 3, Duration::from_secs(10)).await;
+    refuse.shutdown().await;
+
+    let list = conveyor(&url, &["dlq", "list", "--json"]);
+    assert!(list.status.success(), "{:?}", text(&list));
+    let rows: Vec<serde_json::Value> = text(&list)
+        .0
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows[0]["seq"].as_u64() > rows[2]["seq"].as_u64(),
+        "newest first"
+    );
+    assert_eq!(rows[0]["kind"], "handler");
+    let filtered = conveyor(&url, &["dlq", "list", "--json", "--group", "nobody"]);
+    assert!(text(&filtered).0.trim().is_empty());
+    let paged = conveyor(
+        &url,
+        &["dlq", "list", "--json", "--limit", "2", "--page", "2"],
+    );
+    assert_eq!(text(&paged).0.lines().count(), 1);
+
+    let seq = rows[0]["seq"].as_u64().unwrap().to_string();
+    let show = conveyor(&url, &["dlq", "show", &seq]);
+    let (out, _) = text(&show);
+    assert!(
+        out.contains("Conveyor-Error-Kind: handler") && out.contains("\"specversion\":\"1.0\""),
+        "{out}"
+    );
+    let missing = conveyor(&url, &["dlq", "show", "999"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    let dry = conveyor(&url, &["dlq", "replay", "--all", "--dry-run"]);
+    assert!(text(&dry).0.contains("3 dead letters would be replayed"));
+    assert_eq!(
+        conveyor_tests::dead_letters(&conn, 0, Duration::ZERO)
+            .await
+            .len(),
+        3
+    );
+
+    // Now the handler works: replayed events are handled and leave the DLQ.
+    let recorder = Recorder::default();
+    let fixed = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("billing").handle(|_: Ping, ctx: Context<Recorder>| async move {
+                ctx.state().record(ctx.event_id(), ctx.attempt(), "fixed");
+                Ok::<(), HandlerError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    let replay = conveyor(&url, &["dlq", "replay", "--all", "--group", "billing"]);
+    assert!(replay.status.success(), "{:?}", text(&replay));
+    assert!(text(&replay).0.contains("replayed 3 dead letters"));
+    recorder
+        .wait_for(Duration::from_secs(10), "replayed events handled", |s| {
+            ids.iter().all(|id| s.iter().any(|r| &r.event_id == id))
+        })
+        .await;
+    assert!(
+        conveyor_tests::dead_letters(&conn, 0, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+    fixed.shutdown().await;
+
+    // Purge needs confirmation.
+    conveyor_tests::publish_raw(&conn, "events.acme.test.ping", b"not json").await;
+    let refuse = Worker::builder(&conn, ())
+        .group(
+            Group::new("billing")
+                .handle(|_: Ping, _: Context| async { Ok::<(), HandlerError>(()) }),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    conveyor_tests::dead_letters(&conn, 1, Duration::from_secs(10)).await;
+    refuse.shutdown().await;
+    let unconfirmed = conveyor(&url, &["dlq", "purge"]);
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    assert!(text(&unconfirmed).1.contains("add --yes"));
+    let purge = conveyor(&url, &["dlq", "purge", "--kind", "decode", "--yes"]);
+    assert!(text(&purge).0.contains("purged 1 dead letters"));
+    assert!(
+        conveyor_tests::dead_letters(&conn, 0, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_streams_groups_and_dead_letters() {
+    let (server, conn) = server().await;
+    let worker =
+        Worker::builder(&conn, ())
+            .group(Group::new("audit").handle(|_: Ping, _: Context| async {
+                Err::<(), _>(HandlerError::permanent("no"))
+            }))
+            .build()
+            .unwrap()
+            .spawn();
+    conveyor_tests::publish_pings(&conn, 2).await;
+    conveyor_tests::dead_letters(&conn, 2, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(5), "acks", || async {
+        conveyor_tests::consumer_state(&conn, "audit").await.1 == 0
+    })
+    .await;
+    let out = conveyor(&server.url(), &["status", "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let v: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(v["streams"][0]["messages"], 2);
+    let audit = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "audit")
+        .unwrap();
+    assert_eq!(audit["dead_letters"], 2);
+    assert_eq!(audit["pending"], 0);
+    let table = conveyor(&server.url(), &["status"]);
+    assert!(text(&table).0.contains("audit"));
+    worker.shutdown().await;
+}
