@@ -354,13 +354,10 @@ async fn catch_up_policies_after_a_ten_second_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_added_to_the_registry_gets_events_from_the_next_tick() {
     let (_server, conn) = server().await;
+    // The topology provisions the registry bucket.
     let registry = conn
         .jetstream()
-        .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: conveyor_scheduler::TENANT_BUCKET.into(),
-            history: 1,
-            ..Default::default()
-        })
+        .get_key_value(conveyor_scheduler::TENANT_BUCKET)
         .await
         .unwrap();
     registry.put("acme", "{}".into()).await.unwrap();
