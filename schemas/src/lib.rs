@@ -64,8 +64,7 @@ impl std::fmt::Display for ValidateError {
                     if i > 0 {
                         f.write_str("; ")?;
                     }
-                    let path = if v.path.is_empty() { "/" } else { &v.path };
-                    write!(f, "data{path}: {}", v.message)?;
+                    write!(f, "data{}: {}", v.path, v.message)?;
                 }
                 Ok(())
             }

@@ -106,6 +106,15 @@ enum Command {
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Follow events live, one line per event, until Ctrl-C.
+    Tail {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -260,6 +269,62 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Setup { topology, replicas } => setup(&cli.conn, &topology, replicas).await,
         Command::Status { json } => status(&connect(&cli.conn).await?, json).await,
         Command::Dlq(cmd) => dlq(&connect(&cli.conn).await?, cmd).await,
+        Command::Tail { tenant, event_type } => tail(&cli.conn, tenant, event_type).await,
+    }
+}
+
+async fn tail(
+    conn_args: &ConnArgs,
+    tenant: Option<String>,
+    event_type: Option<String>,
+) -> Result<(), Fail> {
+    if let Some(t) = &tenant {
+        conveyor::TenantId::parse(t.as_str())
+            .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
+    }
+    if let Some(t) = &event_type {
+        conveyor::validate_event_type(t).map_err(|e| format!("invalid --type: {}", e.message()))?;
+    }
+    let subject = format!(
+        "events.{}.{}",
+        tenant.as_deref().unwrap_or("*"),
+        event_type.as_deref().unwrap_or(">")
+    );
+    let conn = connect(conn_args).await?;
+    let stream = conn
+        .jetstream()
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| format!("stream EVENTS not found ({e}); run `conveyor setup`"))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    eprintln!("following {subject} (Ctrl-C to stop)");
+    loop {
+        let next = tokio::select! {
+            m = messages.next() => m,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(m) = next else { return Ok(()) };
+        let m = m.map_err(|e| e.to_string())?;
+        let line = match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(v) => format!(
+                "{} {} {} {} from {}",
+                v["time"].as_str().unwrap_or("-"),
+                v["tenantid"].as_str().unwrap_or("?"),
+                v["type"].as_str().unwrap_or("?"),
+                v["id"].as_str().unwrap_or("?"),
+                v["source"].as_str().unwrap_or("?"),
+            ),
+            Err(_) => format!("(not an envelope) on {}", m.subject),
+        };
+        println!("{line}");
     }
 }
 

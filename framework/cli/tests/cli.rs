@@ -339,3 +339,45 @@ async fn status_reports_streams_groups_and_dead_letters() {
     assert!(text(&table).0.contains("audit"));
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_events_with_filters() {
+    use std::io::BufRead;
+    let (server, conn) = server().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["--server", &server.url(), "tail", "--tenant", "acme"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for "following ..." so the consumer exists before publishing.
+    let stderr = child.stderr.take().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(stderr)
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("following events.acme.>"), "{first}");
+    let publisher = conveyor::Publisher::new(&conn);
+    publisher.publish("globex", &Ping { n: 1 }).await.unwrap();
+    let acme = publisher.publish("acme", &Ping { n: 2 }).await.unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains(" acme test.ping ") && line.contains(&acme.id),
+        "{line}"
+    );
+    let bad = conveyor(&server.url(), &["tail", "--tenant", "a b"]);
+    assert_eq!(bad.status.code(), Some(1));
+}
