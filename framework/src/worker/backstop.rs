@@ -36,15 +36,21 @@ pub(crate) async fn run(conn: Connection, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let messages = async {
             let stream = conn.jetstream().get_stream(ADVISORY_STREAM).await?;
-            let consumer = stream
-                .create_consumer(pull::Config {
-                    durable_name: Some(BACKSTOP_CONSUMER.into()),
-                    name: Some(BACKSTOP_CONSUMER.into()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                })
-                .await?;
+            // Bind when it exists, so users without the right to create consumers can run it.
+            let consumer = match stream.get_consumer::<pull::Config>(BACKSTOP_CONSUMER).await {
+                Ok(c) => c,
+                Err(_) => {
+                    stream
+                        .create_consumer(pull::Config {
+                            durable_name: Some(BACKSTOP_CONSUMER.into()),
+                            name: Some(BACKSTOP_CONSUMER.into()),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: Duration::from_secs(30),
+                            ..Default::default()
+                        })
+                        .await?
+                }
+            };
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 consumer
                     .stream()

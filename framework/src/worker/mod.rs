@@ -46,6 +46,10 @@ pub struct GroupConfig {
     pub start_from: StartFrom,
     /// Options of handlers registered without their own.
     pub handler_defaults: HandlerOptions,
+    /// Bind to the group's existing consumer instead of creating or updating it: for users
+    /// whose permissions allow pulling and acking but not creating consumers. The consumer
+    /// must exist (an admin creates it, e.g. by running the worker once with more rights).
+    pub bind_only: bool,
 }
 
 impl Default for GroupConfig {
@@ -56,6 +60,7 @@ impl Default for GroupConfig {
             ack_wait: Duration::from_secs(30),
             start_from: StartFrom::Beginning,
             handler_defaults: HandlerOptions::default(),
+            bind_only: false,
         }
     }
 }
@@ -175,6 +180,12 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
     /// Sets where a new consumer starts.
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.config.start_from = start;
+        self
+    }
+
+    /// Binds to the existing consumer only (see [`GroupConfig::bind_only`]).
+    pub fn bind_only(mut self, bind_only: bool) -> Self {
+        self.config.bind_only = bind_only;
         self
     }
 

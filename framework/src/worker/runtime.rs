@@ -102,6 +102,13 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
     async fn ensure_consumer(
         &self,
     ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
+        if self.config.bind_only {
+            return Ok(self
+                .conn
+                .jetstream()
+                .get_consumer_from_stream(&self.name, EVENTS_STREAM)
+                .await?);
+        }
         let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
         let mut config = self.consumer_config();
         if let Ok(info) = stream.consumer_info(&self.name).await {

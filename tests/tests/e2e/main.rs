@@ -3,6 +3,7 @@
 
 mod dead_letters;
 mod nats_config;
+mod permissions;
 mod publish;
 mod resilience;
 mod scheduler;

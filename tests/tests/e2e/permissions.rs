@@ -1,0 +1,103 @@
+//! The users of `nats-config/accounts.conf`, against a server started with that file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use conveyor::testing::NatsServer;
+use conveyor::topology::{Topology, provision};
+use conveyor::{Connection, Context, Group, HandlerError, PublishErrorKind, Publisher, Worker};
+use conveyor_tests::{Ping, Recorder, eventually};
+
+async fn login(server: &NatsServer, user: &str, password: &str) -> Connection {
+    Connection::connect_with(
+        server.url(),
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .custom_inbox_prefix(format!("_INBOX_{user}")),
+    )
+    .await
+    .unwrap()
+    .with_timeout(Duration::from_secs(2))
+}
+
+async fn record(_: Ping, ctx: Context<Recorder>) -> Result<(), HandlerError> {
+    ctx.state().record(ctx.event_id(), ctx.attempt(), "billing");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_can_do_its_job_and_nothing_else() {
+    conveyor_tests::init_tracing();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config/accounts.conf");
+    // The fixture's port and store flags override the file's.
+    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let admin = login(&server, "admin", "change-me-admin").await;
+    provision(&admin, &Topology::default()).await.unwrap();
+    // The admin creates the consumers; workers of restricted users only bind to them.
+    for group in ["billing", "shipping"] {
+        let w = Worker::builder(&admin, Recorder::default())
+            .group(Group::new(group).handle(record))
+            .build()
+            .unwrap()
+            .spawn();
+        eventually(Duration::from_secs(10), "consumer created", || async {
+            admin
+                .jetstream()
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    group, "EVENTS",
+                )
+                .await
+                .is_ok()
+        })
+        .await;
+        w.shutdown().await;
+    }
+
+    // The app publisher: its own tenant only, and a clear error otherwise.
+    let app = login(&server, "pub_acme", "change-me-acme").await;
+    let publisher = Publisher::new(&app);
+    let ok = publisher.publish("acme", &Ping { n: 1 }).await.unwrap();
+    let denied = publisher
+        .publish("globex", &Ping { n: 2 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.kind(),
+        PublishErrorKind::PermissionDenied,
+        "{denied}"
+    );
+
+    // The worker user runs its group (bound to the existing consumer) and handles the event.
+    let worker_conn = login(&server, "worker_billing", "change-me-billing").await;
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&worker_conn, recorder.clone())
+        .group(Group::new("billing").bind_only(true).handle(record))
+        .build()
+        .unwrap()
+        .spawn();
+    recorder
+        .wait_for(
+            Duration::from_secs(10),
+            "the restricted worker to handle the event",
+            |s| s.iter().any(|r| r.event_id == ok.id),
+        )
+        .await;
+    worker.shutdown().await;
+
+    // ... but cannot publish events,
+    let err = Publisher::new(&worker_conn)
+        .publish("acme", &Ping { n: 3 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::PermissionDenied, "{err}");
+    // ... nor read another group's consumer.
+    let other = worker_conn
+        .jetstream()
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            "shipping", "EVENTS",
+        )
+        .await;
+    assert!(
+        other.is_err(),
+        "worker_billing could read the shipping consumer"
+    );
+}
