@@ -366,3 +366,130 @@ fn wait_for_port(ports_file: &Path) -> Result<u16, FixtureError> {
         format!("no ports file {} within 15 s", ports_file.display()),
     ))
 }
+
+/// A 3-node nats-server cluster with JetStream on loopback, each node with its own temporary
+/// store; every node is killed and the stores deleted on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    name: String,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> Result<u16, FixtureError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::with_source(FixtureErrorKind::Spawn, "no free port", e))
+}
+
+impl NatsCluster {
+    /// Starts three nodes (`n1`, `n2`, `n3`) routed to each other.
+    pub fn start() -> Result<Self, FixtureError> {
+        let binary = nats_server_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("conveyor-cluster-")
+            .tempdir()
+            .map_err(|e| Error::with_source(FixtureErrorKind::Spawn, "no temp dir", e))?;
+        let client_ports = [free_port()?, free_port()?, free_port()?];
+        let route_ports = [free_port()?, free_port()?, free_port()?];
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let conf = dir.path().join(format!("{name}.conf"));
+            let text = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\ncluster {{ name: conveyor-test\n  listen: 127.0.0.1:{}\n  routes: [{routes}] }}\n",
+                client_ports[i],
+                store.display().to_string(),
+                route_ports[i]
+            );
+            std::fs::write(&conf, text).map_err(|e| {
+                Error::with_source(FixtureErrorKind::Spawn, "cannot write config", e)
+            })?;
+            let child = Command::new(&binary)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-l")
+                .arg(dir.path().join(format!("{name}.log")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    Error::with_source(FixtureErrorKind::Spawn, "cannot run nats-server", e)
+                })?;
+            nodes.push(ClusterNode {
+                name,
+                port: client_ports[i],
+                child: Some(child),
+            });
+        }
+        let cluster = Self { dir, nodes };
+        for node in &cluster.nodes {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
+                if Instant::now() > deadline {
+                    return Err(Error::new(
+                        FixtureErrorKind::StartTimeout,
+                        format!("node {} did not listen within 15 s", node.name),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Client URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// Connects a [`Connection`] that knows every node.
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        let addrs: Vec<async_nats::ServerAddr> =
+            self.urls().iter().filter_map(|u| u.parse().ok()).collect();
+        Connection::connect_with(addrs, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Kills (SIGKILL) the node named `name`.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.name == name)
+            && let Some(mut child) = node.child.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The directory holding the nodes' stores, configs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

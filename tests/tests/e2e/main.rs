@@ -1,6 +1,7 @@
 //! End-to-end tests of Conveyor against real nats-server processes, one server per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod cluster;
 mod dead_letters;
 mod nats_config;
 mod permissions;
