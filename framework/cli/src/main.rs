@@ -73,7 +73,8 @@ enum Command {
         /// The topology file.
         #[arg(long, default_value = "nats-config/topology.toml")]
         topology: PathBuf,
-        /// Replicas of every stream and bucket (overrides the file; 3 on a cluster).
+        /// Replicas of every stream and bucket (overrides the file, whose `replicas = 0` means:
+        /// 3 on a cluster of three or more servers, else 1).
         #[arg(long)]
         replicas: Option<usize>,
     },
@@ -387,15 +388,24 @@ async fn setup(conn_args: &ConnArgs, path: &PathBuf, replicas: Option<usize>) ->
         .map_err(|e| format!("cannot read topology {}: {e}", path.display()))?;
     let mut topology: Topology = toml::from_str(&text)
         .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
-    if let Some(r) = replicas {
-        topology.replicas = r;
-    }
     let conn = connect(conn_args).await?;
     let info = conn.client().server_info();
     println!(
         "connected to {} (nats-server {})",
         info.server_name, info.version
     );
+    if let Some(r) = replicas {
+        topology.replicas = r;
+    } else if topology.replicas == 0 {
+        // By cluster size: 3 replicas on a cluster of three or more servers, else 1.
+        let servers = if info.cluster.is_some() {
+            info.connect_urls.len().max(1)
+        } else {
+            1
+        };
+        topology.replicas = if servers >= 3 { 3 } else { 1 };
+        println!("replicas: {} ({servers} server(s) seen)", topology.replicas);
+    }
     let report = provision(&conn, &topology)
         .await
         .map_err(|e| e.to_string())?;

@@ -381,3 +381,29 @@ async fn tail_follows_events_with_filters() {
     let bad = conveyor(&server.url(), &["tail", "--tenant", "a b"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_chooses_replicas_by_cluster_size() {
+    conveyor_tests::init_tracing();
+    let single = conveyor::testing::NatsServer::start().unwrap();
+    let out = conveyor(&single.url(), &["setup"]);
+    assert!(text(&out).0.contains("replicas: 1"), "{:?}", text(&out));
+
+    let cluster = conveyor::testing::NatsCluster::start().unwrap();
+    let urls = cluster.urls().join(",");
+    // The meta leader takes a moment after start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = conveyor(&urls, &["setup"]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("replicas: 3"), "{stdout}");
+    let conn = cluster.connect().await.unwrap();
+    let mut stream = conn.jetstream().get_stream("EVENTS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+}
