@@ -78,6 +78,15 @@ impl Violations {
         self.tx.subscribe()
     }
 
+    fn latest(&self) -> Option<String> {
+        self.recent.lock().ok().and_then(|recent| {
+            recent
+                .back()
+                .filter(|(at, _)| at.elapsed() < VIOLATION_MEMORY)
+                .map(|(_, s)| s.to_string())
+        })
+    }
+
     pub(crate) fn seen_recently(&self, subject: &str) -> bool {
         self.recent.lock().is_ok_and(|recent| {
             recent
@@ -216,6 +225,13 @@ impl Connection {
     /// The bound for JetStream requests and publish acks.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// The subject of the latest publish (or request) the server refused this user in the last
+    /// minute, if any: a JetStream request that fails for permissions only times out, and this
+    /// says why.
+    pub fn recent_permission_violation(&self) -> Option<String> {
+        self.violations().and_then(|v| v.latest())
     }
 
     pub(crate) fn violations(&self) -> Option<&Arc<Violations>> {

@@ -268,8 +268,14 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             dry_run,
         } => publish(&cli.conn, &event_type, &tenant, &data, id, &source, dry_run).await,
         Command::Setup { topology, replicas } => setup(&cli.conn, &topology, replicas).await,
-        Command::Status { json } => status(&connect(&cli.conn).await?, json).await,
-        Command::Dlq(cmd) => dlq(&connect(&cli.conn).await?, cmd).await,
+        Command::Status { json } => {
+            let conn = connect(&cli.conn).await?;
+            explain(&conn, status(&conn, json).await)
+        }
+        Command::Dlq(cmd) => {
+            let conn = connect(&cli.conn).await?;
+            explain(&conn, dlq(&conn, cmd).await)
+        }
         Command::Tail { tenant, event_type } => tail(&cli.conn, tenant, event_type).await,
     }
 }
@@ -327,6 +333,17 @@ async fn tail(
         };
         println!("{line}");
     }
+}
+
+/// Replaces an error by "permission denied" when the server refused this user something just
+/// now (JetStream requests refused for permissions only time out).
+fn explain(conn: &Connection, result: Result<(), Fail>) -> Result<(), Fail> {
+    result.map_err(|e| match conn.recent_permission_violation() {
+        Some(subject) => format!(
+            "permission denied: this user may not use {subject:?}; check its permissions in the server configuration"
+        ),
+        None => e,
+    })
 }
 
 async fn publish(

@@ -407,3 +407,35 @@ async fn setup_chooses_replicas_by_cluster_size() {
     let mut stream = conn.jetstream().get_stream("EVENTS").await.unwrap();
     assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named() {
+    conveyor_tests::init_tracing();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nats-config/accounts.conf");
+    let server =
+        conveyor::testing::NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let admin = conveyor(
+        &server.url(),
+        &["--user", "admin", "--password", "change-me-admin", "setup"],
+    );
+    assert!(admin.status.success(), "{:?}", text(&admin));
+    let app = conveyor(
+        &server.url(),
+        &[
+            "--user",
+            "pub_acme",
+            "--password",
+            "change-me-acme",
+            "--inbox-prefix",
+            "_INBOX_pub_acme",
+            "status",
+        ],
+    );
+    assert_eq!(app.status.code(), Some(1));
+    let (out, err) = text(&app);
+    assert!(
+        err.starts_with("error: permission denied") && err.contains("$JS.API"),
+        "{err}"
+    );
+    assert!(!err.contains("change-me-acme") && !out.contains("change-me-acme"));
+}
