@@ -101,3 +101,28 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         "worker_billing could read the shipping consumer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_user_can_lead_and_fire() {
+    use conveyor_scheduler::{CatchUp, Options, Schedule, Scheduler};
+    conveyor_tests::init_tracing();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config/accounts.conf");
+    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let admin = login(&server, "admin", "change-me-admin").await;
+    provision(&admin, &Topology::default()).await.unwrap();
+    let scheduler_conn = login(&server, "scheduler", "change-me-scheduler").await;
+    let schedules = vec![
+        Schedule::new("pulse", "* * * * * *", "health.check")
+            .tenants(["acme"])
+            .catch_up(CatchUp::Skip),
+    ];
+    let scheduler = Scheduler::new(&scheduler_conn, &schedules, Options::default()).unwrap();
+    let stats = scheduler.stats();
+    scheduler
+        .run_until(tokio::time::sleep(Duration::from_secs(4)))
+        .await
+        .unwrap();
+    let fired = stats.fired.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(fired >= 2, "the scheduler user fired {fired} ticks");
+    assert!(conveyor_tests::events_count(&admin).await >= 2);
+}
