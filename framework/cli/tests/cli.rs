@@ -155,6 +155,11 @@ async fn publish_validates_against_the_catalog_before_sending() {
 
     let usage = conveyor(&url, &["publish", "order.fulfilled", "--colour", "red"]);
     assert_eq!(usage.status.code(), Some(2), "a bad flag is a usage error");
+    let (_, err) = text(&usage);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--colour") && err.contains("--help"), "{err}");
+    let help = conveyor(&url, &["dlq", "replay", "--help"]);
+    assert!(help.status.success() && text(&help).0.contains("--dry-run"));
 }
 
 #[tokio::test]
