@@ -115,7 +115,7 @@ pub(crate) fn validate_token(value: &str, what: &str) -> Result<(), TenantIdErro
 
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 

@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let conn = Connection::connect(&url).await?;
     for (stream, change) in provision(&conn, &Topology::default()).await? {
-        println!("stream {stream}: {change}");
+        println!("{stream}: {change}");
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel();
