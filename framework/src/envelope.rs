@@ -217,6 +217,11 @@ pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(
     data: &RawValue,
     event_type: &str,
 ) -> Result<T, DecodeError> {
+    // The common case pays for plain decoding only; a failure is decoded again with path
+    // tracking, so the error names the field.
+    if let Ok(value) = serde_json::from_str(data.get()) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(data.get());
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

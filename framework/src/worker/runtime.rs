@@ -257,7 +257,13 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
 ) {
     match pull.slots.pop() {
         Some(permit) if !shutdown.is_cancelled() => {
-            tracker.spawn(deliver(rt.clone(), msg, permit, abort.clone()));
+            // Run the delivery here until it first waits: a handler that finishes at once
+            // costs no task. One that waits continues as a task of its own.
+            let mut delivery =
+                Box::pin(tracker.track_future(deliver(rt.clone(), msg, permit, abort.clone())));
+            if futures::poll!(delivery.as_mut()).is_pending() {
+                tokio::spawn(delivery);
+            }
         }
         _ => {
             if let Some(reply) = msg.message.reply.clone() {

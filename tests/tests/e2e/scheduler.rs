@@ -310,6 +310,11 @@ async fn catch_up_policies_after_a_ten_second_outage() {
     .await;
     let stopped = Utc::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // Ticks are whole seconds: restart early in a second, so the takeover (tens of ms, the lease
+    // was released) happens before the next tick and the newest missed tick is before `restarted`.
+    while !(100..300).contains(&Utc::now().timestamp_subsec_millis()) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let restarted = Utc::now();
     run_for(
         &conn,
