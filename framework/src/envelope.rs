@@ -297,6 +297,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     time: &DateTime<Utc>,
     tenant: &TenantId,
     opts: &EventOptions,
+    traceparent: Option<&str>,
     data: &T,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let time = time.to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -311,7 +312,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             time: &time,
             datacontenttype: DATA_CONTENT_TYPE,
             tenantid: tenant.as_str(),
-            traceparent: opts.traceparent.as_deref(),
+            traceparent,
             correlationid: opts.correlation_id.as_deref(),
             causationid: opts.causation_id.as_deref(),
             data,
@@ -339,7 +340,17 @@ mod tests {
         let tenant = TenantId::parse("acme").unwrap();
         let opts = EventOptions::default().correlation_id("c1");
         let time = Utc::now();
-        let body = encode("id1", "app", "ping", &time, &tenant, &opts, &Ping { n: 7 }).unwrap();
+        let body = encode(
+            "id1",
+            "app",
+            "ping",
+            &time,
+            &tenant,
+            &opts,
+            None,
+            &Ping { n: 7 },
+        )
+        .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["datacontenttype"], "application/json");

@@ -15,6 +15,8 @@ use crate::event::Event;
 use crate::publisher::{PublishError, Published, Publisher};
 use crate::retry::RetryPolicy;
 use crate::tenant::{IntoTenantId, TenantId};
+use crate::trace::TraceParent;
+use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -115,21 +117,33 @@ impl fmt::Display for HandlerError {
     }
 }
 
-/// Per-handler settings: retries and timeout.
+/// Per-handler settings: retries, timeout, expected duration and cancellation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandlerOptions {
     /// Attempts and backoff.
     pub retry: RetryPolicy,
     /// How long one attempt may run before it counts as a (retryable) failure.
     pub timeout: Duration,
+    /// How long a run is expected to take (its SLA). A run still going after it logs a
+    /// warning and counts in `conveyor_sla_breaches_total`; `None` (default): no expectation.
+    pub expected_duration: Option<Duration>,
+    /// Also publish an [`SlaBreached`](crate::sla::SlaBreached) event (`sla.breached`, for the
+    /// event's tenant) when a run goes over its expected duration (default false).
+    pub sla_event: bool,
+    /// How long a cancelled run may take to return after it was told; it is stopped after that
+    /// (default 500 ms).
+    pub cancel_grace: Duration,
 }
 
 impl Default for HandlerOptions {
-    /// [`RetryPolicy::default`] and a 60 s timeout.
+    /// [`RetryPolicy::default`], a 60 s timeout, no expected duration, 500 ms cancel grace.
     fn default() -> Self {
         Self {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(60),
+            expected_duration: None,
+            sla_event: false,
+            cancel_grace: Duration::from_millis(500),
         }
     }
 }
@@ -144,6 +158,24 @@ impl HandlerOptions {
     /// Sets the per-attempt timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the expected duration of a run (see [`expected_duration`](Self::expected_duration)).
+    pub fn expected_duration(mut self, expected: Duration) -> Self {
+        self.expected_duration = Some(expected);
+        self
+    }
+
+    /// Publishes an `sla.breached` event when a run goes over its expected duration.
+    pub fn sla_event(mut self, publish: bool) -> Self {
+        self.sla_event = publish;
+        self
+    }
+
+    /// Sets how long a cancelled run may take to return before it is stopped.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
         self
     }
 }
@@ -234,8 +266,20 @@ pub(crate) struct Delivery {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) correlation_id: String,
-    pub(crate) traceparent: Option<String>,
+    /// The trace context of this handler run (its own span id).
+    pub(crate) trace: TraceParent,
     pub(crate) stream_sequence: u64,
+}
+
+/// Receives the progress reports of one run.
+pub(crate) trait ProgressSink: Send + Sync {
+    fn report(&self, percent: u8, message: String) -> BoxFuture<'_, ()>;
+}
+
+/// What a run shares with the runtime: its cancellation and where progress goes.
+pub(crate) struct RunHooks {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) progress: Box<dyn ProgressSink>,
 }
 
 /// An event a handler published from a test context (see [`crate::testing`]).
@@ -251,6 +295,8 @@ pub struct RecordedEvent {
     pub correlation_id: Option<String>,
     /// Its causation id.
     pub causation_id: Option<String>,
+    /// Its `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Clone)]
@@ -267,6 +313,7 @@ pub(crate) enum FollowUps {
 pub struct Context<S = ()> {
     delivery: Arc<Delivery>,
     follow_ups: FollowUps,
+    hooks: Arc<RunHooks>,
     state: S,
 }
 
@@ -275,6 +322,7 @@ impl<S: Clone> Clone for Context<S> {
         Self {
             delivery: self.delivery.clone(),
             follow_ups: self.follow_ups.clone(),
+            hooks: self.hooks.clone(),
             state: self.state.clone(),
         }
     }
@@ -289,10 +337,16 @@ impl<S> fmt::Debug for Context<S> {
 }
 
 impl<S> Context<S> {
-    pub(crate) fn new(delivery: Arc<Delivery>, follow_ups: FollowUps, state: S) -> Self {
+    pub(crate) fn new(
+        delivery: Arc<Delivery>,
+        follow_ups: FollowUps,
+        hooks: Arc<RunHooks>,
+        state: S,
+    ) -> Self {
         Self {
             delivery,
             follow_ups,
+            hooks,
             state,
         }
     }
@@ -342,9 +396,56 @@ impl<S> Context<S> {
         &self.delivery.correlation_id
     }
 
-    /// The W3C trace context the event carried, if any.
-    pub fn traceparent(&self) -> Option<&str> {
-        self.delivery.traceparent.as_deref()
+    /// The trace context of this handler run: the event's trace, with this run's span id.
+    /// Events published from the handler carry it as their `traceparent`.
+    pub fn trace(&self) -> TraceParent {
+        self.delivery.trace
+    }
+
+    /// [`trace`](Self::trace) as a W3C `traceparent` string.
+    pub fn traceparent(&self) -> String {
+        self.delivery.trace.to_string()
+    }
+
+    /// True once the event has been cancelled for this group (see [`crate::control`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.hooks.cancel.is_cancelled()
+    }
+
+    /// Completes when the event is cancelled for this group. A long handler selects on it to
+    /// stop early and clean up; one that does not is stopped after its cancel grace.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor::{Context, HandlerResult};
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    /// # struct Analyse { rows: u32 }
+    /// # impl conveyor::Event for Analyse { const TYPE: &'static str = "analysis.requested"; }
+    ///
+    /// async fn analyse(job: Analyse, ctx: Context) -> HandlerResult {
+    ///     for step in 0..job.rows {
+    ///         tokio::select! {
+    ///             () = ctx.cancelled() => return Ok(()), // stop; the run is recorded as cancelled
+    ///             () = tokio::time::sleep(Duration::from_millis(10)) => {}
+    ///         }
+    ///         ctx.progress((step * 100 / job.rows.max(1)) as u8, format!("row {step}")).await;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.hooks.cancel.cancelled().await;
+    }
+
+    /// Reports progress: `percent` (capped at 100) and what the handler is doing. The update is
+    /// published on the event's progress subject (see [`crate::control`]), kept in the run
+    /// history when the group records it, and extends the delivery like a heartbeat. Never
+    /// fails the handler: a report that cannot be sent is logged.
+    pub async fn progress(&self, percent: u8, message: impl Into<String>) {
+        self.hooks
+            .progress
+            .report(percent.min(100), message.into())
+            .await;
     }
 
     /// The handler group running this handler.
@@ -377,7 +478,7 @@ impl<S> Context<S> {
         let options = EventOptions {
             correlation_id: Some(self.delivery.correlation_id.clone()),
             causation_id: Some(self.delivery.event_id.clone()),
-            traceparent: self.delivery.traceparent.clone(),
+            traceparent: Some(self.delivery.trace.to_string()),
             ..EventOptions::default()
         };
         match &self.follow_ups {
@@ -411,6 +512,7 @@ fn record<E: Event>(
         data,
         correlation_id: options.correlation_id,
         causation_id: options.causation_id,
+        traceparent: options.traceparent,
     });
     Ok(Published {
         id,

@@ -51,18 +51,23 @@
 //! or a shutdown interrupted.
 
 pub mod connection;
+pub mod control;
 pub mod dlq;
 pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod history;
 pub mod publisher;
 pub mod retry;
 pub mod runs;
+pub mod sla;
+pub mod telemetry;
 pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
+pub mod trace;
 pub mod worker;
 
 pub use connection::{ConnectError, ConnectErrorKind, Connection};

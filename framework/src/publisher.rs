@@ -15,6 +15,7 @@ use crate::connection::Connection;
 use crate::envelope::{self, CONTENT_TYPE, EventOptions};
 use crate::error::Error;
 use crate::event::{Event, validate_event_type};
+use crate::telemetry::Telemetry;
 use crate::tenant::{IntoTenantId, TenantId};
 
 /// Default number of publishes whose acks may be outstanding in [`Publisher::publish_many`].
@@ -57,6 +58,22 @@ impl fmt::Display for PublishErrorKind {
             Self::PayloadTooLarge => "payload too large",
             Self::Other => "publish failed",
         })
+    }
+}
+
+impl PublishErrorKind {
+    /// The kind as a metric label value (`invalid_tenant`, `timeout`, ...).
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::InvalidTenant => "invalid_tenant",
+            Self::InvalidEventType => "invalid_event_type",
+            Self::Encode => "encode",
+            Self::NoStream => "no_stream",
+            Self::Timeout => "timeout",
+            Self::PermissionDenied => "permission_denied",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Other => "other",
+        }
     }
 }
 
@@ -108,6 +125,7 @@ pub struct Publisher {
     conn: Connection,
     source: Arc<str>,
     max_in_flight: usize,
+    telemetry: Option<Telemetry>,
 }
 
 impl fmt::Debug for Publisher {
@@ -126,7 +144,21 @@ impl Publisher {
             conn: conn.clone(),
             source: DEFAULT_SOURCE.into(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            telemetry: None,
         }
+    }
+
+    /// Counts failed publishes in `telemetry` (`conveyor_publish_errors_total`, by kind).
+    pub fn with_telemetry(mut self, telemetry: &Telemetry) -> Self {
+        self.telemetry = Some(telemetry.clone());
+        self
+    }
+
+    fn counted<T>(&self, result: Result<T, PublishError>) -> Result<T, PublishError> {
+        if let (Err(e), Some(t)) = (&result, &self.telemetry) {
+            t.publish_error(e.kind().as_label());
+        }
+        result
     }
 
     /// Sets the CloudEvents `source` attribute (the publishing app).
@@ -163,8 +195,11 @@ impl Publisher {
         event: &E,
         options: EventOptions,
     ) -> Result<Published, PublishError> {
-        let prepared = self.prepare_event(tenant, event, &options)?;
-        self.send(prepared).await
+        let result = match self.prepare_event(tenant, event, &options) {
+            Ok(prepared) => self.send(prepared).await,
+            Err(e) => Err(e),
+        };
+        self.counted(result)
     }
 
     /// Publishes an event given by type name and any serializable payload. The type name is
@@ -176,8 +211,11 @@ impl Publisher {
         data: &T,
         options: EventOptions,
     ) -> Result<Published, PublishError> {
-        let prepared = self.prepare(tenant, event_type, data, &options)?;
-        self.send(prepared).await
+        let result = match self.prepare(tenant, event_type, data, &options) {
+            Ok(prepared) => self.send(prepared).await,
+            Err(e) => Err(e),
+        };
+        self.counted(result)
     }
 
     /// Publishes many events, keeping up to `max_in_flight` acks outstanding, and returns one
@@ -208,6 +246,11 @@ impl Publisher {
         }
         while let Some(done) = in_flight.next().await {
             results.push(done);
+        }
+        if let Some(t) = &self.telemetry {
+            for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                t.publish_error(e.kind().as_label());
+            }
         }
         results
     }
@@ -260,8 +303,25 @@ impl Publisher {
         })?;
         let id = options.id.clone().unwrap_or_else(envelope::new_event_id);
         let time = options.time.unwrap_or_else(Utc::now);
-        let body = envelope::encode(&id, &self.source, event_type, &time, &tenant, options, data)
-            .map_err(|e| {
+        let generated;
+        let traceparent = match options.traceparent.as_deref() {
+            Some(tp) => tp,
+            None => {
+                generated = crate::trace::for_publish().to_string();
+                &generated
+            }
+        };
+        let body = envelope::encode(
+            &id,
+            &self.source,
+            event_type,
+            &time,
+            &tenant,
+            options,
+            Some(traceparent),
+            data,
+        )
+        .map_err(|e| {
             Error::with_source(
                 PublishErrorKind::Encode,
                 format!("could not encode a {event_type} event"),

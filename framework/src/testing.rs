@@ -48,8 +48,12 @@ use crate::connection::{ConnectError, Connection};
 use crate::envelope::{self, EventOptions, RawEnvelope};
 use crate::error::Error;
 use crate::event::Event;
-use crate::handler::{Context, Delivery, FollowUps, Handler, HandlerResult, RecordedEvent};
+use crate::handler::{
+    Context, Delivery, FollowUps, Handler, HandlerResult, ProgressSink, RecordedEvent, RunHooks,
+};
 use crate::tenant::TenantId;
+use crate::trace::TraceParent;
+use tokio_util::sync::CancellationToken;
 
 /// Environment variable naming the nats-server binary to use.
 pub const NATS_SERVER_ENV: &str = "CONVEYOR_NATS_SERVER";
@@ -63,6 +67,20 @@ pub struct HandlerRun {
     pub result: HandlerResult,
     /// The events it published, in order.
     pub published: Vec<RecordedEvent>,
+    /// The progress it reported (percent, message), in order.
+    pub progress: Vec<(u8, String)>,
+}
+
+/// Records progress reports of a test run.
+struct RecordProgress(Arc<Mutex<Vec<(u8, String)>>>);
+
+impl ProgressSink for RecordProgress {
+    fn report(&self, percent: u8, message: String) -> futures::future::BoxFuture<'_, ()> {
+        if let Ok(mut log) = self.0.lock() {
+            log.push((percent, message));
+        }
+        Box::pin(async {})
+    }
 }
 
 /// A fake delivery of one event to a handler, for unit tests.
@@ -74,6 +92,7 @@ pub struct TestDelivery<E> {
     max_attempts: u32,
     options: EventOptions,
     group: String,
+    cancel_after: Option<Duration>,
 }
 
 impl<E: Event> TestDelivery<E> {
@@ -86,6 +105,7 @@ impl<E: Event> TestDelivery<E> {
             max_attempts: 5,
             options: EventOptions::default(),
             group: "test".into(),
+            cancel_after: None,
         }
     }
 
@@ -99,6 +119,13 @@ impl<E: Event> TestDelivery<E> {
     /// Sets envelope attributes (id, correlation id, ...).
     pub fn options(mut self, options: EventOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Cancels the run `after` this long (zero: cancelled before it starts), as
+    /// `conveyor cancel` would.
+    pub fn cancel_after(mut self, after: Duration) -> Self {
+        self.cancel_after = Some(after);
         self
     }
 
@@ -124,6 +151,7 @@ impl<E: Event> TestDelivery<E> {
             &time,
             &self.tenant,
             &self.options,
+            self.options.traceparent.as_deref(),
             &self.event,
         ) {
             Ok(b) => b,
@@ -151,13 +179,41 @@ impl<E: Event> TestDelivery<E> {
             time: Some(time),
             attempt: self.attempt,
             max_attempts: self.max_attempts,
-            traceparent: self.options.traceparent,
+            trace: self
+                .options
+                .traceparent
+                .as_deref()
+                .and_then(|tp| tp.parse::<TraceParent>().ok())
+                .map_or_else(TraceParent::generate, |tp| tp.child()),
             stream_sequence: 1,
         });
-        let ctx = Context::new(delivery, FollowUps::Recorder(log.clone()), state);
-        let result = handler.call(event, ctx).await;
+        let progress = Arc::new(Mutex::new(Vec::new()));
+        let cancel = CancellationToken::new();
+        let hooks = Arc::new(RunHooks {
+            cancel: cancel.clone(),
+            progress: Box::new(RecordProgress(progress.clone())),
+        });
+        let ctx = Context::new(delivery, FollowUps::Recorder(log.clone()), hooks, state);
+        let run = handler.call(event, ctx);
+        let result = match self.cancel_after {
+            None => run.await,
+            Some(after) => {
+                let canceller = tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    cancel.cancel();
+                });
+                let result = run.await;
+                canceller.abort();
+                result
+            }
+        };
         let published = log.lock().map(|l| l.clone()).unwrap_or_default();
-        HandlerRun { result, published }
+        let progress = progress.lock().map(|l| l.clone()).unwrap_or_default();
+        HandlerRun {
+            result,
+            published,
+            progress,
+        }
     }
 }
 

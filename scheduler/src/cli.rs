@@ -37,6 +37,9 @@ enum Command {
         /// Lease TTL in milliseconds: how fast a dead leader is replaced.
         #[arg(long, default_value_t = 2000)]
         lease_ttl_ms: u64,
+        /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9465).
+        #[arg(long, env = "CONVEYOR_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Validate the schedule file and exit.
     Check {
@@ -86,6 +89,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             config,
             node_id,
             lease_ttl_ms,
+            metrics_addr,
         } => {
             let schedules = config::load(&config)?;
             let conn = conveyor::Connection::connect(&cli.server).await?;
@@ -96,7 +100,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             if let Some(id) = node_id {
                 options.node_id = id;
             }
-            let scheduler = Scheduler::new(&conn, &schedules, options)?;
+            let mut scheduler = Scheduler::new(&conn, &schedules, options)?;
+            let mut _server = None;
+            if let Some(addr) = metrics_addr {
+                let telemetry = conveyor::telemetry::Telemetry::new();
+                scheduler = scheduler.with_telemetry(&telemetry);
+                _server = Some(telemetry.serve(addr).await?);
+            }
             scheduler.run_until(shutdown_signal()).await
         }
     }

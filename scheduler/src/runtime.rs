@@ -8,6 +8,11 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use conveyor::runs::{RUN_KEY_HEADER, RUNS_BUCKET};
+use conveyor::telemetry::Telemetry;
+use conveyor::telemetry::prometheus_client::collector::Collector;
+use conveyor::telemetry::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use conveyor::telemetry::prometheus_client::metrics::counter::ConstCounter;
+use conveyor::telemetry::prometheus_client::metrics::gauge::ConstGauge;
 use conveyor::{Connection, EventOptions, Publisher, TenantId};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +59,58 @@ impl Stats {
         {
             l.push(ms);
         }
+    }
+}
+
+/// Reads the scheduler's counters at scrape time.
+#[derive(Debug)]
+struct SchedulerCollector {
+    stats: Arc<Stats>,
+    leadership: Arc<Leadership>,
+}
+
+impl Collector for SchedulerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        for (name, help, value) in [
+            (
+                "conveyor_scheduler_ticks_fired",
+                "Cron events published (one per tenant per tick)",
+                &s.fired,
+            ),
+            (
+                "conveyor_scheduler_ticks_skipped",
+                "Ticks or tenant events skipped (catch-up policy, overlap)",
+                &s.skipped,
+            ),
+            (
+                "conveyor_scheduler_ticks_late",
+                "Cron events published more than 1 s after their time",
+                &s.late,
+            ),
+            (
+                "conveyor_scheduler_ticks_duplicates",
+                "Cron events another scheduler had already published",
+                &s.duplicates,
+            ),
+            (
+                "conveyor_scheduler_errors",
+                "Failed cron event publishes (retried)",
+                &s.errors,
+            ),
+        ] {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let leader = ConstGauge::new(i64::from(self.leadership.is_leader()));
+        let metric = encoder.encode_descriptor(
+            "conveyor_scheduler_leader",
+            "1 while this scheduler process is the leader",
+            None,
+            leader.metric_type(),
+        )?;
+        leader.encode(metric)
     }
 }
 
@@ -112,6 +169,7 @@ pub struct Scheduler {
     options: Options,
     leadership: Arc<Leadership>,
     stats: Arc<Stats>,
+    telemetry: Option<Telemetry>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -162,7 +220,26 @@ impl Scheduler {
             leadership: Arc::new(Leadership::new(options.force_leader)),
             options,
             stats: Arc::new(Stats::default()),
+            telemetry: None,
         })
+    }
+
+    /// Exposes the scheduler's counters and leadership in `telemetry`
+    /// (`conveyor_scheduler_ticks_fired_total`, `..._skipped_total`, `..._late_total`,
+    /// `..._duplicates_total`, `..._errors_total`, `conveyor_scheduler_leader`), counts its
+    /// publish errors, and adds the readiness check `nats` (connected).
+    pub fn with_telemetry(mut self, telemetry: &Telemetry) -> Self {
+        let collector = SchedulerCollector {
+            stats: self.stats.clone(),
+            leadership: self.leadership.clone(),
+        };
+        telemetry.register(|r| r.register_collector(Box::new(collector)));
+        let client = self.conn.client().clone();
+        telemetry.add_check("nats", move || {
+            client.connection_state() == async_nats::connection::State::Connected
+        });
+        self.telemetry = Some(telemetry.clone());
+        self
     }
 
     /// What the scheduler has done so far.
@@ -183,7 +260,12 @@ impl Scheduler {
         let js = self.conn.jetstream();
         let lease_store = lease::lease_bucket(js, self.options.lease_ttl).await?;
         let ctx = Arc::new(Ctx {
-            publisher: Publisher::new(&self.conn).with_source("conveyor-scheduler"),
+            publisher: match &self.telemetry {
+                Some(t) => Publisher::new(&self.conn)
+                    .with_source("conveyor-scheduler")
+                    .with_telemetry(t),
+                None => Publisher::new(&self.conn).with_source("conveyor-scheduler"),
+            },
             leadership: self.leadership.clone(),
             stats: self.stats.clone(),
             state: bucket(js, STATE_BUCKET, "Last fired tick per schedule").await?,

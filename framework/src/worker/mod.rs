@@ -13,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::Connection;
+use crate::control::Cancellations;
 use crate::error::Error;
 use crate::event::{Event, validate_event_type};
 use crate::handler::{ErasedHandler, Handler, HandlerOptions, Typed};
 use crate::publisher::Publisher;
+use crate::telemetry::{GroupMetrics, RouteMetrics, Telemetry};
 use crate::tenant::validate_token;
 
 /// Where a new group's consumer starts reading the `EVENTS` stream. Only used when the group's
@@ -50,6 +52,10 @@ pub struct GroupConfig {
     /// whose permissions allow pulling and acking but not creating consumers. The consumer
     /// must exist (an admin creates it, e.g. by running the worker once with more rights).
     pub bind_only: bool,
+    /// Record every attempt in the run history (see [`crate::history`]); default false. Costs
+    /// two key-value writes per attempt: leave it off for high-volume groups, turn it on for
+    /// long jobs.
+    pub history: bool,
 }
 
 impl Default for GroupConfig {
@@ -61,6 +67,7 @@ impl Default for GroupConfig {
             start_from: StartFrom::Beginning,
             handler_defaults: HandlerOptions::default(),
             bind_only: false,
+            history: false,
         }
     }
 }
@@ -74,6 +81,7 @@ pub(crate) struct RouteSpec<S> {
 pub(crate) struct Route<S> {
     pub(crate) handler: Arc<dyn ErasedHandler<S>>,
     pub(crate) options: HandlerOptions,
+    pub(crate) metrics: Option<RouteMetrics>,
 }
 
 /// A named set of handlers sharing one durable consumer.
@@ -189,6 +197,12 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
         self
     }
 
+    /// Records every attempt in the run history (see [`GroupConfig::history`]).
+    pub fn history(mut self, on: bool) -> Self {
+        self.config.history = on;
+        self
+    }
+
     /// Sets the options of handlers registered with [`handle`](Self::handle).
     pub fn handler_defaults(mut self, options: HandlerOptions) -> Self {
         self.config.handler_defaults = options;
@@ -241,9 +255,25 @@ pub struct WorkerBuilder<S> {
     shutdown_grace: Duration,
     backstop: bool,
     source: String,
+    telemetry: Option<Telemetry>,
+    poll_interval: Duration,
 }
 
 impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
+    /// Records the worker's metrics in `telemetry` and adds its readiness checks (`nats`:
+    /// connected; `consumer:<group>`: bound to the group's consumer). Serve them with
+    /// [`Telemetry::serve`]. Without it the worker keeps no metrics at all.
+    pub fn telemetry(mut self, telemetry: &Telemetry) -> Self {
+        self.telemetry = Some(telemetry.clone());
+        self
+    }
+
+    /// How often consumer pending counts are read from JetStream for the metrics (default 10 s).
+    pub fn consumer_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
     /// Adds a handler group.
     pub fn group(mut self, group: Group<S>) -> Self {
         self.groups.push(group);
@@ -279,7 +309,11 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                 "a worker needs at least one handler group",
             ));
         }
-        let publisher = Publisher::new(&self.conn).with_source(self.source);
+        let mut publisher = Publisher::new(&self.conn).with_source(self.source);
+        if let Some(t) = &self.telemetry {
+            publisher = publisher.with_telemetry(t);
+        }
+        let cancels = Arc::new(Cancellations::default());
         let mut names = HashSet::new();
         let mut groups = Vec::with_capacity(self.groups.len());
         for group in self.groups {
@@ -311,6 +345,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                     format!("group {:?} has no handlers", group.name),
                 ));
             }
+            let group_metrics = self.telemetry.as_ref().map(|t| t.group(&group.name));
             let mut routes = HashMap::new();
             for spec in group.routes {
                 validate_event_type(spec.event_type).map_err(|e| {
@@ -326,6 +361,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                 let route = Route {
                     handler: spec.handler,
                     options,
+                    metrics: group_metrics.as_ref().map(|m| m.route(spec.event_type)),
                 };
                 if routes.insert(spec.event_type.to_owned(), route).is_some() {
                     return Err(Error::new(
@@ -344,6 +380,10 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                 self.conn.clone(),
                 publisher.clone(),
                 self.state.clone(),
+                runtime::Shared {
+                    metrics: group_metrics,
+                    cancels: cancels.clone(),
+                },
             )));
         }
         Ok(Worker {
@@ -351,6 +391,9 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
             groups,
             shutdown_grace: self.shutdown_grace,
             backstop: self.backstop,
+            telemetry: self.telemetry,
+            poll_interval: self.poll_interval,
+            cancels,
         })
     }
 }
@@ -385,6 +428,9 @@ pub struct Worker<S> {
     groups: Vec<Arc<runtime::GroupRuntime<S>>>,
     shutdown_grace: Duration,
     backstop: bool,
+    telemetry: Option<Telemetry>,
+    poll_interval: Duration,
+    cancels: Arc<Cancellations>,
 }
 
 impl<S> fmt::Debug for Worker<S> {
@@ -429,6 +475,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             shutdown_grace: Duration::from_secs(30),
             backstop: true,
             source: "conveyor-worker".into(),
+            telemetry: None,
+            poll_interval: Duration::from_secs(10),
         }
     }
 
@@ -447,6 +495,40 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut loops = Vec::new();
+        loops.push(tokio::spawn(
+            self.cancels
+                .clone()
+                .watch(self.conn.clone(), shutdown.clone()),
+        ));
+        if let Some(t) = &self.telemetry {
+            let client = self.conn.client().clone();
+            t.add_check("nats", move || {
+                client.connection_state() == async_nats::connection::State::Connected
+            });
+            for group in &self.groups {
+                let bound = group.bound();
+                t.add_check(format!("consumer:{}", group.name()), move || {
+                    bound.load(std::sync::atomic::Ordering::Acquire)
+                });
+            }
+            loops.push(tokio::spawn(poll_consumers(
+                self.conn.clone(),
+                self.groups
+                    .iter()
+                    .filter_map(|g| g.metrics().map(|m| (g.name().to_owned(), m.clone())))
+                    .collect(),
+                self.poll_interval,
+                shutdown.clone(),
+            )));
+        }
+        for group in &self.groups {
+            if let Some(writer) = group.history_writer()
+                && group.has_history()
+            {
+                writer.ensure_bucket().await;
+            }
+        }
+        self.cancels.wait_ready(Duration::from_secs(5)).await;
         for group in &self.groups {
             loops.push(tokio::spawn(runtime::run_group(
                 group.clone(),
@@ -493,6 +575,12 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         if let Err(e) = self.conn.client().flush().await {
             tracing::error!(error = %e, "flush on shutdown failed");
         }
+        if let Some(t) = &self.telemetry {
+            t.remove_check("nats");
+            for group in &self.groups {
+                t.remove_check(&format!("consumer:{}", group.name()));
+            }
+        }
         tracing::info!("worker stopped");
     }
 
@@ -518,6 +606,44 @@ impl WorkerHandle {
         self.token.cancel();
         if let Err(e) = self.join.await {
             tracing::error!(error = %e, "worker task failed");
+        }
+    }
+}
+
+/// Reads each group's consumer counts into the metrics every `every`, until `shutdown`.
+async fn poll_consumers(
+    conn: Connection,
+    groups: Vec<(String, GroupMetrics)>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    use async_nats::jetstream::consumer::PullConsumer;
+    loop {
+        for (name, m) in &groups {
+            match conn
+                .jetstream()
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    name,
+                    crate::topology::EVENTS_STREAM,
+                )
+                .await
+            {
+                Ok(consumer) => {
+                    let consumer: PullConsumer = consumer;
+                    let info = consumer.cached_info();
+                    m.pending
+                        .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                    m.ack_pending
+                        .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+                    m.redelivered
+                        .set(i64::try_from(info.num_redelivered).unwrap_or(i64::MAX));
+                }
+                Err(e) => tracing::debug!(group = %name, error = %e, "cannot read consumer info"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -17,13 +17,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{GroupConfig, Route, StartFrom};
 use crate::connection::Connection;
+use crate::control::{Cancellations, ProgressUpdate, progress_subject};
 use crate::dlq::{DeadLetter, DeadLetterKind};
 use crate::envelope::{RawEnvelope, split_event_subject};
-use crate::handler::{Context, Delivery, FollowUps, HandlerResult, Retry};
+use crate::handler::{Context, Delivery, FollowUps, HandlerResult, ProgressSink, Retry, RunHooks};
+use crate::history::{HistoryWriter, ProgressReport, RunRecord, RunState, Transition};
 use crate::publisher::Publisher;
+use crate::sla::SlaBreached;
+use crate::telemetry::{GroupMetrics, Outcome as TelemetryOutcome, RouteMetrics};
+use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
+use crate::trace::TraceParent;
 
 /// How long one pull request waits on the server; also bounds how long a shutdown waits for
 /// the last pull to end.
@@ -39,11 +48,47 @@ pub(crate) struct GroupRuntime<S> {
     publisher: Publisher,
     state: S,
     max_deliver: i64,
+    metrics: Option<GroupMetrics>,
+    /// Counts deliveries that failed before a route was found.
+    unrouted: Option<RouteMetrics>,
+    history: Option<HistoryWriter>,
+    cancels: Arc<Cancellations>,
+    bound: Arc<AtomicBool>,
+}
+
+/// What a group runtime shares with the worker: metrics and cancellations.
+pub(crate) struct Shared {
+    pub(crate) metrics: Option<GroupMetrics>,
+    pub(crate) cancels: Arc<Cancellations>,
 }
 
 impl<S> GroupRuntime<S> {
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// True while the group is bound to its consumer.
+    pub(crate) fn bound(&self) -> Arc<AtomicBool> {
+        self.bound.clone()
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&GroupMetrics> {
+        self.metrics.as_ref()
+    }
+
+    pub(crate) fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    pub(crate) fn history_writer(&self) -> Option<&HistoryWriter> {
+        self.history.as_ref()
+    }
+
+    fn set_bound(&self, bound: bool) {
+        self.bound.store(bound, Ordering::Release);
+        if let Some(m) = &self.metrics {
+            m.bound.set(i64::from(bound));
+        }
     }
 }
 
@@ -55,12 +100,15 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         conn: Connection,
         publisher: Publisher,
         state: S,
+        shared: Shared,
     ) -> Self {
         let max_deliver = routes
             .values()
             .map(|r| i64::from(r.options.retry.max_attempts.max(1)))
             .max()
             .unwrap_or(1);
+        let history = config.history.then(|| HistoryWriter::new(conn.clone()));
+        let unrouted = shared.metrics.as_ref().map(|m| m.route("unknown"));
         Self {
             name,
             config,
@@ -69,6 +117,11 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             publisher,
             state,
             max_deliver,
+            metrics: shared.metrics,
+            unrouted,
+            history,
+            cancels: shared.cancels,
+            bound: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -173,12 +226,14 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
             Ok(consumer) => consumer,
             Err(e) => {
                 tracing::error!(group = %rt.name, error = %e, retry_in = ?backoff, "cannot bind consumer");
+                rt.set_bound(false);
                 sleep_or_cancel(backoff, &shutdown).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
         tracing::info!(group = %rt.name, "consumer bound");
+        rt.set_bound(true);
         loop {
             // The first pull needs one free slot; a second one waits until half are free.
             let wanted = if pulls.is_empty() { 1 } else { refill };
@@ -204,6 +259,7 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
                         Ok(batch) => pulls.push(Pull { batch, slots }),
                         Err(e) => {
                             tracing::warn!(group = %rt.name, error = %e, retry_in = ?backoff, "pull failed; rebinding");
+                            rt.set_bound(false);
                             drop(slots);
                             finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
                             sleep_or_cancel(backoff, &shutdown).await;
@@ -216,6 +272,7 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
                     Some(Ok(msg)) => dispatch(&rt, &mut pulls[i], msg, &tracker, &abort, &shutdown).await,
                     Some(Err(e)) => {
                         tracing::warn!(group = %rt.name, error = %e, "pull ended with an error; rebinding");
+                        rt.set_bound(false);
                         pulls.swap_remove(i);
                         finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
                         sleep_or_cancel(backoff, &shutdown).await;
@@ -231,6 +288,7 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
         }
     }
     finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+    rt.set_bound(false);
 }
 
 /// Splits a permit for several slots into one permit per slot.
@@ -313,6 +371,7 @@ enum Outcome {
     Ack,
     Retry { delay: Duration, error: String },
     DeadLetter { kind: DeadLetterKind, error: String },
+    Cancelled { running: bool },
     HandBack,
 }
 
@@ -330,7 +389,17 @@ enum Run {
     Done(HandlerResult),
     Panicked(String),
     TimedOut,
+    Cancelled,
     Aborted,
+}
+
+/// What is known about a delivery as it is handled, for metrics and history.
+#[derive(Default)]
+struct Tracking<'a> {
+    metrics: Option<&'a RouteMetrics>,
+    tenant: Option<TenantId>,
+    record: Option<Arc<Mutex<RunRecord>>>,
+    started: Option<tokio::time::Instant>,
 }
 
 async fn deliver<S: Clone + Send + Sync + 'static>(
@@ -361,23 +430,82 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         event_id = Empty,
         attempt,
         stream_sequence,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_span_id = Empty,
         outcome = Empty,
     );
     async move {
-        let outcome = handle(&rt, &msg, &reply, stream_sequence, attempt, &abort).await;
-        settle(&rt, &msg, reply, stream_sequence, attempt, outcome).await;
+        let mut tracking = Tracking::default();
+        let outcome = handle(
+            &rt,
+            &msg,
+            &reply,
+            stream_sequence,
+            attempt,
+            &abort,
+            &mut tracking,
+        )
+        .await;
+        settle(
+            &rt,
+            &msg,
+            reply,
+            stream_sequence,
+            attempt,
+            outcome,
+            tracking,
+        )
+        .await;
     }
     .instrument(span)
     .await;
 }
 
-async fn handle<S: Clone + Send + Sync + 'static>(
-    rt: &GroupRuntime<S>,
+/// The trace context of a handler run: a child of the event's `traceparent`, or a new trace.
+/// Records the span fields.
+fn start_trace(span: &tracing::Span, carried: Option<&str>) -> TraceParent {
+    let parent = carried.and_then(|tp| tp.parse::<TraceParent>().ok());
+    #[allow(unused_mut)]
+    let mut trace = parent.map_or_else(TraceParent::generate, |p| p.child());
+    #[cfg(feature = "otel")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if let Some(p) = parent {
+            let _ = span.set_parent(p.to_otel_context());
+        }
+        if let Some(tp) = span.in_scope(TraceParent::from_current_span) {
+            trace = tp;
+        }
+    }
+    if !span.is_disabled() {
+        span.record(
+            "trace_id",
+            tracing::field::display(format_args!("{:032x}", trace.trace_id())),
+        );
+        span.record(
+            "span_id",
+            tracing::field::display(format_args!("{:016x}", trace.span_id())),
+        );
+        if let Some(p) = parent {
+            span.record(
+                "parent_span_id",
+                tracing::field::display(format_args!("{:016x}", p.span_id())),
+            );
+        }
+    }
+    trace
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle<'a, S: Clone + Send + Sync + 'static>(
+    rt: &'a GroupRuntime<S>,
     msg: &jetstream::Message,
     reply: &async_nats::Subject,
     stream_sequence: u64,
     attempt: u32,
     abort: &CancellationToken,
+    tracking: &mut Tracking<'a>,
 ) -> Outcome {
     let span = tracing::Span::current();
     let subject = msg.message.subject.as_str();
@@ -404,6 +532,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
             format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
         );
     }
+    tracking.tenant = Some(tenant.clone());
     let Some(route) = rt.routes.get(&*env.event_type) else {
         let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
         known.sort_unstable();
@@ -415,6 +544,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
             ),
         );
     };
+    tracking.metrics = route.metrics.as_ref();
     if env.event_type != subject_type {
         return Outcome::dead(
             DeadLetterKind::TypeMismatch,
@@ -434,6 +564,45 @@ async fn handle<S: Clone + Send + Sync + 'static>(
             ),
         );
     }
+    let trace = start_trace(&span, env.traceparent.as_deref());
+    if let Some(history) = &rt.history {
+        let mut record = RunRecord {
+            group: rt.name.clone(),
+            tenant: tenant.as_str().to_owned(),
+            event_id: env.id.to_string(),
+            event_type: env.event_type.to_string(),
+            attempt,
+            max_attempts: policy.max_attempts,
+            state: RunState::Queued,
+            queued_at: env.time,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            retry_at: None,
+            error: None,
+            progress: None,
+            expected_ms: route
+                .options
+                .expected_duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            sla_breached: false,
+            trace_id: Some(trace.trace_id_hex()),
+            transitions: vec![Transition {
+                state: RunState::Queued,
+                at: env.time.unwrap_or_else(Utc::now),
+                error: None,
+            }],
+        };
+        if !rt.cancels.is_cancelled(&rt.name, &env.id) {
+            record.started_at = Some(Utc::now());
+            record.transition(RunState::Running, None);
+            history.put_nowait(&record).await;
+        }
+        tracking.record = Some(Arc::new(Mutex::new(record)));
+    }
+    if rt.cancels.is_cancelled(&rt.name, &env.id) {
+        return Outcome::Cancelled { running: false };
+    }
     let delivery = Arc::new(Delivery {
         group: rt.name.clone(),
         tenant,
@@ -444,12 +613,24 @@ async fn handle<S: Clone + Send + Sync + 'static>(
         attempt,
         max_attempts: policy.max_attempts,
         correlation_id: env.correlationid.as_deref().unwrap_or(&env.id).to_owned(),
-        traceparent: env.traceparent.as_deref().map(str::to_owned),
+        trace,
         stream_sequence,
     });
+    let running = rt.cancels.track(&rt.name, &delivery.event_id);
+    let hooks = Arc::new(RunHooks {
+        cancel: running.token.clone(),
+        progress: Box::new(LiveProgress {
+            conn: rt.conn.clone(),
+            reply: reply.clone(),
+            delivery: delivery.clone(),
+            history: rt.history.clone(),
+            record: tracking.record.clone(),
+        }),
+    });
     let ctx = Context::new(
-        delivery,
+        delivery.clone(),
         FollowUps::Nats(rt.publisher.clone()),
+        hooks,
         rt.state.clone(),
     );
     let future = match route.handler.call(env.data, &env.event_type, ctx) {
@@ -457,10 +638,34 @@ async fn handle<S: Clone + Send + Sync + 'static>(
         Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
     };
 
-    let run = run_handler(rt, reply, future, route.options.timeout, abort).await;
+    tracking.started = Some(tokio::time::Instant::now());
+    if let Some(m) = &rt.metrics {
+        m.in_flight.inc();
+    }
+    let run = run_handler(
+        rt,
+        reply,
+        crate::trace::in_context(trace, future),
+        route,
+        &delivery,
+        &running.token,
+        abort,
+        tracking,
+    )
+    .await;
+    if let Some(m) = &rt.metrics {
+        m.in_flight.dec();
+    }
+    if let (Some(m), Some(started)) = (tracking.metrics, tracking.started) {
+        m.duration.observe(started.elapsed().as_secs_f64());
+    }
+    if running.token.is_cancelled() && !matches!(run, Run::Aborted) {
+        return Outcome::Cancelled { running: true };
+    }
     let (kind, retry, error) = match run {
         Run::Done(Ok(())) => return Outcome::Ack,
         Run::Aborted => return Outcome::HandBack,
+        Run::Cancelled => return Outcome::Cancelled { running: true },
         Run::Done(Err(e)) => (DeadLetterKind::Handler, e.retry(), e.to_string()),
         Run::Panicked(message) => (
             DeadLetterKind::Panic,
@@ -484,15 +689,73 @@ async fn handle<S: Clone + Send + Sync + 'static>(
     }
 }
 
+/// Sends a handler's progress reports: on its progress subject, into its run record, and as a
+/// heartbeat of its delivery.
+struct LiveProgress {
+    conn: Connection,
+    reply: async_nats::Subject,
+    delivery: Arc<Delivery>,
+    history: Option<HistoryWriter>,
+    record: Option<Arc<Mutex<RunRecord>>>,
+}
+
+impl ProgressSink for LiveProgress {
+    fn report(&self, percent: u8, message: String) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let d = &self.delivery;
+            let at = Utc::now();
+            send_ack(&self.conn, self.reply.clone(), Bytes::from_static(b"+WPI")).await;
+            let update = ProgressUpdate {
+                event_id: d.event_id.clone(),
+                event_type: d.event_type.clone(),
+                tenant: d.tenant.as_str().to_owned(),
+                group: d.group.clone(),
+                attempt: d.attempt,
+                percent,
+                message: message.clone(),
+                at,
+            };
+            match serde_json::to_vec(&update) {
+                Ok(body) => {
+                    let subject = progress_subject(d.tenant.as_str(), &d.group, &d.event_id);
+                    if let Err(e) = self.conn.client().publish(subject, body.into()).await {
+                        tracing::warn!(error = %e, "could not publish progress");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not encode progress"),
+            }
+            if let (Some(history), Some(record)) = (&self.history, &self.record) {
+                let snapshot = record.lock().ok().map(|mut r| {
+                    r.progress = Some(ProgressReport {
+                        percent,
+                        message,
+                        at,
+                    });
+                    r.clone()
+                });
+                if let Some(snapshot) = snapshot {
+                    history.put_nowait(&snapshot).await;
+                }
+            }
+        })
+    }
+}
+
 /// Runs the handler future with its timeout, catching panics, sending in-progress heartbeats
-/// while it runs, and giving up when the worker aborts. A handler that completes on its first
-/// poll costs no timer at all; otherwise one timer serves both heartbeats and the timeout.
+/// while it runs, watching its expected duration, stopping it after its cancel grace once it
+/// is cancelled, and giving up when the worker aborts. A handler that completes on its first
+/// poll costs no timer at all; otherwise one timer serves heartbeats, the expected duration
+/// and the timeout.
+#[allow(clippy::too_many_arguments)]
 async fn run_handler<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
     reply: &async_nats::Subject,
-    future: futures::future::BoxFuture<'static, HandlerResult>,
-    timeout: Duration,
+    future: impl std::future::Future<Output = HandlerResult>,
+    route: &Route<S>,
+    delivery: &Delivery,
+    cancel: &CancellationToken,
     abort: &CancellationToken,
+    tracking: &Tracking<'_>,
 ) -> Run {
     let finished = |r: Result<HandlerResult, Box<dyn std::any::Any + Send>>| match r {
         Ok(r) => Run::Done(r),
@@ -504,23 +767,95 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
     if let std::task::Poll::Ready(r) = futures::poll!(guarded.as_mut()) {
         return finished(r);
     }
+    let timeout = route.options.timeout;
     let deadline = start + timeout;
+    let mut sla_at = route.options.expected_duration.map(|d| start + d);
     let every = rt.heartbeat_every();
-    let timer = tokio::time::sleep_until((start + every).min(deadline));
+    let next_wake = |now: tokio::time::Instant, sla_at: Option<tokio::time::Instant>| {
+        let mut at = (now + every).min(deadline);
+        if let Some(sla) = sla_at {
+            at = at.min(sla);
+        }
+        at
+    };
+    let timer = tokio::time::sleep_until(next_wake(start, sla_at));
     tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
             r = guarded.as_mut() => return finished(r),
             () = abort.cancelled() => return Run::Aborted,
+            () = cancel.cancelled() => {
+                let grace = route.options.cancel_grace;
+                return match tokio::time::timeout(grace, guarded.as_mut()).await {
+                    Ok(_) => Run::Cancelled,
+                    Err(_) => {
+                        tracing::info!(?grace, "cancelled handler did not return in its grace; stopped");
+                        Run::Cancelled
+                    }
+                };
+            }
             () = timer.as_mut() => {
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     return Run::TimedOut;
                 }
-                send_ack(&rt.conn, reply.clone(), Bytes::from_static(b"+WPI")).await;
-                timer.as_mut().reset((now + every).min(deadline));
+                if sla_at.is_some_and(|at| now >= at) {
+                    sla_at = None;
+                    sla_breached(rt, route, delivery, now - start, tracking).await;
+                } else {
+                    send_ack(&rt.conn, reply.clone(), Bytes::from_static(b"+WPI")).await;
+                }
+                timer.as_mut().reset(next_wake(now, sla_at));
             }
+        }
+    }
+}
+
+/// A run went over its expected duration: log, count, mark the record, publish if configured.
+async fn sla_breached<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    route: &Route<S>,
+    delivery: &Delivery,
+    elapsed: Duration,
+    tracking: &Tracking<'_>,
+) {
+    let expected = route.options.expected_duration.unwrap_or_default();
+    tracing::warn!(?expected, ?elapsed, "run over its expected duration");
+    if let Some(m) = tracking.metrics {
+        m.sla_breaches.inc();
+    }
+    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
+        let snapshot = record.lock().ok().map(|mut r| {
+            r.sla_breached = true;
+            r.clone()
+        });
+        if let Some(snapshot) = snapshot {
+            history.put_nowait(&snapshot).await;
+        }
+    }
+    if route.options.sla_event {
+        let event = SlaBreached {
+            group: delivery.group.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            attempt: delivery.attempt,
+            expected_ms: u64::try_from(expected.as_millis()).unwrap_or(u64::MAX),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            detected_at: Utc::now(),
+        };
+        let options = crate::EventOptions {
+            correlation_id: Some(delivery.correlation_id.clone()),
+            causation_id: Some(delivery.event_id.clone()),
+            traceparent: Some(delivery.trace.to_string()),
+            ..crate::EventOptions::default()
+        };
+        if let Err(e) = rt
+            .publisher
+            .publish_with(delivery.tenant.clone(), &event, options)
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish sla.breached");
         }
     }
 }
@@ -542,8 +877,54 @@ async fn settle<S: Clone + Send + Sync + 'static>(
     stream_sequence: u64,
     attempt: u32,
     outcome: Outcome,
+    tracking: Tracking<'_>,
 ) {
+    let metrics = tracking.metrics.or(rt.unrouted.as_ref());
+    let tenant = tracking.tenant.as_ref().map(TenantId::as_str);
+    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
+        let snapshot = record.lock().ok().map(|mut r| {
+            let now = Utc::now();
+            if let Some(started) = tracking.started {
+                r.duration_ms =
+                    Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            }
+            r.finished_at = Some(now);
+            match &outcome {
+                Outcome::Ack => r.transition(RunState::Succeeded, None),
+                Outcome::Retry { delay, error } => {
+                    r.retry_at = chrono::Duration::from_std(*delay).ok().map(|d| now + d);
+                    r.transition(RunState::Retrying, Some(error.clone()));
+                }
+                Outcome::DeadLetter { kind, error } => {
+                    r.transition(RunState::DeadLettered, Some(format!("{kind}: {error}")));
+                }
+                Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
+                Outcome::HandBack => r.transition(RunState::HandedBack, None),
+            }
+            r.clone()
+        });
+        if let Some(snapshot) = snapshot {
+            history.put(&snapshot).await;
+        }
+    }
+    let counted = match &outcome {
+        Outcome::Ack => TelemetryOutcome::Ok,
+        Outcome::Retry { .. } => TelemetryOutcome::Retry,
+        Outcome::DeadLetter { .. } => TelemetryOutcome::DeadLetter,
+        Outcome::Cancelled { .. } => TelemetryOutcome::Cancelled,
+        Outcome::HandBack => TelemetryOutcome::HandedBack,
+    };
+    let dead_kind = match &outcome {
+        Outcome::DeadLetter { kind, .. } => Some(*kind),
+        _ => None,
+    };
     let finished = settle_delivery(rt, msg, reply, stream_sequence, attempt, outcome).await;
+    if let Some(m) = metrics {
+        m.settled(counted, tenant);
+    }
+    if let (Some(kind), Some(gm), true) = (dead_kind, &rt.metrics, finished) {
+        gm.dead_letter(kind.as_str());
+    }
     if finished
         && let Some(key) = msg
             .message
@@ -570,6 +951,16 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         Outcome::Ack => {
             span.record("outcome", "ack");
             tracing::debug!("handled");
+            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            true
+        }
+        Outcome::Cancelled { running } => {
+            span.record("outcome", "cancelled");
+            if running {
+                tracing::info!("cancelled while running");
+            } else {
+                tracing::info!("cancelled before it started; skipped");
+            }
             send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
             true
         }

@@ -1,0 +1,377 @@
+//! Job control: cancelling events, and the progress updates long handlers publish.
+//!
+//! # Cancellation
+//!
+//! [`cancel`] (or `conveyor cancel <event-id> --group <g>`) stores a cancellation in the
+//! key-value bucket [`CANCEL_BUCKET`] under `<group>.<event id>` (`=all` for every group). Every
+//! worker watches the bucket: a handler already running for the event sees
+//! [`Context::is_cancelled`](crate::Context::is_cancelled) turn true and
+//! [`Context::cancelled`](crate::Context::cancelled) complete, and is stopped after its
+//! cancel grace if it has not returned by then; an event not yet started is skipped. Either
+//! way the event is acked and counted as `cancelled` (in metrics and run history), never
+//! dead-lettered. Cancellations are kept for the bucket's `max_age` (7 days by default).
+//!
+//! # Progress
+//!
+//! [`Context::progress`](crate::Context::progress) publishes a [`ProgressUpdate`] on
+//! `progress.<tenant>.<group>.<event id>` (the id escaped with
+//! [`escape_token`](crate::history::escape_token)), so an app can subscribe to
+//! `progress.<tenant>.>` and push updates to a browser. It is plain NATS (not stored): a
+//! subscriber sees the updates sent while it listens; the run history keeps the last one.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::history::escape_token;
+use crate::tenant::validate_token;
+
+/// Key-value bucket of cancellations.
+pub const CANCEL_BUCKET: &str = "conveyor_cancel";
+/// The group token of a cancellation that applies to every group.
+pub const ALL_GROUPS: &str = "=all";
+/// How long cancellations are kept when the bucket is created on demand.
+pub const DEFAULT_CANCEL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A stored cancellation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancellation {
+    /// The cancelled event.
+    pub event_id: String,
+    /// The group it is cancelled for; `None`: every group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// When it was requested.
+    pub requested_at: DateTime<Utc>,
+}
+
+/// Why a cancellation could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelErrorKind {
+    /// The group name breaks the `[A-Za-z0-9_-]{1,64}` rule.
+    InvalidGroup,
+    /// The event id is empty.
+    InvalidEventId,
+    /// The server could not store it.
+    Unavailable,
+}
+
+impl fmt::Display for CancelErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidGroup => "invalid group",
+            Self::InvalidEventId => "invalid event id",
+            Self::Unavailable => "cancellation not stored",
+        })
+    }
+}
+
+/// A cancellation that could not be stored.
+pub type CancelError = Error<CancelErrorKind>;
+
+/// The cancellation key of an event for a group (`None`: every group).
+pub fn cancel_key(group: Option<&str>, event_id: &str) -> String {
+    format!("{}.{}", group.unwrap_or(ALL_GROUPS), escape_token(event_id))
+}
+
+/// Cancels `event_id` for `group` (`None`: for every group). Running handlers are told within
+/// moments; deliveries not yet started are skipped.
+///
+/// ```no_run
+/// # async fn run(conn: conveyor::Connection) -> Result<(), conveyor::control::CancelError> {
+/// conveyor::control::cancel(&conn, "0190c8a4-7b1e-7cc0-8d1e-2f6f3a3b9c11", Some("analysis"), "customer asked").await?;
+/// # Ok(()) }
+/// ```
+pub async fn cancel(
+    conn: &Connection,
+    event_id: &str,
+    group: Option<&str>,
+    reason: &str,
+) -> Result<Cancellation, CancelError> {
+    if event_id.is_empty() {
+        return Err(Error::new(
+            CancelErrorKind::InvalidEventId,
+            "the event id is empty",
+        ));
+    }
+    if let Some(g) = group {
+        validate_token(g, "group name").map_err(|e| {
+            Error::with_source(CancelErrorKind::InvalidGroup, e.message().to_owned(), e)
+        })?;
+    }
+    let store = cancel_bucket(conn).await.map_err(|e| {
+        Error::new(
+            CancelErrorKind::Unavailable,
+            format!("cannot open the cancellation bucket {CANCEL_BUCKET}: {e}"),
+        )
+    })?;
+    let cancellation = Cancellation {
+        event_id: event_id.to_owned(),
+        group: group.map(str::to_owned),
+        reason: reason.to_owned(),
+        requested_at: Utc::now(),
+    };
+    let body = serde_json::to_vec(&cancellation)
+        .map_err(|e| Error::with_source(CancelErrorKind::Unavailable, "cannot encode", e))?;
+    store
+        .put(cancel_key(group, event_id), Bytes::from(body))
+        .await
+        .map_err(|e| {
+            Error::with_source(
+                CancelErrorKind::Unavailable,
+                "the server did not store the cancellation",
+                e,
+            )
+        })?;
+    Ok(cancellation)
+}
+
+/// Opens the cancellation bucket, creating it when missing.
+async fn cancel_bucket(
+    conn: &Connection,
+) -> Result<async_nats::jetstream::kv::Store, Box<dyn std::error::Error + Send + Sync>> {
+    let js = conn.jetstream();
+    if let Ok(store) = js.get_key_value(CANCEL_BUCKET).await {
+        return Ok(store);
+    }
+    match js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: CANCEL_BUCKET.into(),
+            description: "Conveyor cancelled events".into(),
+            history: 1,
+            max_age: DEFAULT_CANCEL_MAX_AGE,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(store) => Ok(store),
+        // Another process created it meanwhile.
+        Err(e) => js.get_key_value(CANCEL_BUCKET).await.map_err(|_| e.into()),
+    }
+}
+
+/// A progress report of a running handler, as published on its progress subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressUpdate {
+    /// The event being handled.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The group handling it.
+    pub group: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// 0 to 100.
+    pub percent: u8,
+    /// What the handler is doing.
+    pub message: String,
+    /// When it was reported.
+    pub at: DateTime<Utc>,
+}
+
+/// The subject progress updates of an event in a group are published on.
+pub fn progress_subject(tenant: &str, group: &str, event_id: &str) -> String {
+    format!("progress.{tenant}.{group}.{}", escape_token(event_id))
+}
+
+/// What the worker knows about cancellations: those stored in the bucket, and the running
+/// deliveries to tell.
+#[derive(Debug, Default)]
+pub(crate) struct Cancellations {
+    /// (group token, event id) of every stored cancellation.
+    stored: RwLock<HashSet<(String, String)>>,
+    count: AtomicUsize,
+    running: Mutex<HashMap<(String, String), CancellationToken>>,
+    ready: AtomicBool,
+    ready_notify: tokio::sync::Notify,
+}
+
+impl Cancellations {
+    /// True when `event_id` is cancelled for `group`.
+    pub(crate) fn is_cancelled(&self, group: &str, event_id: &str) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let Ok(stored) = self.stored.read() else {
+            return false;
+        };
+        stored.contains(&(group.to_owned(), event_id.to_owned()))
+            || stored.contains(&(ALL_GROUPS.to_owned(), event_id.to_owned()))
+    }
+
+    /// Registers a running delivery; the token fires when it is cancelled. Unregistered when the
+    /// guard drops.
+    pub(crate) fn track(self: &Arc<Self>, group: &str, event_id: &str) -> RunningGuard {
+        let token = CancellationToken::new();
+        let key = (group.to_owned(), event_id.to_owned());
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(key.clone(), token.clone());
+        }
+        // A cancellation stored between the check before the start and the registration.
+        if self.is_cancelled(group, event_id) {
+            token.cancel();
+        }
+        RunningGuard {
+            owner: self.clone(),
+            key,
+            token,
+        }
+    }
+
+    fn apply(&self, key: &str, cancelled: bool) {
+        let Some((group, id)) = key.split_once('.') else {
+            return;
+        };
+        let Some(event_id) = crate::history::unescape_token(id) else {
+            return;
+        };
+        let entry = (group.to_owned(), event_id);
+        if let Ok(mut stored) = self.stored.write() {
+            if cancelled {
+                stored.insert(entry.clone());
+            } else {
+                stored.remove(&entry);
+            }
+            self.count.store(stored.len(), Ordering::Release);
+        }
+        if cancelled && let Ok(running) = self.running.lock() {
+            for ((g, e), token) in running.iter() {
+                if *e == entry.1 && (entry.0 == ALL_GROUPS || *g == entry.0) {
+                    tracing::info!(group = %g, event_id = %e, "cancellation received");
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.ready_notify.notify_waiters();
+    }
+
+    /// Waits until the stored cancellations are loaded, at most `timeout`.
+    pub(crate) async fn wait_ready(&self, timeout: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.ready_notify.notified();
+                if self.ready.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(timeout, wait).await.is_err() {
+            tracing::warn!("cancellations not loaded yet; starting without them");
+        }
+    }
+
+    /// Watches the bucket until `shutdown`, re-watching after errors.
+    pub(crate) async fn watch(self: Arc<Self>, conn: Connection, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        let mut warned = false;
+        while !shutdown.is_cancelled() {
+            match self.watch_once(&conn, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if warned {
+                        tracing::debug!(error = %e, "cancellation watch failed");
+                    } else {
+                        tracing::warn!(error = %e, "cannot watch cancellations; retrying");
+                        warned = true;
+                    }
+                    // Do not hold the groups back while the bucket is unreachable.
+                    self.set_ready();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn watch_once(
+        &self,
+        conn: &Connection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let store = cancel_bucket(conn).await?;
+        let mut watch = store.watch_with_history(">").await?;
+        let status = store.status().await?;
+        if status.values() == 0 {
+            self.set_ready();
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                entry = watch.next() => {
+                    let Some(entry) = entry else { return Err("watch ended".into()) };
+                    let entry = entry?;
+                    let cancelled = matches!(entry.operation, async_nats::jetstream::kv::Operation::Put);
+                    self.apply(&entry.key, cancelled);
+                    if entry.delta == 0 {
+                        self.set_ready();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A running delivery registered with [`Cancellations::track`].
+pub(crate) struct RunningGuard {
+    owner: Arc<Cancellations>,
+    key: (String, String),
+    pub(crate) token: CancellationToken,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.owner.running.lock() {
+            running.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_cancellations_to_running_and_future_deliveries() {
+        let c = Arc::new(Cancellations::default());
+        assert!(!c.is_cancelled("g", "e:1"));
+        let running = c.track("g", "e:1");
+        let other = c.track("h", "e:1");
+        c.apply(&cancel_key(Some("g"), "e:1"), true);
+        assert!(running.token.is_cancelled());
+        assert!(!other.token.is_cancelled());
+        assert!(c.is_cancelled("g", "e:1"));
+        assert!(!c.is_cancelled("h", "e:1"));
+        c.apply(&cancel_key(None, "e:1"), true);
+        assert!(other.token.is_cancelled());
+        assert!(c.is_cancelled("h", "e:1"));
+        c.apply(&cancel_key(None, "e:1"), false);
+        c.apply(&cancel_key(Some("g"), "e:1"), false);
+        assert!(!c.is_cancelled("g", "e:1"));
+        drop(running);
+        assert!(c.running.lock().unwrap().len() == 1);
+    }
+}
