@@ -4,6 +4,7 @@
 mod cluster;
 mod dead_letters;
 mod nats_config;
+mod observability;
 mod permissions;
 mod publish;
 mod resilience;
