@@ -19,10 +19,10 @@
 //! `progress.<tenant>.>` and push updates to a browser. It is plain NATS (not stored): a
 //! subscriber sees the updates sent while it listens; the run history keeps the last one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -190,16 +190,28 @@ pub fn progress_subject(tenant: &str, group: &str, event_id: &str) -> String {
     format!("progress.{tenant}.{group}.{}", escape_token(event_id))
 }
 
-/// What the worker knows about cancellations: those stored in the bucket, and the running
-/// deliveries to tell.
-#[derive(Debug, Default)]
+/// What the worker knows about cancellations: those stored in the bucket, and a generation
+/// that moves with every new one, so running deliveries know when to look.
+#[derive(Debug)]
 pub(crate) struct Cancellations {
     /// (group token, event id) of every stored cancellation.
     stored: RwLock<HashSet<(String, String)>>,
     count: AtomicUsize,
-    running: Mutex<HashMap<(String, String), CancellationToken>>,
+    generation: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
     ready_notify: tokio::sync::Notify,
+}
+
+impl Default for Cancellations {
+    fn default() -> Self {
+        Self {
+            stored: RwLock::default(),
+            count: AtomicUsize::new(0),
+            generation: tokio::sync::watch::Sender::new(0),
+            ready: AtomicBool::new(false),
+            ready_notify: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 impl Cancellations {
@@ -215,23 +227,11 @@ impl Cancellations {
             || stored.contains(&(ALL_GROUPS.to_owned(), event_id.to_owned()))
     }
 
-    /// Registers a running delivery; the token fires when it is cancelled. Unregistered when the
-    /// guard drops.
-    pub(crate) fn track(self: &Arc<Self>, group: &str, event_id: &str) -> RunningGuard {
-        let token = CancellationToken::new();
-        let key = (group.to_owned(), event_id.to_owned());
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(key.clone(), token.clone());
-        }
-        // A cancellation stored between the check before the start and the registration.
-        if self.is_cancelled(group, event_id) {
-            token.cancel();
-        }
-        RunningGuard {
-            owner: self.clone(),
-            key,
-            token,
-        }
+    /// A receiver that sees a change whenever a cancellation arrives; a running delivery then
+    /// checks [`is_cancelled`](Self::is_cancelled). Subscribe before the first check, so a
+    /// cancellation arriving in between is not missed.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     fn apply(&self, key: &str, cancelled: bool) {
@@ -250,13 +250,9 @@ impl Cancellations {
             }
             self.count.store(stored.len(), Ordering::Release);
         }
-        if cancelled && let Ok(running) = self.running.lock() {
-            for ((g, e), token) in running.iter() {
-                if *e == entry.1 && (entry.0 == ALL_GROUPS || *g == entry.0) {
-                    tracing::info!(group = %g, event_id = %e, "cancellation received");
-                    token.cancel();
-                }
-            }
+        if cancelled {
+            tracing::debug!(group = %entry.0, event_id = %entry.1, "cancellation received");
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
     }
 
@@ -335,43 +331,26 @@ impl Cancellations {
     }
 }
 
-/// A running delivery registered with [`Cancellations::track`].
-pub(crate) struct RunningGuard {
-    owner: Arc<Cancellations>,
-    key: (String, String),
-    pub(crate) token: CancellationToken,
-}
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        if let Ok(mut running) = self.owner.running.lock() {
-            running.remove(&self.key);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn applies_cancellations_to_running_and_future_deliveries() {
-        let c = Arc::new(Cancellations::default());
+    fn applies_cancellations_and_signals_running_deliveries() {
+        let c = Cancellations::default();
+        let mut rx = c.subscribe();
         assert!(!c.is_cancelled("g", "e:1"));
-        let running = c.track("g", "e:1");
-        let other = c.track("h", "e:1");
         c.apply(&cancel_key(Some("g"), "e:1"), true);
-        assert!(running.token.is_cancelled());
-        assert!(!other.token.is_cancelled());
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
         assert!(c.is_cancelled("g", "e:1"));
         assert!(!c.is_cancelled("h", "e:1"));
         c.apply(&cancel_key(None, "e:1"), true);
-        assert!(other.token.is_cancelled());
+        assert!(rx.has_changed().unwrap());
         assert!(c.is_cancelled("h", "e:1"));
         c.apply(&cancel_key(None, "e:1"), false);
         c.apply(&cancel_key(Some("g"), "e:1"), false);
         assert!(!c.is_cancelled("g", "e:1"));
-        drop(running);
-        assert!(c.running.lock().unwrap().len() == 1);
+        assert!(!c.is_cancelled("h", "e:1"));
     }
 }

@@ -30,11 +30,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -121,10 +123,64 @@ struct KindLabels {
     kind: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, DurationHistogram>;
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+/// A histogram of durations over [`DURATION_BUCKETS`] that records without a lock: one atomic
+/// add for the bucket, one for the count and one for the sum (kept in nanoseconds).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DurationHistogram {
+    inner: Arc<HistogramInner>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramInner {
+    /// Per bucket (the last one is +Inf), not cumulative.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Records one duration.
+    pub(crate) fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        let inner = &*self.inner;
+        inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+        inner.count.fetch_add(1, Ordering::Relaxed);
+        inner.sum_nanos.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
+        let inner = &*self.inner;
+        let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(inner.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        // Count from the buckets, so count and buckets agree under concurrent updates.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// The framework's metric families.
@@ -192,7 +248,7 @@ impl Telemetry {
         let families = Families {
             handled: Family::default(),
             tenant_handled: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            duration: Family::default(),
             in_flight: Family::default(),
             pending: Family::default(),
             ack_pending: Family::default(),
@@ -528,7 +584,7 @@ pub(crate) struct RouteMetrics {
     group: String,
     event_type: String,
     outcomes: [Counter; 5],
-    pub(crate) duration: Histogram,
+    pub(crate) duration: DurationHistogram,
     pub(crate) sla_breaches: Counter,
 }
 
@@ -569,7 +625,8 @@ mod tests {
         r.settled(Outcome::Ok, Some("acme"));
         r.settled(Outcome::Ok, Some("globex"));
         r.settled(Outcome::Retry, None);
-        r.duration.observe(0.02);
+        r.duration.observe(std::time::Duration::from_millis(20));
+        r.duration.observe(std::time::Duration::from_secs(2000));
         g.dead_letter("decode");
         t.publish_error("timeout");
         let text = t.encode();
@@ -584,8 +641,17 @@ mod tests {
         ));
         assert!(!text.contains(r#"tenant="globex""#));
         assert!(text.contains(
-            r#"conveyor_handler_duration_seconds_count{group="billing",event_type="order.created"} 1"#
-        ));
+            r#"conveyor_handler_duration_seconds_count{group="billing",event_type="order.created"} 2"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"conveyor_handler_duration_seconds_bucket{le="0.025",group="billing",event_type="order.created"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"conveyor_handler_duration_seconds_bucket{le="+Inf",group="billing",event_type="order.created"} 2"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"conveyor_handler_duration_seconds_sum{group="billing",event_type="order.created"} 2000.02"#
+        ), "{text}");
         assert!(text.contains(r#"conveyor_dead_letters_total{group="billing",kind="decode"} 1"#));
         assert!(text.contains(r#"conveyor_publish_errors_total{kind="timeout"} 1"#));
     }

@@ -600,6 +600,7 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         }
         tracking.record = Some(Arc::new(Mutex::new(record)));
     }
+    let cancellations = rt.cancels.subscribe();
     if rt.cancels.is_cancelled(&rt.name, &env.id) {
         return Outcome::Cancelled { running: false };
     }
@@ -616,9 +617,9 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         trace,
         stream_sequence,
     });
-    let running = rt.cancels.track(&rt.name, &delivery.event_id);
+    let cancel = CancellationToken::new();
     let hooks = Arc::new(RunHooks {
-        cancel: running.token.clone(),
+        cancel: cancel.clone(),
         progress: Box::new(LiveProgress {
             conn: rt.conn.clone(),
             reply: reply.clone(),
@@ -639,27 +640,21 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     };
 
     tracking.started = Some(tokio::time::Instant::now());
-    if let Some(m) = &rt.metrics {
-        m.in_flight.inc();
-    }
     let run = run_handler(
         rt,
         reply,
         crate::trace::in_context(trace, future),
         route,
         &delivery,
-        &running.token,
+        (&cancel, cancellations),
         abort,
         tracking,
     )
     .await;
-    if let Some(m) = &rt.metrics {
-        m.in_flight.dec();
-    }
     if let (Some(m), Some(started)) = (tracking.metrics, tracking.started) {
-        m.duration.observe(started.elapsed().as_secs_f64());
+        m.duration.observe(started.elapsed());
     }
-    if running.token.is_cancelled() && !matches!(run, Run::Aborted) {
+    if cancel.is_cancelled() && !matches!(run, Run::Aborted) {
         return Outcome::Cancelled { running: true };
     }
     let (kind, retry, error) = match run {
@@ -753,7 +748,7 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
     future: impl std::future::Future<Output = HandlerResult>,
     route: &Route<S>,
     delivery: &Delivery,
-    cancel: &CancellationToken,
+    (cancel, mut cancellations): (&CancellationToken, tokio::sync::watch::Receiver<u64>),
     abort: &CancellationToken,
     tracking: &Tracking<'_>,
 ) -> Run {
@@ -767,6 +762,9 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
     if let std::task::Poll::Ready(r) = futures::poll!(guarded.as_mut()) {
         return finished(r);
     }
+    // In flight: counted for handlers that wait (one that finished on its first poll was in
+    // flight for no measurable time).
+    let _in_flight = rt.metrics.as_ref().map(|m| InFlight::new(&m.in_flight));
     let timeout = route.options.timeout;
     let deadline = start + timeout;
     let mut sla_at = route.options.expected_duration.map(|d| start + d);
@@ -780,11 +778,20 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
     };
     let timer = tokio::time::sleep_until(next_wake(start, sla_at));
     tokio::pin!(timer);
+    let mut watching = true;
     loop {
         tokio::select! {
             biased;
             r = guarded.as_mut() => return finished(r),
             () = abort.cancelled() => return Run::Aborted,
+            changed = cancellations.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                } else if rt.cancels.is_cancelled(&delivery.group, &delivery.event_id) {
+                    tracing::info!("cancellation received");
+                    cancel.cancel();
+                }
+            }
             () = cancel.cancelled() => {
                 let grace = route.options.cancel_grace;
                 return match tokio::time::timeout(grace, guarded.as_mut()).await {
@@ -857,6 +864,22 @@ async fn sla_breached<S: Clone + Send + Sync + 'static>(
         {
             tracing::warn!(error = %e, "could not publish sla.breached");
         }
+    }
+}
+
+/// Counts a running handler in the in-flight gauge until dropped.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -10,7 +10,9 @@
 //! - `latency`: publish-to-handler latency p50/p99 at a steady rate, each stack end to end;
 //! - `memory`: the process's peak RSS;
 //! - `scheduler` (run on its own: `-- scheduler`): leader failover time after a crash and tick
-//!   lateness.
+//!   lateness;
+//! - `observability` (run on its own: `-- observability`): consume throughput with metrics off,
+//!   metrics on, and metrics plus run history on, next to raw async-nats.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
+use conveyor::telemetry::Telemetry;
 use conveyor::testing::NatsServer;
 use conveyor::topology::{EVENTS_STREAM, Topology, provision};
 use conveyor::{Connection, Context, Event, Group, HandlerResult, Publisher, Worker};
@@ -99,6 +102,7 @@ struct RawEnvelope<'a> {
     time: &'a str,
     datacontenttype: &'a str,
     tenantid: &'a str,
+    traceparent: String,
     data: Tick,
 }
 
@@ -111,6 +115,7 @@ fn raw_body(seq: u64) -> BoxResult<Vec<u8>> {
         time: "2026-01-01T00:00:00.000000Z",
         datacontenttype: "application/json",
         tenantid: "acme",
+        traceparent: format!("00-{:032x}-{:016x}-01", seq + 1, seq + 1),
         data: tick(seq, 0),
     })?)
 }
@@ -214,19 +219,30 @@ async fn wait_until(c: &AtomicU64, n: u64, limit: Duration) -> BoxResult<()> {
 }
 
 async fn conveyor_consume(conn: &Connection) -> BoxResult<f64> {
+    observed_consume(conn, None, false).await
+}
+
+/// Consume throughput of a worker, with metrics in `telemetry` (if any) and run history on or
+/// off.
+async fn observed_consume(
+    conn: &Connection,
+    telemetry: Option<&Telemetry>,
+    history: bool,
+) -> BoxResult<f64> {
     fill(conn, CONSUME_N).await?;
     let c = counter();
     let start = Instant::now();
-    let worker = Worker::builder(conn, c.clone())
-        .backstop(false)
-        .group(
-            Group::new("bench")
-                .concurrency(CONCURRENCY)
-                .max_ack_pending(4096)
-                .handle(count),
-        )
-        .build()?
-        .spawn();
+    let mut builder = Worker::builder(conn, c.clone()).backstop(false).group(
+        Group::new("bench")
+            .concurrency(CONCURRENCY)
+            .max_ack_pending(4096)
+            .history(history)
+            .handle(count),
+    );
+    if let Some(t) = telemetry {
+        builder = builder.telemetry(t);
+    }
+    let worker = builder.build()?.spawn();
     wait_until(&c.handled, CONSUME_N as u64, Duration::from_secs(120)).await?;
     let rate = CONSUME_N as f64 / start.elapsed().as_secs_f64();
     worker.shutdown().await;
@@ -423,6 +439,47 @@ async fn latency(conn: &Connection) -> BoxResult<()> {
     Ok(())
 }
 
+/// Purges the run history, if there is one.
+async fn reset_history(conn: &Connection) -> BoxResult<()> {
+    if let Ok(stream) = conn
+        .jetstream()
+        .get_stream(format!("KV_{}", conveyor::history::HISTORY_BUCKET))
+        .await
+    {
+        stream.purge().await?;
+    }
+    Ok(())
+}
+
+async fn observability(conn: &Connection) -> BoxResult<()> {
+    let (mut off, mut on, mut history, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let telemetry = Telemetry::new();
+    // The order of the variants rotates from round to round, so none always runs first.
+    for round in 0..ROUNDS {
+        for variant in (0..4).map(|i| (i + round) % 4) {
+            reset(conn).await?;
+            reset_history(conn).await?;
+            match variant {
+                0 => raw.push(raw_consume(conn).await?),
+                1 => off.push(observed_consume(conn, None, false).await?),
+                2 => on.push(observed_consume(conn, Some(&telemetry), false).await?),
+                _ => history.push(observed_consume(conn, Some(&telemetry), true).await?),
+            }
+        }
+    }
+    let (off, on, history, raw) = (median(off), median(on), median(history), median(raw));
+    println!(
+        "{}",
+        json!({"bench": "observability", "events": CONSUME_N, "concurrency": CONCURRENCY,
+               "rounds": ROUNDS,
+               "metrics_off_per_s": off.round(), "metrics_on_per_s": on.round(),
+               "history_on_per_s": history.round(), "raw_consume_per_s": raw.round(),
+               "metrics_cost": round2(1.0 - on / off),
+               "history_cost": round2(1.0 - history / on)})
+    );
+    Ok(())
+}
+
 async fn core(conn: &Connection) -> BoxResult<()> {
     publish(conn).await?;
     consume(conn).await?;
@@ -567,8 +624,9 @@ async fn main() -> BoxResult<()> {
         "consume" => consume(&conn).await,
         "latency" => latency(&conn).await,
         "scheduler" => scheduler_bench(&server.url()).await,
+        "observability" => observability(&conn).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability"
         )
         .into()),
     }
