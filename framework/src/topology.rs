@@ -93,7 +93,7 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 }
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
-/// tenant registry.
+/// tenant registry, run history (7 days) and cancellations (7 days).
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -112,6 +112,16 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             Duration::from_secs(24 * 3600),
         ),
         bucket(TENANTS_BUCKET, "Tenant registry", Duration::ZERO),
+        bucket(
+            crate::history::HISTORY_BUCKET,
+            "Conveyor run history",
+            crate::history::DEFAULT_HISTORY_MAX_AGE,
+        ),
+        bucket(
+            crate::control::CANCEL_BUCKET,
+            "Conveyor cancelled events",
+            crate::control::DEFAULT_CANCEL_MAX_AGE,
+        ),
     ]
 }
 

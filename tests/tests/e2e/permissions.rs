@@ -70,7 +70,12 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     let worker_conn = login(&server, "worker_billing", "change-me-billing").await;
     let recorder = Recorder::default();
     let worker = Worker::builder(&worker_conn, recorder.clone())
-        .group(Group::new("billing").bind_only(true).handle(record))
+        .group(
+            Group::new("billing")
+                .bind_only(true)
+                .history(true)
+                .handle(record),
+        )
         .build()
         .unwrap()
         .spawn();
@@ -81,6 +86,18 @@ async fn each_user_can_do_its_job_and_nothing_else() {
             |s| s.iter().any(|r| r.event_id == ok.id),
         )
         .await;
+    // It records run history (and watches cancellations) with its own permissions.
+    eventually(Duration::from_secs(10), "the run recorded", || async {
+        conveyor::history::runs_of_event(&admin, &ok.id)
+            .await
+            .is_ok_and(|r| r.len() == 1 && r[0].state == conveyor::history::RunState::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        worker_conn.recent_permission_violation(),
+        None,
+        "nothing the worker does is refused"
+    );
     worker.shutdown().await;
 
     // ... but cannot publish events,
