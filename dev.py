@@ -111,7 +111,8 @@ def main(argv):
                     "--bin", "export-schemas", "--", *rest])
     if cmd == "lint":
         return run(["cargo", "fmt", "--all", "--", "--check"]) or run(
-            ["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+            ["cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]) or run(
+            ["cargo", "clippy", "-p", "conveyor", "--features", "otel", "--locked", "--", "-D", "warnings"])
     print(__doc__)
     return 0 if cmd in ("help", "-h", "--help") else 2
 

@@ -289,32 +289,38 @@ impl<E: Event> Envelope<E> {
     }
 }
 
-/// Encodes the envelope of one event. `id` and `time` must be resolved already.
+/// The attributes of one envelope to encode, resolved (id, time, trace context).
+pub(crate) struct Attributes<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) source: &'a str,
+    pub(crate) event_type: &'a str,
+    pub(crate) time: &'a DateTime<Utc>,
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) traceparent: Option<&'a str>,
+    pub(crate) correlation_id: Option<&'a str>,
+    pub(crate) causation_id: Option<&'a str>,
+}
+
+/// Encodes the envelope of one event.
 pub(crate) fn encode<T: Serialize + ?Sized>(
-    id: &str,
-    source: &str,
-    event_type: &str,
-    time: &DateTime<Utc>,
-    tenant: &TenantId,
-    opts: &EventOptions,
-    traceparent: Option<&str>,
+    a: &Attributes<'_>,
     data: &T,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let time = time.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let time = a.time.to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut body = Vec::with_capacity(512);
     serde_json::to_writer(
         &mut body,
         &WireOut {
             specversion: SPEC_VERSION,
-            id,
-            source,
-            event_type,
+            id: a.id,
+            source: a.source,
+            event_type: a.event_type,
             time: &time,
             datacontenttype: DATA_CONTENT_TYPE,
-            tenantid: tenant.as_str(),
-            traceparent,
-            correlationid: opts.correlation_id.as_deref(),
-            causationid: opts.causation_id.as_deref(),
+            tenantid: a.tenant.as_str(),
+            traceparent: a.traceparent,
+            correlationid: a.correlation_id,
+            causationid: a.causation_id,
             data,
         },
     )?;
@@ -340,17 +346,17 @@ mod tests {
         let tenant = TenantId::parse("acme").unwrap();
         let opts = EventOptions::default().correlation_id("c1");
         let time = Utc::now();
-        let body = encode(
-            "id1",
-            "app",
-            "ping",
-            &time,
-            &tenant,
-            &opts,
-            None,
-            &Ping { n: 7 },
-        )
-        .unwrap();
+        let attrs = Attributes {
+            id: "id1",
+            source: "app",
+            event_type: "ping",
+            time: &time,
+            tenant: &tenant,
+            traceparent: None,
+            correlation_id: opts.correlation_id.as_deref(),
+            causation_id: None,
+        };
+        let body = encode(&attrs, &Ping { n: 7 }).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["datacontenttype"], "application/json");

@@ -312,13 +312,16 @@ impl Publisher {
             }
         };
         let body = envelope::encode(
-            &id,
-            &self.source,
-            event_type,
-            &time,
-            &tenant,
-            options,
-            Some(traceparent),
+            &envelope::Attributes {
+                id: &id,
+                source: &self.source,
+                event_type,
+                time: &time,
+                tenant: &tenant,
+                traceparent: Some(traceparent),
+                correlation_id: options.correlation_id.as_deref(),
+                causation_id: options.causation_id.as_deref(),
+            },
             data,
         )
         .map_err(|e| {

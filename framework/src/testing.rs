@@ -145,13 +145,16 @@ impl<E: Event> TestDelivery<E> {
             .unwrap_or_else(envelope::new_event_id);
         let time = self.options.time.unwrap_or_else(chrono::Utc::now);
         let body = match envelope::encode(
-            &id,
-            "test",
-            E::TYPE,
-            &time,
-            &self.tenant,
-            &self.options,
-            self.options.traceparent.as_deref(),
+            &envelope::Attributes {
+                id: &id,
+                source: "test",
+                event_type: E::TYPE,
+                time: &time,
+                tenant: &self.tenant,
+                traceparent: self.options.traceparent.as_deref(),
+                correlation_id: self.options.correlation_id.as_deref(),
+                causation_id: self.options.causation_id.as_deref(),
+            },
             &self.event,
         ) {
             Ok(b) => b,

@@ -404,8 +404,8 @@ async fn runs(conn: &Connection, cmd: RunsCommand) -> Result<(), Fail> {
     }
     if title {
         println!(
-            "{:<24} {:<10} {:<22} {:>7} {:<14} {}",
-            "UPDATED", "TENANT", "TYPE", "ATTEMPT", "STATE", "EVENT / ERROR"
+            "{:<24} {:<10} {:<22} {:>7} {:<14} EVENT / ERROR",
+            "UPDATED", "TENANT", "TYPE", "ATTEMPT", "STATE"
         );
         for r in &records {
             println!(
