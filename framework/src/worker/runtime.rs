@@ -565,7 +565,7 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         );
     }
     let trace = start_trace(&span, env.traceparent.as_deref());
-    if let Some(history) = &rt.history {
+    if rt.history.is_some() {
         let mut record = RunRecord {
             group: rt.name.clone(),
             tenant: tenant.as_str().to_owned(),
@@ -593,10 +593,11 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
                 error: None,
             }],
         };
+        // The `running` state is written once the handler first waits (see `run_handler`): a
+        // handler that finishes at once gets one write, with every transition in it.
         if !rt.cancels.is_cancelled(&rt.name, &env.id) {
             record.started_at = Some(Utc::now());
             record.transition(RunState::Running, None);
-            history.put_nowait(&record).await;
         }
         tracking.record = Some(Arc::new(Mutex::new(record)));
     }
@@ -765,6 +766,12 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
     // In flight: counted for handlers that wait (one that finished on its first poll was in
     // flight for no measurable time).
     let _in_flight = rt.metrics.as_ref().map(|m| InFlight::new(&m.in_flight));
+    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
+        let snapshot = record.lock().ok().map(|r| r.clone());
+        if let Some(snapshot) = snapshot {
+            history.put_nowait(&snapshot).await;
+        }
+    }
     let timeout = route.options.timeout;
     let deadline = start + timeout;
     let mut sla_at = route.options.expected_duration.map(|d| start + d);
