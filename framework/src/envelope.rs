@@ -25,12 +25,50 @@ pub fn event_subject(tenant: &TenantId, event_type: &str) -> String {
     format!("{EVENTS_SUBJECT_PREFIX}.{tenant}.{event_type}")
 }
 
+/// The marker of a lane token: `events.<tenant>.<type>.~<lane>`.
+pub const LANE_MARKER: char = '~';
+
+/// The subject of an event on a lane (`None`: the default lane).
+pub fn event_subject_in_lane(tenant: &TenantId, event_type: &str, lane: Option<&str>) -> String {
+    match lane {
+        Some(lane) => format!("{EVENTS_SUBJECT_PREFIX}.{tenant}.{event_type}.{LANE_MARKER}{lane}"),
+        None => event_subject(tenant, event_type),
+    }
+}
+
 /// Splits an event subject into its tenant token and event type, if it has the
-/// `events.<tenant>.<type>` shape. The tokens are not validated.
+/// `events.<tenant>.<type>` shape (a lane token `.~<lane>` at the end is not part of the type;
+/// see [`event_lane`]). The tokens are not validated.
 pub fn split_event_subject(subject: &str) -> Option<(&str, &str)> {
     let rest = subject.strip_prefix("events.")?;
     let (tenant, event_type) = rest.split_once('.')?;
+    let event_type = match event_type.rsplit_once('.') {
+        Some((t, lane)) if lane.starts_with(LANE_MARKER) => t,
+        _ => event_type,
+    };
     (!tenant.is_empty() && !event_type.is_empty()).then_some((tenant, event_type))
+}
+
+/// The lane of an event subject (`events.<tenant>.<type>.~<lane>`), `None` for the default lane.
+pub fn event_lane(subject: &str) -> Option<&str> {
+    let (_, last) = subject.rsplit_once('.')?;
+    last.strip_prefix(LANE_MARKER)
+}
+
+/// Checks a lane name: 1 to 32 characters of `[a-z0-9_]`.
+pub fn validate_lane(lane: &str) -> Result<(), crate::event::EventTypeError> {
+    if lane.is_empty()
+        || lane.len() > 32
+        || !lane
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(Error::new(
+            crate::event::EventTypeErrorKind::InvalidCharacter,
+            format!("lane {lane:?} must be 1 to 32 characters of [a-z0-9_]"),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a message could not be decoded as an event.
@@ -80,6 +118,10 @@ pub struct EventOptions {
     pub traceparent: Option<String>,
     /// Extra NATS headers sent with the event (not part of the envelope).
     pub headers: Vec<(String, String)>,
+    /// The lane to publish on (`events.<tenant>.<type>.~<lane>`); `None`: the default lane.
+    /// Groups bound to a lane ([`Group::lane`](crate::Group::lane)) handle it, so urgent events
+    /// skip the backlog of the default lane.
+    pub lane: Option<String>,
 }
 
 impl EventOptions {
@@ -106,6 +148,11 @@ impl EventOptions {
     /// Sets the W3C `traceparent`.
     pub fn traceparent(mut self, tp: impl Into<String>) -> Self {
         self.traceparent = Some(tp.into());
+        self
+    }
+    /// Publishes on a lane (see [`EventOptions::lane`](Self#structfield.lane)).
+    pub fn lane(mut self, lane: impl Into<String>) -> Self {
+        self.lane = Some(lane.into());
         self
     }
     /// Adds a NATS header to the message.

@@ -297,6 +297,8 @@ pub struct RecordedEvent {
     pub causation_id: Option<String>,
     /// Its `traceparent`.
     pub traceparent: Option<String>,
+    /// The lane it was published on (`None`: the default lane).
+    pub lane: Option<String>,
 }
 
 #[derive(Clone)]
@@ -475,12 +477,37 @@ impl<S> Context<S> {
         tenant: impl IntoTenantId,
         event: &E,
     ) -> Result<Published, PublishError> {
-        let options = EventOptions {
-            correlation_id: Some(self.delivery.correlation_id.clone()),
-            causation_id: Some(self.delivery.event_id.clone()),
-            traceparent: Some(self.delivery.trace.to_string()),
-            ..EventOptions::default()
-        };
+        self.publish_for_with(tenant, event, EventOptions::default())
+            .await
+    }
+
+    /// Publishes a follow-up event for the same tenant with explicit options (a lane, an id for
+    /// idempotent re-publishing, ...). Correlation id, causation id and trace context are
+    /// filled in unless `options` sets them.
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        options: EventOptions,
+    ) -> Result<Published, PublishError> {
+        self.publish_for_with(self.delivery.tenant.clone(), event, options)
+            .await
+    }
+
+    async fn publish_for_with<E: Event>(
+        &self,
+        tenant: impl IntoTenantId,
+        event: &E,
+        mut options: EventOptions,
+    ) -> Result<Published, PublishError> {
+        options
+            .correlation_id
+            .get_or_insert_with(|| self.delivery.correlation_id.clone());
+        options
+            .causation_id
+            .get_or_insert_with(|| self.delivery.event_id.clone());
+        options
+            .traceparent
+            .get_or_insert_with(|| self.delivery.trace.to_string());
         match &self.follow_ups {
             FollowUps::Nats(publisher) => publisher.publish_with(tenant, event, options).await,
             FollowUps::Recorder(log) => record(log, tenant, event, options),
@@ -513,6 +540,7 @@ fn record<E: Event>(
         correlation_id: options.correlation_id,
         causation_id: options.causation_id,
         traceparent: options.traceparent,
+        lane: options.lane,
     });
     Ok(Published {
         id,

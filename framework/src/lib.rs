@@ -62,6 +62,7 @@ pub mod publisher;
 pub mod retry;
 pub mod runs;
 pub mod sla;
+pub mod store;
 pub mod telemetry;
 pub mod tenant;
 #[cfg(feature = "testing")]

@@ -331,8 +331,17 @@ impl Publisher {
                 e,
             )
         })?;
+        if let Some(lane) = options.lane.as_deref() {
+            envelope::validate_lane(lane).map_err(|e| {
+                Error::with_source(
+                    PublishErrorKind::InvalidEventType,
+                    e.message().to_owned(),
+                    e,
+                )
+            })?;
+        }
         Ok(Prepared {
-            subject: envelope::event_subject(&tenant, event_type),
+            subject: envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref()),
             id,
             body: body.into(),
             headers: options.headers.clone(),

@@ -56,6 +56,8 @@ pub struct GroupConfig {
     /// two key-value writes per attempt: leave it off for high-volume groups, turn it on for
     /// long jobs.
     pub history: bool,
+    /// The lane the group handles (`None`: the default lane). See [`Group::lane`].
+    pub lane: Option<String>,
 }
 
 impl Default for GroupConfig {
@@ -68,6 +70,7 @@ impl Default for GroupConfig {
             handler_defaults: HandlerOptions::default(),
             bind_only: false,
             history: false,
+            lane: None,
         }
     }
 }
@@ -194,6 +197,28 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
     /// Binds to the existing consumer only (see [`GroupConfig::bind_only`]).
     pub fn bind_only(mut self, bind_only: bool) -> Self {
         self.config.bind_only = bind_only;
+        self
+    }
+
+    /// Makes the group handle the events published on `lane` (`events.<tenant>.<type>.~<lane>`)
+    /// instead of the default lane. Two groups with the same handlers, one on the default lane
+    /// and one on a `high` lane, give urgent events a consumer of their own: a backlog on the
+    /// default lane does not delay them.
+    ///
+    /// ```
+    /// use conveyor::{Context, EventOptions, Group, HandlerResult};
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    /// # struct Explain { id: String }
+    /// # impl conveyor::Event for Explain { const TYPE: &'static str = "fraud.explanation.requested"; }
+    /// async fn explain(e: Explain, ctx: Context) -> HandlerResult { Ok(()) }
+    ///
+    /// let normal = Group::new("explain").handle(explain);
+    /// let urgent = Group::new("explain-high").lane("high").handle(explain);
+    /// // publisher.publish_with("acme", &event, EventOptions::default().lane("high"))
+    /// # let _ = (normal, urgent, EventOptions::default().lane("high"));
+    /// ```
+    pub fn lane(mut self, lane: impl Into<String>) -> Self {
+        self.config.lane = Some(lane.into());
         self
     }
 
@@ -338,6 +363,15 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                         group.name
                     ),
                 ));
+            }
+            if let Some(lane) = &group.config.lane {
+                crate::envelope::validate_lane(lane).map_err(|e| {
+                    Error::with_source(
+                        BuildErrorKind::InvalidConfig,
+                        format!("group {:?}: {}", group.name, e.message()),
+                        e,
+                    )
+                })?;
             }
             if group.routes.is_empty() {
                 return Err(Error::new(

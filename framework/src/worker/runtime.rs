@@ -131,7 +131,10 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         let mut filters: Vec<String> = self
             .routes
             .keys()
-            .map(|t| format!("events.*.{t}"))
+            .map(|t| match &self.config.lane {
+                Some(lane) => format!("events.*.{t}.{}{lane}", crate::envelope::LANE_MARKER),
+                None => format!("events.*.{t}"),
+            })
             .collect();
         filters.sort();
         pull::Config {
