@@ -79,6 +79,63 @@ impl HandlerError {
         }
     }
 
+    /// The failure an HTTP response status stands for, for handlers that call HTTP services:
+    /// `None` for 1xx to 3xx; 429 retries after `retry_after` when the server sent one (else with
+    /// backoff); 408 and 5xx retry with backoff; any other 4xx is permanent (the request will not
+    /// get better by repeating it). The status is part of the error text, so a dead letter says
+    /// `HTTP 410 ...`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor::{HandlerError, Retry};
+    ///
+    /// assert!(HandlerError::for_http_status(204, None, "ok").is_none());
+    /// let e = HandlerError::for_http_status(429, Some(Duration::from_secs(7)), "slow down").unwrap();
+    /// assert_eq!(e.retry(), Retry::After(Duration::from_secs(7)));
+    /// assert_eq!(HandlerError::for_http_status(503, None, "busy").unwrap().retry(), Retry::Backoff);
+    /// let e = HandlerError::for_http_status(410, None, "gone").unwrap();
+    /// assert_eq!(e.retry(), Retry::Never);
+    /// assert_eq!(e.to_string(), "HTTP 410: gone");
+    /// ```
+    pub fn for_http_status(
+        status: u16,
+        retry_after: Option<Duration>,
+        message: impl fmt::Display,
+    ) -> Option<Self> {
+        let error = format!("HTTP {status}: {message}");
+        match status {
+            100..=399 => None,
+            429 => Some(match retry_after {
+                Some(d) => Self::retry_after(d, error),
+                None => Self::transient(error),
+            }),
+            408 | 500..=599 => Some(Self::transient(error)),
+            _ => Some(Self::permanent(error)),
+        }
+    }
+
+    /// Parses an HTTP `Retry-After` value: delay seconds or an HTTP date (a date in the past
+    /// gives zero).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(conveyor::HandlerError::parse_retry_after("12"), Some(Duration::from_secs(12)));
+    /// assert_eq!(conveyor::HandlerError::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+    /// assert_eq!(conveyor::HandlerError::parse_retry_after("soon"), None);
+    /// ```
+    pub fn parse_retry_after(value: &str) -> Option<Duration> {
+        let value = value.trim();
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let at = DateTime::parse_from_rfc2822(value).ok()?;
+        Some(
+            (at.with_timezone(&Utc) - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
     /// How this failure is retried.
     pub fn retry(&self) -> Retry {
         self.retry
