@@ -13,7 +13,7 @@
 //! their own, so a backlog of NORMAL requests never delays them.
 //!
 //! ```no_run
-//! # async fn run(conn: conveyor::Connection) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(conn: conveyor::Connection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use std::sync::Arc;
 //! use conveyor::store::FileStore;
 //! use conveyor_fraud::{Fraud, FraudConfig};
