@@ -140,6 +140,11 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
         }
     }
 
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Registers `handler` for its event type with the group's default options.
     pub fn handle<E: Event, H: Handler<E, S>>(mut self, handler: H) -> Self {
         self.routes.push(RouteSpec {

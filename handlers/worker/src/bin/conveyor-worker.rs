@@ -1,0 +1,135 @@
+//! `conveyor-worker`: runs handler groups until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use conveyor::telemetry::Telemetry;
+use conveyor_worker::{WorkerOptions, all_groups, start};
+
+/// Runs Conveyor handler groups. Start more copies to scale out: copies running a group share
+/// its work.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    server: String,
+    /// NATS user (with --password).
+    #[arg(long, env = "NATS_USER")]
+    user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// Groups to run, comma-separated (default: all). See --list-groups.
+    #[arg(long, env = "CONVEYOR_GROUPS", value_delimiter = ',')]
+    groups: Vec<String>,
+    /// Print the known groups and exit.
+    #[arg(long)]
+    list_groups: bool,
+    /// Handlers per group this process runs at once (default: each group's own).
+    #[arg(long, env = "CONVEYOR_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Where handler state is kept.
+    #[arg(long, env = "CONVEYOR_STORE_DIR", default_value = ".conveyor/store")]
+    store_dir: PathBuf,
+    /// Where rendered emails are written.
+    #[arg(long, env = "CONVEYOR_OUTBOX_DIR", default_value = ".conveyor/outbox")]
+    outbox_dir: PathBuf,
+    /// Base URL of the LLM / AI API.
+    #[arg(long, env = "CONVEYOR_AI_URL", default_value = "http://127.0.0.1:8089")]
+    ai_url: String,
+    /// The webhook signing secret.
+    #[arg(long, env = "CONVEYOR_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "CONVEYOR_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Shutdown grace period in seconds.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list_groups {
+        for g in all_groups() {
+            println!("{g}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut connect = async_nats::ConnectOptions::new();
+    match (&cli.user, &cli.password) {
+        (Some(u), Some(p)) => connect = connect.user_and_password(u.clone(), p.clone()),
+        (None, None) => {}
+        _ => return Err("--user and --password go together".into()),
+    }
+    if let Some(path) = &cli.creds {
+        connect = connect.credentials_file(path).await?;
+    }
+    let addrs: Vec<async_nats::ServerAddr> = cli
+        .server
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let conn = conveyor::Connection::connect_with(addrs, connect).await?;
+    let telemetry = Telemetry::new();
+    let _endpoint = match cli.metrics_addr {
+        Some(addr) => Some(telemetry.serve(addr).await?),
+        None => None,
+    };
+    let defaults = WorkerOptions::default();
+    let options = WorkerOptions {
+        groups: cli.groups,
+        concurrency: cli.concurrency,
+        store_dir: cli.store_dir,
+        outbox_dir: cli.outbox_dir,
+        ai_base_url: cli.ai_url,
+        webhook_secret: cli
+            .webhook_secret
+            .unwrap_or(defaults.webhook_secret.clone()),
+        shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+        ..defaults
+    };
+    let running = start(&conn, &options, &telemetry).await?;
+    tracing::info!(groups = ?running.groups(), "conveyor-worker running");
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

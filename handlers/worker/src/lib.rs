@@ -1,0 +1,265 @@
+//! The deployable worker: composes the handler crates and runs the groups it is told to.
+//!
+//! Each handler crate has its own state, so each runs in a [`conveyor::Worker`] of its own; all
+//! of them share one connection, one telemetry registry and one shutdown. Running several copies
+//! of the binary (on one machine or many) is how operators scale: copies running a group share
+//! its consumer.
+//!
+//! Groups: `fraud-triage`, `fraud-explain`, `fraud-explain-high`, `webhooks`, `email`,
+//! `video-intake`, `video-transcribe`, `video-summarize`, `analysis`, `reports`, `maintenance`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conveyor::store::{FileStore, Store};
+use conveyor::telemetry::Telemetry;
+use conveyor::{Connection, Group, Worker, WorkerHandle};
+
+/// Every group the worker knows, in start order.
+pub fn all_groups() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Vec::new();
+    all.extend(conveyor_fraud::GROUPS);
+    all.extend(conveyor_notifications::GROUPS);
+    all.extend(conveyor_video::GROUPS);
+    all.push(conveyor_analysis::GROUP);
+    all.extend(conveyor_reports::GROUPS);
+    all
+}
+
+/// What the worker runs and with which settings.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Groups to run (empty: all).
+    pub groups: Vec<String>,
+    /// Handlers per group this process runs at once (`None`: each group's default).
+    pub concurrency: Option<usize>,
+    /// Where handler state is kept.
+    pub store_dir: PathBuf,
+    /// Where rendered emails are written.
+    pub outbox_dir: PathBuf,
+    /// Base URL of the LLM / AI API.
+    pub ai_base_url: String,
+    /// The webhook signing secret.
+    pub webhook_secret: String,
+    /// The analysis job's length: files and time per file.
+    pub analysis: conveyor_analysis::AnalysisConfig,
+    /// Where alerts of blocked orders go.
+    pub alert_to: String,
+    /// Grace period of a shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            groups: Vec::new(),
+            concurrency: None,
+            store_dir: ".conveyor/store".into(),
+            outbox_dir: ".conveyor/outbox".into(),
+            ai_base_url: "http://127.0.0.1:8089".into(),
+            webhook_secret: conveyor_notifications::NotificationsConfig::default().webhook_secret,
+            analysis: conveyor_analysis::AnalysisConfig::default(),
+            alert_to: "risk-team@example.com".into(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A group name the worker does not know.
+    #[error("unknown group {0:?}; known groups: {known}", known = all_groups().join(", "))]
+    UnknownGroup(String),
+    /// A handler crate's state could not be built.
+    #[error("cannot set up {what}: {source}")]
+    Setup {
+        /// Which crate.
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A worker could not be built.
+    #[error(transparent)]
+    Build(#[from] conveyor::BuildError),
+}
+
+/// The running workers.
+#[derive(Debug)]
+pub struct Running {
+    handles: Vec<WorkerHandle>,
+    groups: Vec<String>,
+}
+
+impl Running {
+    /// The groups running.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// Shuts every worker down gracefully, all at once.
+    pub async fn shutdown(self) {
+        futures::future::join_all(self.handles.into_iter().map(WorkerHandle::shutdown)).await;
+    }
+}
+
+fn selected(options: &WorkerOptions) -> Result<Vec<String>, StartError> {
+    let known = all_groups();
+    if options.groups.is_empty() {
+        return Ok(known.iter().map(|g| (*g).to_owned()).collect());
+    }
+    for g in &options.groups {
+        if !known.contains(&g.as_str()) {
+            return Err(StartError::UnknownGroup(g.clone()));
+        }
+    }
+    Ok(options.groups.clone())
+}
+
+fn setup<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    what: &'static str,
+) -> impl FnOnce(E) -> StartError {
+    move |e| StartError::Setup {
+        what,
+        source: e.into(),
+    }
+}
+
+/// Builds and spawns one worker for the chosen groups of one crate; `None` when none is chosen.
+fn spawn<S: Clone + Send + Sync + 'static>(
+    conn: &Connection,
+    state: S,
+    groups: Vec<Group<S>>,
+    chosen: &[String],
+    options: &WorkerOptions,
+    telemetry: &Telemetry,
+    backstop: &mut bool,
+) -> Result<Option<WorkerHandle>, StartError> {
+    let mut builder = Worker::builder(conn, state)
+        .telemetry(telemetry)
+        .shutdown_grace(options.shutdown_grace)
+        .backstop(*backstop);
+    let mut any = false;
+    for group in groups {
+        if !chosen.iter().any(|c| c == group.name()) {
+            continue;
+        }
+        let group = match options.concurrency {
+            Some(n) => group.concurrency(n),
+            None => group,
+        };
+        builder = builder.group(group);
+        any = true;
+    }
+    if !any {
+        return Ok(None);
+    }
+    *backstop = false;
+    Ok(Some(builder.build()?.spawn()))
+}
+
+/// Starts the chosen groups on `conn`, recording metrics in `telemetry`.
+pub async fn start(
+    conn: &Connection,
+    options: &WorkerOptions,
+    telemetry: &Telemetry,
+) -> Result<Running, StartError> {
+    let chosen = selected(options)?;
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(&options.store_dir));
+    let mut backstop = true;
+    let mut handles = Vec::new();
+
+    let fraud = conveyor_fraud::Fraud::new(
+        conveyor_fraud::FraudConfig {
+            llm_base_url: options.ai_base_url.clone(),
+            alert_to: options.alert_to.clone(),
+            ..conveyor_fraud::FraudConfig::default()
+        },
+        store.clone(),
+    )
+    .map_err(setup("fraud handlers"))?;
+    handles.extend(spawn(
+        conn,
+        Arc::new(fraud),
+        conveyor_fraud::groups(),
+        &chosen,
+        options,
+        telemetry,
+        &mut backstop,
+    )?);
+
+    let notifications_config = conveyor_notifications::NotificationsConfig {
+        webhook_secret: options.webhook_secret.clone(),
+        ..conveyor_notifications::NotificationsConfig::default()
+    };
+    let notifications = conveyor_notifications::Notifications::new(
+        notifications_config.clone(),
+        store.clone(),
+        Arc::new(conveyor_notifications::DirectoryOutbox::new(
+            &options.outbox_dir,
+        )),
+    )
+    .map_err(setup("notification handlers"))?;
+    handles.extend(spawn(
+        conn,
+        Arc::new(notifications),
+        conveyor_notifications::groups(&notifications_config),
+        &chosen,
+        options,
+        telemetry,
+        &mut backstop,
+    )?);
+
+    let video = conveyor_video::Video::new(
+        conveyor_video::VideoConfig {
+            ai_base_url: options.ai_base_url.clone(),
+            ..conveyor_video::VideoConfig::default()
+        },
+        store.clone(),
+    )
+    .map_err(setup("video handlers"))?;
+    handles.extend(spawn(
+        conn,
+        Arc::new(video),
+        conveyor_video::groups(),
+        &chosen,
+        options,
+        telemetry,
+        &mut backstop,
+    )?);
+
+    let analysis = conveyor_analysis::Analysis::new(options.analysis.clone(), store.clone());
+    handles.extend(spawn(
+        conn,
+        Arc::new(analysis),
+        conveyor_analysis::groups(&options.analysis),
+        &chosen,
+        options,
+        telemetry,
+        &mut backstop,
+    )?);
+
+    let reports = conveyor_reports::Reports::new(
+        conveyor_reports::ReportsConfig {
+            ai_base_url: options.ai_base_url.clone(),
+            ..conveyor_reports::ReportsConfig::default()
+        },
+        store,
+    )
+    .map_err(setup("report handlers"))?;
+    handles.extend(spawn(
+        conn,
+        Arc::new(reports),
+        conveyor_reports::groups(),
+        &chosen,
+        options,
+        telemetry,
+        &mut backstop,
+    )?);
+
+    Ok(Running {
+        handles,
+        groups: chosen,
+    })
+}
