@@ -288,12 +288,30 @@ pub fn nats_server_binary() -> Result<PathBuf, FixtureError> {
     ))
 }
 
+/// Where a server keeps its store and log.
+#[derive(Debug)]
+enum ServerDir {
+    /// Deleted on drop.
+    Temporary(tempfile::TempDir),
+    /// Kept (local development).
+    Kept(PathBuf),
+}
+
+impl ServerDir {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temporary(t) => t.path(),
+            Self::Kept(p) => p,
+        }
+    }
+}
+
 /// A nats-server process with JetStream, a random port and a temporary store, killed and
 /// deleted on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     binary: PathBuf,
-    dir: tempfile::TempDir,
+    dir: ServerDir,
     child: Option<Child>,
     port: u16,
     extra_args: Vec<String>,
@@ -314,12 +332,34 @@ impl NatsServer {
             .map_err(|e| Error::with_source(FixtureErrorKind::Spawn, "no temp dir", e))?;
         let mut server = Self {
             binary,
-            dir,
+            dir: ServerDir::Temporary(dir),
             child: None,
             port: 0,
             extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.spawn(None)?;
+        Ok(server)
+    }
+
+    /// Starts a server whose store and log live in `dir` and are kept after it stops (for
+    /// local development), on `port` (`None`: a random one). It is still killed on drop.
+    pub fn start_in(dir: impl Into<PathBuf>, port: Option<u16>) -> Result<Self, FixtureError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::with_source(
+                FixtureErrorKind::Spawn,
+                format!("cannot create {}", dir.display()),
+                e,
+            )
+        })?;
+        let mut server = Self {
+            binary: nats_server_binary()?,
+            dir: ServerDir::Kept(dir),
+            child: None,
+            port: 0,
+            extra_args: Vec::new(),
+        };
+        server.spawn(port)?;
         Ok(server)
     }
 
@@ -365,7 +405,7 @@ impl NatsServer {
         self.port
     }
 
-    /// The temporary directory holding the store and the log.
+    /// The directory holding the store and the log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

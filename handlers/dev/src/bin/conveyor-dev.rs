@@ -1,0 +1,57 @@
+//! `conveyor-dev`: the whole system on this machine until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use conveyor_dev::{DevOptions, DevSystem, lines};
+
+/// Starts nats-server (unless --server), the topology, the LLM stub, the worker with every
+/// group, the scheduler and a stream of sample events; prints what happens; Ctrl-C stops all.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Use this NATS server instead of starting one.
+    #[arg(long, env = "NATS_URL")]
+    server: Option<String>,
+    /// Where data goes (nats store, handler store, email outbox).
+    #[arg(long, default_value = ".conveyor")]
+    data_dir: PathBuf,
+    /// Milliseconds between sample events (0: none).
+    #[arg(long, default_value_t = 1500)]
+    sample_every_ms: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    lines::install();
+    let options = DevOptions {
+        data_dir: cli.data_dir,
+        nats_url: cli.server,
+        sample_every: (cli.sample_every_ms > 0).then(|| Duration::from_millis(cli.sample_every_ms)),
+        ..DevOptions::default()
+    };
+    let system = match DevSystem::start(options).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    lines::say("dev", "running; Ctrl-C stops everything");
+    match cli.seconds {
+        Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    lines::say("dev", "stopping");
+    system.shutdown().await;
+    lines::say("dev", "stopped");
+    ExitCode::SUCCESS
+}

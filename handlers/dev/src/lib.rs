@@ -1,0 +1,262 @@
+//! Local development in one command: `python3 dev.py run` (or `cargo run -p conveyor-dev`).
+//!
+//! [`DevSystem::start`] starts, in one process:
+//! - a nats-server with JetStream whose data lives under `<data>/nats` (unless a server URL is
+//!   given), and applies the topology;
+//! - the LLM stub (the first request answers 500 and the next 429, so retries show);
+//! - a webhook sink with an endpoint that accepts (`/hooks/ok`) and one that is gone
+//!   (`/hooks/gone`, 410);
+//! - the worker with every group (store under `<data>/store`, emails under `<data>/outbox`);
+//! - the scheduler with the dev schedules (a health check every 30 s, daily metrics every
+//!   minute, for every sample tenant);
+//! - a stream of sample events from three tenants: orders screened by fraud (some blocked), webhook
+//!   deliveries (some to the gone endpoint), video uploads and analyses.
+//!
+//! [`lines`] prints what happens in readable lines; Ctrl-C stops everything it started.
+
+pub mod lines;
+pub mod samples;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conveyor::telemetry::{Telemetry, TelemetryServer};
+use conveyor::testing::NatsServer;
+use conveyor::topology::{Topology, provision};
+use conveyor::{Connection, Publisher};
+use conveyor_llm_stub::{LlmStub, StubOptions};
+use conveyor_scheduler::{Options as SchedulerOptions, Schedule, Scheduler};
+use conveyor_worker::{Running, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+/// The tenants of the sample events.
+pub const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// How to start the dev system.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Everything it writes goes under this directory (git-ignored `.conveyor`).
+    pub data_dir: PathBuf,
+    /// Use this NATS server instead of starting one.
+    pub nats_url: Option<String>,
+    /// Port of the embedded nats-server (`None`: 4222 when free, else any).
+    pub nats_port: Option<u16>,
+    /// Time between two sample events (`None`: no samples).
+    pub sample_every: Option<Duration>,
+    /// LLM stub behaviour.
+    pub stub: StubOptions,
+    /// The analysis job's length.
+    pub analysis: conveyor_analysis::AnalysisConfig,
+    /// Handlers per group (`None`: each group's default).
+    pub concurrency: Option<usize>,
+    /// Serve /metrics, /healthz and /readyz here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Run the scheduler.
+    pub scheduler: bool,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: ".conveyor".into(),
+            nats_url: None,
+            nats_port: None,
+            sample_every: Some(Duration::from_millis(1500)),
+            stub: StubOptions {
+                fail_first: 1,
+                rate_limit_next: 1,
+                retry_after_secs: 1,
+                delay: Duration::from_millis(20),
+            },
+            analysis: conveyor_analysis::AnalysisConfig {
+                files: 20,
+                step_duration: Duration::from_millis(250),
+                ack_wait: Duration::from_secs(2),
+            },
+            concurrency: None,
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            scheduler: true,
+        }
+    }
+}
+
+/// The schedules of the dev system.
+pub fn dev_schedules() -> Vec<Schedule> {
+    vec![
+        Schedule::new("health-check", "*/30 * * * * *", "health.check").tenants(TENANTS),
+        Schedule::new("daily-metrics", "0 * * * * *", "daily.metrics").tenants(TENANTS),
+    ]
+}
+
+/// A running dev system.
+#[derive(Debug)]
+pub struct DevSystem {
+    /// The embedded server (when it started one).
+    pub server: Option<NatsServer>,
+    /// The connection every part shares.
+    pub conn: Connection,
+    /// The LLM stub.
+    pub stub: LlmStub,
+    /// The webhook sink's address.
+    pub sink: SocketAddr,
+    /// Where the store is.
+    pub store_dir: PathBuf,
+    /// Where emails go.
+    pub outbox_dir: PathBuf,
+    /// The telemetry endpoint, if serving.
+    pub telemetry: Option<TelemetryServer>,
+    worker: Running,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Why the dev system could not start.
+pub type DevError = Box<dyn std::error::Error + Send + Sync>;
+
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+impl DevSystem {
+    /// Starts everything.
+    pub async fn start(options: DevOptions) -> Result<Self, DevError> {
+        let (server, url) = match &options.nats_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let port = options.nats_port.or(free(4222).then_some(4222));
+                let server = NatsServer::start_in(options.data_dir.join("nats"), port)?;
+                let url = server.url();
+                lines::say(
+                    "nats",
+                    &format!("nats-server at {url}, data in {}", server.dir().display()),
+                );
+                (Some(server), url)
+            }
+        };
+        let conn = Connection::connect(&url).await?;
+        for (name, change) in provision(&conn, &Topology::default()).await? {
+            lines::say("setup", &format!("{name}: {change}"));
+        }
+        let stub =
+            LlmStub::start(SocketAddr::from(([127, 0, 0, 1], 0)), options.stub.clone()).await?;
+        lines::say("llm", &format!("LLM stub at {}", stub.base_url()));
+        let sink = start_sink().await?;
+        lines::say(
+            "hooks",
+            &format!("webhook sink at http://{sink} (/hooks/ok accepts, /hooks/gone answers 410)"),
+        );
+
+        let telemetry = Telemetry::new();
+        let telemetry_server = match options.metrics_addr {
+            Some(addr) => match telemetry.serve(addr).await {
+                Ok(s) => {
+                    lines::say(
+                        "metrics",
+                        &format!("http://{}/metrics, /healthz, /readyz", s.local_addr()),
+                    );
+                    Some(s)
+                }
+                Err(e) => {
+                    lines::say("metrics", &format!("not serving metrics: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let store_dir = options.data_dir.join("store");
+        let outbox_dir = options.data_dir.join("outbox");
+        let worker_options = WorkerOptions {
+            store_dir: store_dir.clone(),
+            outbox_dir: outbox_dir.clone(),
+            ai_base_url: stub.base_url(),
+            analysis: options.analysis.clone(),
+            concurrency: options.concurrency,
+            shutdown_grace: Duration::from_secs(5),
+            ..WorkerOptions::default()
+        };
+        let worker = conveyor_worker::start(&conn, &worker_options, &telemetry).await?;
+        lines::say("worker", &format!("running {}", worker.groups().join(", ")));
+
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if options.scheduler {
+            let scheduler = Scheduler::new(
+                &conn,
+                &dev_schedules(),
+                SchedulerOptions {
+                    node_id: "dev".into(),
+                    ..SchedulerOptions::default()
+                },
+            )?
+            .with_telemetry(&telemetry);
+            let token = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = scheduler.run_until(token.cancelled_owned()).await {
+                    lines::say("scheduler", &format!("stopped: {e}"));
+                }
+            }));
+            lines::say(
+                "scheduler",
+                "health-check every 30 s, daily-metrics every minute",
+            );
+        }
+        tasks.push(tokio::spawn(lines::watch(conn.clone(), stop.clone())));
+        if let Some(every) = options.sample_every {
+            let publisher = Publisher::new(&conn)
+                .with_source("dev-samples")
+                .with_telemetry(&telemetry);
+            tasks.push(tokio::spawn(samples::run(
+                publisher,
+                format!("http://{sink}"),
+                every,
+                stop.clone(),
+            )));
+        }
+        Ok(Self {
+            server,
+            conn,
+            stub,
+            sink,
+            store_dir,
+            outbox_dir,
+            telemetry: telemetry_server,
+            worker,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops the samples, the scheduler and the worker (gracefully), then the server.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.worker.shutdown().await;
+        if let Some(t) = self.telemetry {
+            t.shutdown().await;
+        }
+        drop(self.server);
+    }
+}
+
+/// A webhook receiver: `/hooks/ok` accepts, `/hooks/gone` answers 410.
+async fn start_sink() -> std::io::Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route("/hooks/ok", post(|| async { StatusCode::NO_CONTENT }))
+        .route(
+            "/hooks/gone",
+            post(|| async { (StatusCode::GONE, "subscription removed") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            lines::say("hooks", &format!("webhook sink failed: {e}"));
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,188 @@
+//! Readable lines of what the dev system does: events published, handled, retried,
+//! dead-lettered, cancelled, cron ticks.
+//!
+//! Handler outcomes and ticks come from the worker's and the scheduler's own tracing events
+//! (through [`DevLines`], a `tracing` layer); published events and dead letters from NATS.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::Local;
+use conveyor::Connection;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+/// Prints one line: time, topic, text.
+pub fn say(topic: &str, text: &str) {
+    println!("{}  {topic:<9} {text}", Local::now().format("%H:%M:%S%.3f"));
+}
+
+#[derive(Debug, Clone, Default)]
+struct Fields(BTreeMap<&'static str, String>);
+
+impl Fields {
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+}
+
+/// A `tracing` layer that prints the worker's and the scheduler's outcomes as lines.
+#[derive(Debug, Default)]
+pub struct DevLines;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for DevLines {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "conveyor.delivery" {
+            return;
+        }
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+        {
+            values.record(fields);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut e = Fields::default();
+        event.record(&mut e);
+        let span = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .from_root()
+                .find_map(|s| s.extensions().get::<Fields>().cloned())
+        });
+        let d = span.unwrap_or_default();
+        let who = || {
+            format!(
+                "{:<8} {:<30} {}",
+                d.get("tenant"),
+                d.get("event_type"),
+                d.get("group")
+            )
+        };
+        let line = match e.get("message") {
+            "handled" => Some(("ok", format!("{} (attempt {})", who(), d.get("attempt")))),
+            "attempt failed; will retry" => Some((
+                "retry",
+                format!(
+                    "{} attempt {} failed: {}; next in {}",
+                    who(),
+                    d.get("attempt"),
+                    e.get("error"),
+                    e.get("retry_in")
+                ),
+            )),
+            "dead-lettered" => Some((
+                "DEAD",
+                format!(
+                    "{} {}: {} -> {}",
+                    who(),
+                    e.get("kind"),
+                    e.get("error"),
+                    e.get("dlq_subject")
+                ),
+            )),
+            "cancelled while running" | "cancelled before it started; skipped" => {
+                Some(("cancel", format!("{} {}", who(), e.get("message"))))
+            }
+            "run over its expected duration" => Some((
+                "slow",
+                format!("{} over its expected {}", who(), e.get("expected")),
+            )),
+            "tick fired" | "tick fired late" => Some((
+                "tick",
+                format!(
+                    "{:<8} {:<30} scheduled {} (+{} ms)",
+                    e.get("tenant"),
+                    e.get("schedule"),
+                    e.get("tick"),
+                    e.get("late_ms")
+                ),
+            )),
+            "leader elected" | "leadership lost" => {
+                Some(("scheduler", e.get("message").to_owned()))
+            }
+            _ => None,
+        };
+        if let Some((topic, text)) = line {
+            say(topic, &text);
+        }
+    }
+}
+
+/// Installs [`DevLines`] (worker outcomes at debug, scheduler ticks at info) and a log layer for
+/// errors (`RUST_LOG` overrides it).
+pub fn install() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let outcomes = Targets::new()
+        .with_target("conveyor::worker", LevelFilter::DEBUG)
+        .with_target("conveyor_scheduler", LevelFilter::INFO);
+    let logs =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
+    let _ = tracing_subscriber::registry()
+        .with(DevLines.with_filter(outcomes))
+        .with(tracing_subscriber::fmt::layer().with_filter(logs))
+        .try_init();
+}
+
+/// Prints every published event and every dead letter until `stop`.
+pub async fn watch(conn: Connection, stop: CancellationToken) {
+    let client = conn.client();
+    let (Ok(mut events), Ok(mut dead)) = (
+        client.subscribe("events.>").await,
+        client.subscribe("dlq.>").await,
+    ) else {
+        say("watch", "cannot subscribe to events.> and dlq.>");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            Some(m) = events.next() => {
+                let Ok(env) = conveyor::envelope::RawEnvelope::parse(&m.payload) else { continue };
+                let mut text = format!("{:<8} {:<30} {}", env.tenantid, env.event_type, short(&env.id));
+                if let Some(c) = env.causationid.as_deref() {
+                    let _ = write!(text, " <- {}", short(c));
+                }
+                if let Some(lane) = conveyor::envelope::event_lane(m.subject.as_str()) {
+                    let _ = write!(text, " [lane {lane}]");
+                }
+                say("event", &text);
+            }
+            Some(m) = dead.next() => {
+                let headers = m.headers.clone().unwrap_or_default();
+                if let Ok(d) = conveyor::DeadLetter::from_parts(&headers, m.payload.clone()) {
+                    say("dlq", &format!("{} after {} attempts: {} {}", d.group, d.attempts, d.kind, d.error));
+                }
+            }
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(id.len().saturating_sub(12)..).unwrap_or(id)
+}
