@@ -40,7 +40,7 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// Use this NATS server instead of starting one.
     pub nats_url: Option<String>,
-    /// Port of the embedded nats-server (`None`: 4222 when free, else any).
+    /// Port of the embedded nats-server (`None`: 4222 when free, else any; `Some(0)`: any).
     pub nats_port: Option<u16>,
     /// Time between two sample events (`None`: no samples).
     pub sample_every: Option<Duration>,
@@ -124,7 +124,11 @@ impl DevSystem {
         let (server, url) = match &options.nats_url {
             Some(url) => (None, url.clone()),
             None => {
-                let port = options.nats_port.or(free(4222).then_some(4222));
+                let port = match options.nats_port {
+                    Some(0) => None,
+                    Some(p) => Some(p),
+                    None => free(4222).then_some(4222),
+                };
                 let server = NatsServer::start_in(options.data_dir.join("nats"), port)?;
                 let url = server.url();
                 lines::say(

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod dead_letters;
+mod dev_system;
 mod nats_config;
 mod observability;
 mod permissions;
