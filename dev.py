@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Conveyor developer commands.
 
-    python3 dev.py demo           run the demo (starts its own nats-server)
+    python3 dev.py run [ARGS]     run the whole system locally until Ctrl-C: nats-server, topology,
+                                  worker, scheduler, LLM stub and sample events (conveyor-dev)
     python3 dev.py test           run the whole test suite
     python3 dev.py bench [ARGS]   run the benchmarks (release build)
     python3 dev.py schemas        regenerate the JSON Schema files in schemas/json/
@@ -97,9 +98,10 @@ def main(argv):
     rest = argv[1:]
     if cmd == "install-nats":
         return install_nats()
-    if cmd == "demo":
+    if cmd in ("run", "demo"):
         return install_nats() or run(
-            ["cargo", "run", "--quiet", "-p", "conveyor-demo", "--", *rest], env=env_with_nats())
+            ["cargo", "run", "--quiet", "--locked", "-p", "conveyor-dev", "--", *rest],
+            env=env_with_nats())
     if cmd == "test":
         return install_nats() or run_tests(rest)
     if cmd == "bench":
