@@ -114,6 +114,27 @@ impl HandlerError {
         }
     }
 
+    /// [`for_http_status`](Self::for_http_status) with the raw `Retry-After` header value, as
+    /// HTTP clients hand it over.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor::{HandlerError, Retry};
+    /// let e = HandlerError::for_http_response(429, Some("3"), "slow down").unwrap();
+    /// assert_eq!(e.retry(), Retry::After(Duration::from_secs(3)));
+    /// ```
+    pub fn for_http_response(
+        status: u16,
+        retry_after: Option<&str>,
+        message: impl fmt::Display,
+    ) -> Option<Self> {
+        Self::for_http_status(
+            status,
+            retry_after.and_then(Self::parse_retry_after),
+            message,
+        )
+    }
+
     /// Parses an HTTP `Retry-After` value: delay seconds or an HTTP date (a date in the past
     /// gives zero).
     ///

@@ -250,9 +250,8 @@ pub async fn explain(r: FraudExplanationRequested, ctx: Context<State>) -> Handl
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(HandlerError::parse_retry_after);
-    if let Some(e) = HandlerError::for_http_status(status, retry_after, format!("LLM at {url}")) {
+        .and_then(|v| v.to_str().ok());
+    if let Some(e) = HandlerError::for_http_response(status, retry_after, format!("LLM at {url}")) {
         return Err(e);
     }
     let answer: ChatResponse = response

@@ -318,9 +318,8 @@ async fn post_webhook(
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(HandlerError::parse_retry_after);
-    match HandlerError::for_http_status(status, retry_after, format!("webhook endpoint {url}")) {
+        .and_then(|v| v.to_str().ok());
+    match HandlerError::for_http_response(status, retry_after, format!("webhook endpoint {url}")) {
         Some(e) => Err((Some(status), e)),
         None => Ok(status),
     }

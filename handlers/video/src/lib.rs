@@ -108,9 +108,9 @@ impl Video {
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(HandlerError::parse_retry_after);
-        if let Some(e) = HandlerError::for_http_status(status, retry_after, format!("AI at {url}"))
+            .and_then(|v| v.to_str().ok());
+        if let Some(e) =
+            HandlerError::for_http_response(status, retry_after, format!("AI at {url}"))
         {
             return Err(e);
         }

@@ -49,7 +49,8 @@ async fn the_dev_system_runs_the_video_chain_fraud_alerts_and_dead_letters_webho
         .unwrap();
 
     // The video chain: every step caused by the one before, all sharing the upload's id.
-    let events = read_stream(&conn, "EVENTS", 9, Duration::from_secs(20)).await;
+    find_after(&conn, "video.ai.generated").await;
+    let events = read_stream(&conn, "EVENTS", 0, Duration::ZERO).await;
     let envelopes: Vec<RawEnvelope<'_>> = events
         .iter()
         .map(|m| RawEnvelope::parse(&m.message.payload).unwrap())
@@ -116,7 +117,7 @@ async fn the_dev_system_runs_the_video_chain_fraud_alerts_and_dead_letters_webho
 }
 
 async fn find_after(conn: &conveyor::Connection, event_type: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for m in read_stream(conn, "EVENTS", 0, Duration::ZERO).await {
             let v: serde_json::Value = serde_json::from_slice(&m.message.payload).unwrap();
