@@ -136,6 +136,64 @@ impl Outbox for DirectoryOutbox {
     }
 }
 
+/// An [`Outbox`] that sends through an SMTP server.
+pub struct SmtpOutbox {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+}
+
+impl std::fmt::Debug for SmtpOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpOutbox").finish_non_exhaustive()
+    }
+}
+
+impl SmtpOutbox {
+    /// An outbox sending through the server of `url`: `smtp://host:25` (plain, e.g. a local
+    /// catcher), `smtp://user:pass@host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:pass@host:465` (TLS).
+    pub fn from_url(url: &str) -> Result<Self, lettre::transport::smtp::Error> {
+        Ok(Self {
+            transport: lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)?
+                .timeout(Some(Duration::from_secs(30)))
+                .build(),
+        })
+    }
+
+    fn build(message: &EmailMessage) -> Result<lettre::Message, std::io::Error> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let mut builder = lettre::Message::builder()
+            .message_id(Some(format!("<{}@conveyor>", message.id)))
+            .from(
+                message
+                    .from
+                    .parse()
+                    .map_err(|e| invalid(format!("from: {e}")))?,
+            )
+            .subject(message.subject.clone())
+            .header(lettre::message::header::ContentType::TEXT_PLAIN);
+        for to in &message.to {
+            builder = builder.to(to.parse().map_err(|e| invalid(format!("to {to}: {e}")))?);
+        }
+        builder
+            .body(message.body.clone())
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
+
+impl Outbox for SmtpOutbox {
+    fn send<'a>(&'a self, message: &'a EmailMessage) -> BoxFuture<'a, Result<(), std::io::Error>> {
+        use lettre::AsyncTransport;
+        Box::pin(async move {
+            let email = Self::build(message)?;
+            self.transport
+                .send(email)
+                .await
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(format!("SMTP: {e}")))
+        })
+    }
+}
+
 /// The notification handlers' state.
 pub struct Notifications {
     config: NotificationsConfig,
@@ -371,9 +429,18 @@ pub fn render(
     Ok(out)
 }
 
-/// Renders an email alert and puts it in the outbox.
+/// Renders an email alert and puts it in the outbox, once: an alert already sent (a redelivery)
+/// is not sent again.
 pub async fn send_email(a: EmailAlertRequested, ctx: Context<State>) -> HandlerResult {
     let n = ctx.state();
+    if n.store
+        .get(ctx.tenant(), EMAILS, a.alert_id.as_str())
+        .await?
+        .is_some()
+    {
+        tracing::info!(alert = %a.alert_id, "alert already sent");
+        return Ok(());
+    }
     let mut variables = a.variables.clone();
     variables
         .entry("tenant".into())
@@ -561,6 +628,89 @@ mod tests {
         assert_eq!(run.published[0].data["attempts"], 8);
     }
 
+    /// A minimal SMTP server: accepts one session and returns what DATA carried.
+    async fn smtp_server() -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let session = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+            let mut data = String::new();
+            let mut in_data = false;
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if in_data {
+                    if line == "." {
+                        in_data = false;
+                        write.write_all(b"250 queued\r\n").await.unwrap();
+                    } else {
+                        data.push_str(&line);
+                        data.push('\n');
+                    }
+                    continue;
+                }
+                let reply: &[u8] = match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                    "EHLO" | "HELO" => b"250 test\r\n",
+                    "DATA" => {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    }
+                    "QUIT" => {
+                        write.write_all(b"221 bye\r\n").await.unwrap();
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                write.write_all(reply).await.unwrap();
+            }
+            data
+        });
+        (url, session)
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_sent_over_smtp_once() {
+        let (url, session) = smtp_server().await;
+        let store = Arc::new(MemoryStore::default());
+        let n = Notifications::new(
+            NotificationsConfig::default(),
+            store,
+            Arc::new(SmtpOutbox::from_url(&url).unwrap()),
+        )
+        .unwrap();
+        let s = Arc::new(n);
+        let alert = EmailAlertRequested {
+            alert_id: Id::new("report-1").unwrap(),
+            to: vec![conveyor_schemas::EmailAddress::new("ops@example.com").unwrap()],
+            template: EmailTemplate::DailyReport,
+            variables: BTreeMap::from([
+                ("date".into(), "2026-11-21".into()),
+                ("summary".into(), "12 explanations".into()),
+            ]),
+            requested_at: Utc::now(),
+        };
+        TestDelivery::new(acme(), alert.clone())
+            .run(send_email, s.clone())
+            .await
+            .result
+            .unwrap();
+        let data = session.await.unwrap();
+        assert!(
+            data.contains("Subject: [acme] Daily report 2026-11-21"),
+            "{data}"
+        );
+        assert!(data.contains("12 explanations"), "{data}");
+        assert!(data.contains("Message-ID: <report-1@conveyor>"), "{data}");
+        // A redelivery sends nothing (the server is gone: sending would fail).
+        TestDelivery::new(acme(), alert)
+            .run(send_email, s)
+            .await
+            .result
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn an_alert_is_rendered_into_the_outbox() {
         let dir = tempfile::tempdir().unwrap();
@@ -591,6 +741,7 @@ mod tests {
         assert!(eml.contains("fraud score 930"));
 
         let mut missing = alert;
+        missing.alert_id = Id::new("fraud-d-2").unwrap();
         missing.variables.remove("score");
         let err = TestDelivery::new(acme(), missing)
             .run(send_email, s)

@@ -36,8 +36,11 @@ pub struct WorkerOptions {
     pub concurrency: Option<usize>,
     /// Where handler state is kept.
     pub store_dir: PathBuf,
-    /// Where rendered emails are written.
+    /// Where rendered emails are written (when no SMTP server is given).
     pub outbox_dir: PathBuf,
+    /// Send emails through this SMTP server instead (`smtp://host:25`,
+    /// `smtp://user:pass@host:587?tls=required`, `smtps://user:pass@host:465`).
+    pub smtp_url: Option<String>,
     /// Base URL of the LLM / AI API.
     pub ai_base_url: String,
     /// The webhook signing secret.
@@ -57,6 +60,7 @@ impl Default for WorkerOptions {
             concurrency: None,
             store_dir: ".conveyor/store".into(),
             outbox_dir: ".conveyor/outbox".into(),
+            smtp_url: None,
             ai_base_url: "http://127.0.0.1:8089".into(),
             webhook_secret: conveyor_notifications::NotificationsConfig::default().webhook_secret,
             analysis: conveyor_analysis::AnalysisConfig::default(),
@@ -193,12 +197,18 @@ pub async fn start(
         webhook_secret: options.webhook_secret.clone(),
         ..conveyor_notifications::NotificationsConfig::default()
     };
+    let outbox: Arc<dyn conveyor_notifications::Outbox> = match &options.smtp_url {
+        Some(url) => Arc::new(
+            conveyor_notifications::SmtpOutbox::from_url(url).map_err(setup("the SMTP outbox"))?,
+        ),
+        None => Arc::new(conveyor_notifications::DirectoryOutbox::new(
+            &options.outbox_dir,
+        )),
+    };
     let notifications = conveyor_notifications::Notifications::new(
         notifications_config.clone(),
         store.clone(),
-        Arc::new(conveyor_notifications::DirectoryOutbox::new(
-            &options.outbox_dir,
-        )),
+        outbox,
     )
     .map_err(setup("notification handlers"))?;
     handles.extend(spawn(

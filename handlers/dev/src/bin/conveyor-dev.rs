@@ -30,6 +30,14 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     lines::install();
+    #[cfg(unix)]
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot listen for SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = DevOptions {
         data_dir: cli.data_dir,
         nats_url: cli.server,
@@ -47,6 +55,12 @@ async fn main() -> ExitCode {
     match cli.seconds {
         Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
         None => {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            #[cfg(not(unix))]
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -38,9 +38,13 @@ struct Cli {
     /// Where handler state is kept.
     #[arg(long, env = "CONVEYOR_STORE_DIR", default_value = ".conveyor/store")]
     store_dir: PathBuf,
-    /// Where rendered emails are written.
+    /// Where rendered emails are written (unless --smtp-url is given).
     #[arg(long, env = "CONVEYOR_OUTBOX_DIR", default_value = ".conveyor/outbox")]
     outbox_dir: PathBuf,
+    /// Send emails through this SMTP server: smtp://host:25, smtp://user:pass@host:587?tls=required
+    /// or smtps://user:pass@host:465.
+    #[arg(long, env = "CONVEYOR_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
     /// Base URL of the LLM / AI API.
     #[arg(long, env = "CONVEYOR_AI_URL", default_value = "http://127.0.0.1:8089")]
     ai_url: String,
@@ -79,6 +83,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Listen for SIGTERM from the start, so a stop during startup is graceful too.
+    let stop = shutdown_signal()?;
     let mut connect = async_nats::ConnectOptions::new();
     match (&cli.user, &cli.password) {
         (Some(u), Some(p)) => connect = connect.user_and_password(u.clone(), p.clone()),
@@ -105,6 +111,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         concurrency: cli.concurrency,
         store_dir: cli.store_dir,
         outbox_dir: cli.outbox_dir,
+        smtp_url: cli.smtp_url,
         ai_base_url: cli.ai_url,
         webhook_secret: cli
             .webhook_secret
@@ -114,22 +121,23 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     let running = start(&conn, &options, &telemetry).await?;
     tracing::info!(groups = ?running.groups(), "conveyor-worker running");
-    shutdown_signal().await;
+    stop.await;
+    tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or Ctrl-C; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
