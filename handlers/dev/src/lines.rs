@@ -149,14 +149,18 @@ pub fn install() {
         .try_init();
 }
 
-/// Prints every published event and every dead letter until `stop`.
+/// Prints every published event, dead letter and progress report until `stop`.
 pub async fn watch(conn: Connection, stop: CancellationToken) {
     let client = conn.client();
-    let (Ok(mut events), Ok(mut dead)) = (
+    let (Ok(mut events), Ok(mut dead), Ok(mut progress)) = (
         client.subscribe("events.>").await,
         client.subscribe("dlq.>").await,
+        client.subscribe("progress.>").await,
     ) else {
-        say("watch", "cannot subscribe to events.> and dlq.>");
+        say(
+            "watch",
+            "cannot subscribe to events.>, dlq.> and progress.>",
+        );
         return;
     };
     loop {
@@ -172,6 +176,11 @@ pub async fn watch(conn: Connection, stop: CancellationToken) {
                     let _ = write!(text, " [lane {lane}]");
                 }
                 say("event", &text);
+            }
+            Some(m) = progress.next() => {
+                if let Ok(p) = serde_json::from_slice::<conveyor::control::ProgressUpdate>(&m.payload) {
+                    say("progress", &format!("{:<8} {:<30} {} {:>3}% {}", p.tenant, p.event_type, p.group, p.percent, p.message));
+                }
             }
             Some(m) = dead.next() => {
                 let headers = m.headers.clone().unwrap_or_default();
