@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::types::Money;
 use crate::{
-    analysis, attribution, commerce, creators, dam, fraud, messaging, notifications, reviews,
-    scheduled, video,
+    analysis, attribution, commerce, creators, dam, fraud, messaging, notifications, platform,
+    reviews, scheduled, video,
 };
 
 /// One event type of the catalog.
@@ -330,6 +330,11 @@ fn build() -> Vec<Entry> {
         };
         scheduled::HealthCheck => scheduled::HealthCheck {
             schedule: v("health-check"), scheduled_at: at("2026-11-22T09:15:00Z"), timezone: v("UTC"),
+        };
+        platform::SlaBreached => platform::SlaBreached {
+            group: "analysis".into(), event_id: "0193a5c2-4d1e-7cc0-8d1e-2f6f3a3b9c11".into(),
+            event_type: "analysis.requested".into(), attempt: 1, expected_ms: 300_000,
+            elapsed_ms: 300_012, detected_at: t(),
         };
     }
 }

@@ -27,6 +27,7 @@ pub mod export;
 pub mod fraud;
 pub mod messaging;
 pub mod notifications;
+pub mod platform;
 pub mod reviews;
 pub mod scheduled;
 pub mod types;

@@ -1,0 +1,3 @@
+//! Events the framework itself publishes.
+
+pub use conveyor::sla::SlaBreached;
