@@ -438,29 +438,39 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         parent_span_id = Empty,
         outcome = Empty,
     );
-    async move {
-        let mut tracking = Tracking::default();
-        let outcome = handle(
-            &rt,
-            &msg,
-            &reply,
-            stream_sequence,
-            attempt,
-            &abort,
-            &mut tracking,
-        )
-        .await;
-        settle(
-            &rt,
-            &msg,
-            reply,
-            stream_sequence,
-            attempt,
-            outcome,
-            tracking,
-        )
-        .await;
-    }
+    // The envelope is parsed before the span is entered: an OpenTelemetry parent can only be
+    // set on a span that has not started.
+    let parsed = RawEnvelope::parse(&msg.message.payload);
+    let trace = start_trace(
+        &span,
+        parsed
+            .as_ref()
+            .ok()
+            .and_then(|env| env.traceparent.as_deref()),
+    );
+    let mut tracking = Tracking::default();
+    let outcome = handle(
+        &rt,
+        &msg,
+        parsed,
+        trace,
+        &reply,
+        stream_sequence,
+        attempt,
+        &abort,
+        &mut tracking,
+    )
+    .instrument(span.clone())
+    .await;
+    settle(
+        &rt,
+        &msg,
+        reply,
+        stream_sequence,
+        attempt,
+        outcome,
+        tracking,
+    )
     .instrument(span)
     .await;
 }
@@ -504,6 +514,8 @@ fn start_trace(span: &tracing::Span, carried: Option<&str>) -> TraceParent {
 async fn handle<'a, S: Clone + Send + Sync + 'static>(
     rt: &'a GroupRuntime<S>,
     msg: &jetstream::Message,
+    parsed: Result<RawEnvelope<'_>, crate::envelope::DecodeError>,
+    trace: TraceParent,
     reply: &async_nats::Subject,
     stream_sequence: u64,
     attempt: u32,
@@ -518,7 +530,7 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             format!("subject {subject:?} is not events.<tenant>.<type>"),
         );
     };
-    let env = match RawEnvelope::parse(&msg.message.payload) {
+    let env = match parsed {
         Ok(env) => env,
         Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
     };
@@ -567,7 +579,6 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             ),
         );
     }
-    let trace = start_trace(&span, env.traceparent.as_deref());
     if rt.history.is_some() {
         let mut record = RunRecord {
             group: rt.name.clone(),
