@@ -15,7 +15,7 @@
 //!
 //! [`Context::progress`](crate::Context::progress) publishes a [`ProgressUpdate`] on
 //! `progress.<tenant>.<group>.<event id>` (the id escaped with
-//! [`escape_token`](crate::history::escape_token)), so an app can subscribe to
+//! [`escape_token`]), so an app can subscribe to
 //! `progress.<tenant>.>` and push updates to a browser. It is plain NATS (not stored): a
 //! subscriber sees the updates sent while it listens; the run history keeps the last one.
 
