@@ -192,6 +192,12 @@ pub async fn watch(conn: Connection, stop: CancellationToken) {
     }
 }
 
-fn short(id: &str) -> &str {
-    id.get(id.len().saturating_sub(12)..).unwrap_or(id)
+/// The last 8 characters of an id, keeping a derived id's suffix: `…3aecbad1:explain`.
+fn short(id: &str) -> String {
+    let (base, suffix) = match id.find(':') {
+        Some(i) if !id.starts_with("cron:") => (&id[..i], &id[i..]),
+        _ => (id, ""),
+    };
+    let tail = base.get(base.len().saturating_sub(8)..).unwrap_or(base);
+    format!("{tail}{suffix}")
 }
