@@ -141,11 +141,18 @@ pub fn install() {
     let outcomes = Targets::new()
         .with_target("conveyor::worker", LevelFilter::DEBUG)
         .with_target("conveyor_scheduler", LevelFilter::INFO);
-    let logs =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
+    // Outcomes are lines already; other errors are logged (`RUST_LOG` chooses instead).
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let errors = from_env.is_none().then(|| {
+        Targets::new()
+            .with_default(LevelFilter::ERROR)
+            .with_target("conveyor::worker", LevelFilter::OFF)
+            .with_target("conveyor_scheduler", LevelFilter::OFF)
+    });
     let _ = tracing_subscriber::registry()
         .with(DevLines.with_filter(outcomes))
-        .with(tracing_subscriber::fmt::layer().with_filter(logs))
+        .with(from_env.map(|f| tracing_subscriber::fmt::layer().with_filter(f)))
+        .with(errors.map(|f| tracing_subscriber::fmt::layer().with_filter(f)))
         .try_init();
 }
 
