@@ -656,6 +656,35 @@ mod tests {
         assert!(text.contains(r#"conveyor_publish_errors_total{kind="timeout"} 1"#));
     }
 
+    /// The README's metric table is the public contract: every family the framework exposes is
+    /// in it, under its exposed name.
+    #[test]
+    fn every_metric_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let t = Telemetry::with_tenant_labels(["acme"]);
+        t.group("g").route("t").settled(Outcome::Ok, Some("acme"));
+        t.group("g").dead_letter("decode");
+        t.publish_error("timeout");
+        let text = t.encode();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        assert!(families.len() >= 11, "{text}");
+        for (name, kind) in families {
+            let exposed = if kind == "counter" {
+                format!("`{name}_total`")
+            } else {
+                format!("`{name}`")
+            };
+            assert!(
+                readme.contains(&exposed),
+                "{exposed} ({kind}) is not in the README"
+            );
+        }
+    }
+
     #[test]
     fn readiness_checks() {
         let t = Telemetry::new();

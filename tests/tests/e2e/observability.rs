@@ -162,6 +162,19 @@ async fn scheduler_metrics_show_leadership_and_ticks() {
         text.contains("conveyor_scheduler_ticks_late_total"),
         "{text}"
     );
+    // Every scheduler family is in the README's metric table, under its exposed name.
+    let readme = include_str!("../../../README.md");
+    let families: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE conveyor_scheduler"))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    assert_eq!(families.len(), 6, "{text}");
+    for (name, kind) in families {
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        let exposed = format!("`conveyor_scheduler{name}{suffix}`");
+        assert!(readme.contains(&exposed), "{exposed} is not in the README");
+    }
     stop.notify_one();
     run.await.unwrap().unwrap();
 }
