@@ -561,9 +561,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             )));
         }
         for group in &self.groups {
-            if let Some(writer) = group.history_writer()
-                && group.has_history()
-            {
+            if let Some(writer) = group.history_writer() {
                 writer.ensure_bucket().await;
             }
         }

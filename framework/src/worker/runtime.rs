@@ -76,10 +76,6 @@ impl<S> GroupRuntime<S> {
         self.metrics.as_ref()
     }
 
-    pub(crate) fn has_history(&self) -> bool {
-        self.history.is_some()
-    }
-
     pub(crate) fn history_writer(&self) -> Option<&HistoryWriter> {
         self.history.as_ref()
     }
