@@ -19,7 +19,7 @@
 //! `progress.<tenant>.>` and push updates to a browser. It is plain NATS (not stored): a
 //! subscriber sees the updates sent while it listens; the run history keeps the last one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -194,8 +194,8 @@ pub fn progress_subject(tenant: &str, group: &str, event_id: &str) -> String {
 /// that moves with every new one, so running deliveries know when to look.
 #[derive(Debug)]
 pub(crate) struct Cancellations {
-    /// (group token, event id) of every stored cancellation.
-    stored: RwLock<HashSet<(String, String)>>,
+    /// Event id → the group tokens it is cancelled for (a lookup by `&str` allocates nothing).
+    stored: RwLock<HashMap<String, HashSet<String>>>,
     count: AtomicUsize,
     generation: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
@@ -223,8 +223,9 @@ impl Cancellations {
         let Ok(stored) = self.stored.read() else {
             return false;
         };
-        stored.contains(&(group.to_owned(), event_id.to_owned()))
-            || stored.contains(&(ALL_GROUPS.to_owned(), event_id.to_owned()))
+        stored
+            .get(event_id)
+            .is_some_and(|groups| groups.contains(group) || groups.contains(ALL_GROUPS))
     }
 
     /// A receiver that sees a change whenever a cancellation arrives; a running delivery then
@@ -241,17 +242,22 @@ impl Cancellations {
         let Some(event_id) = crate::history::unescape_token(id) else {
             return;
         };
-        let entry = (group.to_owned(), event_id);
         if let Ok(mut stored) = self.stored.write() {
             if cancelled {
-                stored.insert(entry.clone());
-            } else {
-                stored.remove(&entry);
+                stored
+                    .entry(event_id.clone())
+                    .or_default()
+                    .insert(group.to_owned());
+            } else if let Some(groups) = stored.get_mut(&event_id) {
+                groups.remove(group);
+                if groups.is_empty() {
+                    stored.remove(&event_id);
+                }
             }
             self.count.store(stored.len(), Ordering::Release);
         }
         if cancelled {
-            tracing::debug!(group = %entry.0, event_id = %entry.1, "cancellation received");
+            tracing::debug!(group, %event_id, "cancellation received");
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
     }
