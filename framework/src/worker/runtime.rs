@@ -543,7 +543,10 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
         );
     }
-    tracking.tenant = Some(tenant.clone());
+    if rt.metrics.is_some() {
+        // Only the tenant allow-list of the metrics needs it.
+        tracking.tenant = Some(tenant.clone());
+    }
     let Some(route) = rt.routes.get(&*env.event_type) else {
         let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
         known.sort_unstable();
