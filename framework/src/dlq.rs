@@ -37,6 +37,10 @@ pub mod headers {
     pub const ERROR: &str = "Conveyor-Error";
     /// When it was dead-lettered (RFC 3339, UTC).
     pub const FAILED_AT: &str = "Conveyor-Failed-At";
+    /// Present only when the body did not fit in the server's `max_payload` beside the dead
+    /// letter's headers: the length in bytes of the original body, of which the dead letter keeps
+    /// the beginning. Such a letter cannot be replayed.
+    pub const BODY_TRUNCATED: &str = "Conveyor-Body-Truncated";
 }
 
 const MAX_ERROR_LEN: usize = 1024;
@@ -120,6 +124,9 @@ pub enum DeadLetterErrorKind {
     Publish,
     /// A message from the `DLQ` stream lacks or has malformed Conveyor headers.
     InvalidHeaders,
+    /// The server refused this user the dead-letter subject (`dlq.<group>.>`): retrying does
+    /// not help until the permissions change.
+    PermissionDenied,
 }
 
 impl fmt::Display for DeadLetterErrorKind {
@@ -127,6 +134,7 @@ impl fmt::Display for DeadLetterErrorKind {
         f.write_str(match self {
             Self::Publish => "dead-letter publish failed",
             Self::InvalidHeaders => "invalid dead letter",
+            Self::PermissionDenied => "dead-letter publish not permitted",
         })
     }
 }
@@ -151,8 +159,13 @@ pub struct DeadLetter {
     pub error: String,
     /// When it was dead-lettered.
     pub failed_at: DateTime<Utc>,
-    /// The original body, unchanged.
+    /// The original body, unchanged; or, when [`body_truncated_from`](Self::body_truncated_from)
+    /// is set, its beginning.
     pub body: Bytes,
+    /// `Some(n)` when the stored body is the beginning of an `n`-byte body that did not fit in
+    /// the server's `max_payload` beside the dead letter's headers (header
+    /// [`headers::BODY_TRUNCATED`]). `None` when the body is complete.
+    pub body_truncated_from: Option<u64>,
 }
 
 impl DeadLetter {
@@ -207,7 +220,40 @@ impl DeadLetter {
             async_nats::header::NATS_MESSAGE_ID,
             self.message_id().as_str(),
         );
+        if let Some(n) = self.body_truncated_from {
+            h.insert(headers::BODY_TRUNCATED, n.to_string().as_str());
+        }
         h
+    }
+
+    /// The bytes this letter takes in a message: its header block and body.
+    fn stored_len(&self) -> usize {
+        // `NATS/1.0\r\n`, `Name: value\r\n` per header, then `\r\n`.
+        let headers: usize = self
+            .headers()
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| AsRef::<str>::as_ref(name).len() + v.as_str().len() + 4)
+            })
+            .sum();
+        headers + 12 + self.body.len()
+    }
+
+    /// This letter as it can be stored on a server whose messages carry at most `max_payload`
+    /// bytes (headers included): unchanged when it fits, else with the body cut so it does, and
+    /// [`body_truncated_from`](Self::body_truncated_from) set to the original length.
+    pub fn fit_to(&self, max_payload: usize) -> std::borrow::Cow<'_, Self> {
+        if self.stored_len() <= max_payload {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut cut = self.clone();
+        cut.body_truncated_from = Some(self.body.len() as u64);
+        // Some room for what the estimate of the header block might miss.
+        let room = max_payload.saturating_sub(cut.stored_len() - cut.body.len() + 64);
+        cut.body = self.body.slice(..room.min(self.body.len()));
+        std::borrow::Cow::Owned(cut)
     }
 
     /// Reads a dead letter from a message of the `DLQ` stream.
@@ -249,29 +295,47 @@ impl DeadLetter {
             error: get(headers::ERROR)?,
             failed_at,
             body,
+            body_truncated_from: headers
+                .get(headers::BODY_TRUNCATED)
+                .and_then(|v| v.as_str().parse().ok()),
         })
     }
 
-    /// Stores this dead letter in the `DLQ` stream and awaits the ack, trying a few times.
+    /// Stores this dead letter in the `DLQ` stream and awaits the ack, trying a few times. A
+    /// body that does not fit in the server's `max_payload` beside the headers is truncated
+    /// (see [`fit_to`](Self::fit_to)). A subject the server refuses this user fails at once with
+    /// [`DeadLetterErrorKind::PermissionDenied`].
     pub async fn publish(&self, conn: &Connection) -> Result<(), DeadLetterError> {
-        let subject = self.subject();
+        let max_payload = conn.client().server_info().max_payload;
+        let letter = self.fit_to(max_payload);
+        let subject = letter.subject();
         let mut last_error = None;
         for delay_ms in [0u64, 100, 400, 1000] {
             if delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             }
             let message = Publish::build()
-                .payload(self.body.clone())
-                .headers(self.headers());
+                .payload(letter.body.clone())
+                .headers(letter.headers());
             let result = async {
-                conn.jetstream()
-                    .send_publish(subject.clone(), message)
+                crate::publisher::send_message(conn, subject.clone(), message)
                     .await?
+                    .acked()
                     .await
             }
             .await;
             match result {
                 Ok(_) => return Ok(()),
+                Err(e) if e.kind() == crate::PublishErrorKind::PermissionDenied => {
+                    return Err(Error::with_source(
+                        DeadLetterErrorKind::PermissionDenied,
+                        format!(
+                            "this user may not publish dead letters to {subject:?}; allow it `dlq.{}.>`",
+                            letter.group
+                        ),
+                        e,
+                    ));
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -315,6 +379,7 @@ mod tests {
             error: "line one\nline two".into(),
             failed_at: Utc::now(),
             body: Bytes::from_static(b"{}"),
+            body_truncated_from: None,
         }
     }
 
@@ -338,6 +403,20 @@ mod tests {
         assert_eq!(back.kind, DeadLetterKind::Handler);
         assert_eq!(back.stream_sequence, 42);
         assert_eq!(back.attempts, 3);
+    }
+
+    #[test]
+    fn a_body_too_large_for_the_server_is_cut_to_fit() {
+        let mut d = letter("events.acme.order.created");
+        assert!(matches!(d.fit_to(1 << 20), std::borrow::Cow::Borrowed(_)));
+        d.body = Bytes::from(vec![b'x'; 10_000]);
+        let cut = d.fit_to(4096);
+        assert_eq!(cut.body_truncated_from, Some(10_000));
+        let stored = cut.stored_len();
+        assert!(stored <= 4096, "{stored}");
+        assert!(cut.body.len() > 3000, "keeps what fits: {}", cut.body.len());
+        let back = DeadLetter::from_parts(&cut.headers(), cut.body.clone()).unwrap();
+        assert_eq!(back.body_truncated_from, Some(10_000));
     }
 
     #[test]

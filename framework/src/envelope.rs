@@ -71,6 +71,28 @@ pub fn validate_lane(lane: &str) -> Result<(), crate::event::EventTypeError> {
     Ok(())
 }
 
+/// The longest event id accepted, in bytes.
+pub const MAX_EVENT_ID_LEN: usize = 256;
+
+/// Checks an event id: 1 to [`MAX_EVENT_ID_LEN`] bytes, no control characters. The id is also
+/// the `Nats-Msg-Id` header, so a CR or LF in it would break the message framing; an empty id
+/// would make every such event a duplicate of the first.
+pub(crate) fn check_event_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the event id is empty".to_owned());
+    }
+    if id.len() > MAX_EVENT_ID_LEN {
+        return Err(format!(
+            "the event id is {} bytes long; at most {MAX_EVENT_ID_LEN} are allowed",
+            id.len()
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!("the event id contains the control character {c:?}"));
+    }
+    Ok(())
+}
+
 /// Why a message could not be decoded as an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -85,6 +107,8 @@ pub enum DecodeErrorKind {
     InvalidData,
     /// The envelope's `type` is not the type being decoded.
     TypeMismatch,
+    /// `id` is empty, longer than [`MAX_EVENT_ID_LEN`] bytes, or has control characters.
+    InvalidId,
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -95,6 +119,7 @@ impl fmt::Display for DecodeErrorKind {
             Self::InvalidTenant => "invalid tenantid",
             Self::InvalidData => "invalid data",
             Self::TypeMismatch => "event type mismatch",
+            Self::InvalidId => "invalid event id",
         })
     }
 }
@@ -240,6 +265,7 @@ impl<'a> RawEnvelope<'a> {
                 ),
             ));
         }
+        check_event_id(&env.id).map_err(|m| Error::new(DecodeErrorKind::InvalidId, m))?;
         Ok(env)
     }
 
@@ -435,6 +461,15 @@ mod tests {
             kind(&format!(r#"{{"specversion":"1.0",{bad_tenant}}}"#)),
             DecodeErrorKind::InvalidTenant
         );
+        let long = "x".repeat(MAX_EVENT_ID_LEN + 1);
+        for bad_id in ["", "a\\u0000b", "line\\r\\nNats-Msg-Id: x", long.as_str()] {
+            let body = base.replace(r#""id":"1""#, &format!(r#""id":"{bad_id}""#));
+            assert_eq!(
+                kind(&format!(r#"{{"specversion":"1.0",{body}}}"#)),
+                DecodeErrorKind::InvalidId,
+                "{bad_id:?}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub enum PublishErrorKind {
     InvalidEventType,
     /// The payload could not be encoded as JSON; nothing was sent.
     Encode,
+    /// The event id is empty, longer than
+    /// [`MAX_EVENT_ID_LEN`](crate::envelope::MAX_EVENT_ID_LEN) bytes, or has control
+    /// characters; nothing was sent.
+    InvalidId,
+    /// An extra header has an invalid name, or a value with control characters (CR, LF, ...);
+    /// nothing was sent.
+    InvalidHeader,
     /// No stream captures the subject (the topology is not set up).
     NoStream,
     /// No ack arrived in time. The event may still have been stored: retrying with the same
@@ -52,6 +59,8 @@ impl fmt::Display for PublishErrorKind {
             Self::InvalidTenant => "invalid tenant",
             Self::InvalidEventType => "invalid event type",
             Self::Encode => "encode failed",
+            Self::InvalidId => "invalid event id",
+            Self::InvalidHeader => "invalid header",
             Self::NoStream => "no stream",
             Self::Timeout => "publish timed out",
             Self::PermissionDenied => "permission denied",
@@ -68,6 +77,8 @@ impl PublishErrorKind {
             Self::InvalidTenant => "invalid_tenant",
             Self::InvalidEventType => "invalid_event_type",
             Self::Encode => "encode",
+            Self::InvalidId => "invalid_id",
+            Self::InvalidHeader => "invalid_header",
             Self::NoStream => "no_stream",
             Self::Timeout => "timeout",
             Self::PermissionDenied => "permission_denied",
@@ -270,7 +281,18 @@ impl Publisher {
                 e,
             )
         })?;
-        envelope::decode_data::<E>(&data, E::TYPE).map_err(|e| {
+        // A `Deserialize` that panics is refused like one that fails: the worker would panic too.
+        let decoded = std::panic::catch_unwind(|| envelope::decode_data::<E>(&data, E::TYPE))
+            .map_err(|_| {
+                Error::new(
+                    PublishErrorKind::Encode,
+                    format!(
+                        "a {} event would not decode as its own type: its Deserialize panicked",
+                        E::TYPE
+                    ),
+                )
+            })?;
+        decoded.map_err(|e| {
             Error::with_source(
                 PublishErrorKind::Encode,
                 format!(
@@ -301,7 +323,17 @@ impl Publisher {
                 e,
             )
         })?;
-        let id = options.id.clone().unwrap_or_else(envelope::new_event_id);
+        let id = match &options.id {
+            Some(id) => {
+                envelope::check_event_id(id)
+                    .map_err(|m| Error::new(PublishErrorKind::InvalidId, m))?;
+                id.clone()
+            }
+            None => envelope::new_event_id(),
+        };
+        for (name, value) in &options.headers {
+            check_header(name, value)?;
+        }
         let time = options.time.unwrap_or_else(Utc::now);
         let generated;
         let traceparent = match options.traceparent.as_deref() {
@@ -360,7 +392,6 @@ impl Publisher {
             body,
             headers,
         } = prepared;
-        let violations = self.conn.violations().map(|v| v.subscribe());
         let mut message = Publish::build()
             .payload(body)
             .message_id(&id)
@@ -368,79 +399,101 @@ impl Publisher {
         for (name, value) in headers {
             message = message.header(name.as_str(), value.as_str());
         }
-        let ack = self
-            .conn
-            .jetstream()
-            .send_publish(subject.clone(), message)
-            .await
-            .map_err(|e| self.map_error(e, &subject))?;
-        Ok(PendingAck {
-            publisher: self.clone(),
-            id,
-            subject,
-            ack,
-            violations,
-        })
-    }
-
-    fn map_error(
-        &self,
-        e: async_nats::jetstream::context::PublishError,
-        subject: &str,
-    ) -> PublishError {
-        let kind = match e.kind() {
-            NatsPublishErrorKind::StreamNotFound => {
-                return Error::with_source(
-                    PublishErrorKind::NoStream,
-                    format!(
-                        "no stream captures {subject:?}; set up the topology first (conveyor::topology::provision)"
-                    ),
-                    e,
-                );
-            }
-            NatsPublishErrorKind::TimedOut => {
-                if self
-                    .conn
-                    .violations()
-                    .is_some_and(|v| v.seen_recently(subject))
-                {
-                    return denied(subject);
-                }
-                PublishErrorKind::Timeout
-            }
-            NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::PayloadTooLarge,
-            _ => PublishErrorKind::Other,
-        };
-        Error::with_source(kind, format!("publish to {subject:?} failed"), e)
+        let sent = send_message(&self.conn, subject, message).await?;
+        Ok(PendingAck { id, sent })
     }
 }
 
-/// A sent event whose ack is still outstanding.
-struct PendingAck {
-    publisher: Publisher,
-    id: String,
+/// Sends one message to a stream; the returned value awaits its ack. A publish the server
+/// refuses for permissions is reported as [`PublishErrorKind::PermissionDenied`] as soon as
+/// the server says so (async-nats alone reports a timeout).
+pub(crate) async fn send_message(
+    conn: &Connection,
+    subject: String,
+    message: Publish,
+) -> Result<Sent, PublishError> {
+    let violations = conn.violations().map(|v| v.subscribe());
+    let ack = conn
+        .jetstream()
+        .send_publish(subject.clone(), message)
+        .await
+        .map_err(|e| map_error(conn, e, &subject))?;
+    Ok(Sent {
+        conn: conn.clone(),
+        subject,
+        ack,
+        violations,
+    })
+}
+
+fn map_error(
+    conn: &Connection,
+    e: async_nats::jetstream::context::PublishError,
+    subject: &str,
+) -> PublishError {
+    let kind = match e.kind() {
+        NatsPublishErrorKind::StreamNotFound => {
+            return Error::with_source(
+                PublishErrorKind::NoStream,
+                format!(
+                    "no stream captures {subject:?}; set up the topology first (conveyor::topology::provision)"
+                ),
+                e,
+            );
+        }
+        NatsPublishErrorKind::TimedOut => {
+            if conn.violations().is_some_and(|v| v.seen_recently(subject)) {
+                return denied(subject);
+            }
+            PublishErrorKind::Timeout
+        }
+        NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::PayloadTooLarge,
+        _ => PublishErrorKind::Other,
+    };
+    Error::with_source(kind, format!("publish to {subject:?} failed"), e)
+}
+
+/// A message sent to a stream whose ack is still outstanding.
+pub(crate) struct Sent {
+    conn: Connection,
     subject: String,
     ack: async_nats::jetstream::context::PublishAckFuture,
     violations: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
 }
 
-impl PendingAck {
-    async fn finish(self) -> Result<Published, PublishError> {
+impl Sent {
+    /// Awaits the stream's ack, or the server's permission violation for the subject.
+    pub(crate) async fn acked(
+        self,
+    ) -> Result<async_nats::jetstream::publish::PublishAck, PublishError> {
         let Self {
-            publisher,
-            id,
+            conn,
             subject,
             ack,
             violations,
         } = self;
-        let ack = match violations {
+        match violations {
             Some(mut rx) => tokio::select! {
                 ack = ack.into_future() => ack,
                 () = wait_for_violation(&mut rx, &subject) => return Err(denied(&subject)),
             },
             None => ack.await,
         }
-        .map_err(|e| publisher.map_error(e, &subject))?;
+        .map_err(|e| map_error(&conn, e, &subject))
+    }
+}
+
+/// A sent event whose ack is still outstanding.
+struct PendingAck {
+    id: String,
+    sent: Sent,
+}
+
+impl PendingAck {
+    async fn finish(self) -> Result<Published, PublishError> {
+        let Self { id, sent } = self;
+        let subject = sent.subject.clone();
+        let ack = sent.acked().await?;
         Ok(Published {
             id,
             subject,
@@ -448,6 +501,24 @@ impl PendingAck {
             duplicate: ack.duplicate,
         })
     }
+}
+
+/// Checks an extra header: a name of visible ASCII without `:`, a value without control
+/// characters (a CR or LF would end the header block early and let a value forge headers).
+fn check_header(name: &str, value: &str) -> Result<(), PublishError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(Error::new(
+            PublishErrorKind::InvalidHeader,
+            format!("header name {name:?} must be visible ASCII characters without ':'"),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(Error::new(
+            PublishErrorKind::InvalidHeader,
+            format!("the value of header {name} contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
 }
 
 fn denied(subject: &str) -> PublishError {

@@ -7,7 +7,9 @@ use std::time::Duration;
 ///
 /// The delay after failed attempt `n` (1-based) is
 /// `min(initial_delay × multiplier^(n-1), max_delay)`, then reduced by up to `jitter` × itself
-/// at random, so retries of many events spread out.
+/// at random, so retries of many events spread out. No delay is ever longer than `max_delay`
+/// nor than [`RetryPolicy::MAX_DELAY_CAP`] (7 days), whatever the policy or a handler's
+/// [`retry_after`](crate::HandlerError::retry_after) asks for.
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,6 +47,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest delay any retry waits, whatever `max_delay` says: 7 days.
+    pub const MAX_DELAY_CAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
     /// `max_attempts` attempts with delays doubling from `initial_delay`.
     pub fn exponential(max_attempts: u32, initial_delay: Duration) -> Self {
         Self {
@@ -85,9 +90,32 @@ impl RetryPolicy {
         let exp = attempt.saturating_sub(1).min(64);
         let factor = self.multiplier.max(1.0).powi(exp as i32);
         let base = self.initial_delay.as_secs_f64() * factor;
-        let capped = base.min(self.max_delay.as_secs_f64());
+        let capped = base.min(self.cap().as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0) * fastrand::f64();
-        Duration::from_secs_f64((capped * (1.0 - jitter)).max(0.0))
+        let secs = capped * (1.0 - jitter);
+        // NaN (a NaN multiplier) and negative values count as no delay.
+        Duration::try_from_secs_f64(secs).map_or(Duration::ZERO, |d| d.min(self.cap()))
+    }
+
+    /// `delay` bounded by this policy's cap: `max_delay`, and never more than
+    /// [`MAX_DELAY_CAP`](Self::MAX_DELAY_CAP). Applied to the delay a handler asks for with
+    /// [`HandlerError::retry_after`](crate::HandlerError::retry_after) (an HTTP `Retry-After` of
+    /// ten years waits `max_delay`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy::default(); // max_delay 5 min
+    /// assert_eq!(policy.bounded(Duration::from_secs(315_360_000)), Duration::from_secs(300));
+    /// assert_eq!(policy.bounded(Duration::from_secs(7)), Duration::from_secs(7));
+    /// ```
+    pub fn bounded(&self, delay: Duration) -> Duration {
+        delay.min(self.cap())
+    }
+
+    fn cap(&self) -> Duration {
+        self.max_delay.min(Self::MAX_DELAY_CAP)
     }
 }
 
@@ -102,6 +130,22 @@ mod tests {
             .with_jitter(0.0);
         let d: Vec<_> = (1..=5).map(|a| p.delay_after(a).as_millis()).collect();
         assert_eq!(d, vec![100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn no_policy_gives_an_unbounded_or_panicking_delay() {
+        let p = RetryPolicy::exponential(100, Duration::MAX)
+            .with_max_delay(Duration::MAX)
+            .with_multiplier(f64::MAX);
+        for attempt in [1, 2, 64, u32::MAX] {
+            assert!(p.delay_after(attempt) <= RetryPolicy::MAX_DELAY_CAP);
+        }
+        assert_eq!(p.bounded(Duration::MAX), RetryPolicy::MAX_DELAY_CAP);
+        let nan = RetryPolicy {
+            multiplier: f64::NAN,
+            ..RetryPolicy::default()
+        };
+        assert!(nan.delay_after(3) <= nan.max_delay);
     }
 
     #[test]

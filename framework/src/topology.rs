@@ -93,7 +93,7 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 }
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
-/// tenant registry, run history (7 days) and cancellations (7 days).
+/// tenant registry, run history (7 days), cancellations (7 days) and hand-back counts (7 days).
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -122,8 +122,16 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             "Conveyor cancelled events",
             crate::control::DEFAULT_CANCEL_MAX_AGE,
         ),
+        bucket(
+            crate::worker::HANDBACKS_BUCKET,
+            "Conveyor deliveries handed back without a result",
+            HANDBACKS_MAX_AGE,
+        ),
     ]
 }
+
+/// How long a hand-back count is kept (as long as `EVENTS` keeps events by default).
+pub const HANDBACKS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for Topology {
     fn default() -> Self {

@@ -162,6 +162,7 @@ async fn handle(conn: &Connection, payload: &Bytes) -> bool {
         ),
         failed_at: Utc::now(),
         body: original.payload.clone(),
+        body_truncated_from: None,
     };
     match letter.publish(conn).await {
         Ok(()) => {

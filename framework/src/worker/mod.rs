@@ -1,7 +1,10 @@
 //! Handler groups and the worker that runs them.
 
 mod backstop;
+mod handback;
 mod runtime;
+
+pub use handback::{HANDBACK_ALLOWANCE, HANDBACKS_BUCKET};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -344,6 +347,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
             publisher = publisher.with_telemetry(t);
         }
         let cancels = Arc::new(Cancellations::default());
+        let handbacks = Arc::new(handback::HandBacks::new(self.conn.clone()));
         let mut names = HashSet::new();
         let mut groups = Vec::with_capacity(self.groups.len());
         for group in self.groups {
@@ -422,6 +426,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                 runtime::Shared {
                     metrics: group_metrics,
                     cancels: cancels.clone(),
+                    handbacks: handbacks.clone(),
                 },
             )));
         }

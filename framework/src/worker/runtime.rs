@@ -18,8 +18,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::handback::{HANDBACK_ALLOWANCE, HandBacks};
 use super::{GroupConfig, Route, StartFrom};
 use crate::connection::Connection;
 use crate::control::{Cancellations, ProgressUpdate, progress_subject};
@@ -53,13 +54,21 @@ pub(crate) struct GroupRuntime<S> {
     unrouted: Option<RouteMetrics>,
     history: Option<HistoryWriter>,
     cancels: Arc<Cancellations>,
+    handbacks: Arc<HandBacks>,
     bound: Arc<AtomicBool>,
+    /// The consumer's ack floor (stream sequence) last read from the server; 0 when unknown. A
+    /// consumer that disappears is recreated from just above it.
+    ack_floor: AtomicU64,
 }
 
-/// What a group runtime shares with the worker: metrics and cancellations.
+/// How often a bound group re-reads its consumer's ack floor (when a pull ends, never per event).
+const ACK_FLOOR_EVERY: Duration = Duration::from_secs(2);
+
+/// What a group runtime shares with the worker: metrics, cancellations and hand-back counts.
 pub(crate) struct Shared {
     pub(crate) metrics: Option<GroupMetrics>,
     pub(crate) cancels: Arc<Cancellations>,
+    pub(crate) handbacks: Arc<HandBacks>,
 }
 
 impl<S> GroupRuntime<S> {
@@ -117,12 +126,15 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             unrouted,
             history,
             cancels: shared.cancels,
+            handbacks: shared.handbacks,
             bound: Arc::new(AtomicBool::new(false)),
+            ack_floor: AtomicU64::new(0),
         }
     }
 
     /// The consumer configuration of this group. `max_deliver` is the largest attempt count
-    /// of its handlers; there is no `backoff` list because retry delays are Nak delays.
+    /// of its handlers plus [`HANDBACK_ALLOWANCE`] deliveries for hand-backs (see
+    /// [`super::handback`]); there is no `backoff` list because retry delays are Nak delays.
     fn consumer_config(&self) -> pull::Config {
         let mut filters: Vec<String> = self
             .routes
@@ -139,7 +151,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             filter_subjects: filters,
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.config.ack_wait,
-            max_deliver: self.max_deliver,
+            max_deliver: self.max_deliver + i64::from(HANDBACK_ALLOWANCE),
             max_ack_pending: self.config.max_ack_pending,
             deliver_policy: match self.config.start_from {
                 StartFrom::Beginning => DeliverPolicy::All,
@@ -155,18 +167,38 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         &self,
     ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
         if self.config.bind_only {
-            return Ok(self
+            let consumer: PullConsumer = self
                 .conn
                 .jetstream()
                 .get_consumer_from_stream(&self.name, EVENTS_STREAM)
-                .await?);
+                .await?;
+            self.note_ack_floor(consumer.cached_info().ack_floor.stream_sequence);
+            return Ok(consumer);
         }
         let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
         let mut config = self.consumer_config();
-        if let Ok(info) = stream.consumer_info(&self.name).await {
-            config.deliver_policy = info.config.deliver_policy;
+        match stream.consumer_info(&self.name).await {
+            Ok(info) => config.deliver_policy = info.config.deliver_policy,
+            Err(e) => {
+                // Gone while this process knew where the group was (deleted by hand, lost with
+                // a server's store): start just above its ack floor rather than replaying the
+                // whole stream into the group.
+                let floor = self.ack_floor.load(Ordering::Acquire);
+                if floor > 0 {
+                    tracing::warn!(group = %self.name, error = %e, from_sequence = floor + 1, "the group's consumer is gone; recreating it from its last known ack floor");
+                    config.deliver_policy = DeliverPolicy::ByStartSequence {
+                        start_sequence: floor + 1,
+                    };
+                }
+            }
         }
-        Ok(stream.create_consumer(config).await?)
+        let consumer = stream.create_consumer(config).await?;
+        self.note_ack_floor(consumer.cached_info().ack_floor.stream_sequence);
+        Ok(consumer)
+    }
+
+    fn note_ack_floor(&self, floor: u64) {
+        self.ack_floor.fetch_max(floor, Ordering::AcqRel);
     }
 
     fn heartbeat_every(&self) -> Duration {
@@ -209,7 +241,24 @@ async fn next_from(
 /// while the current ones are handled. A pull is a bounded request: it ends when its messages
 /// have arrived or it expires. On shutdown the loop reads the outstanding pulls to their end and
 /// hands every message back, so none is left in transit to a process that is going away.
+///
+/// A loop that panics (a bug, never bad input: deliveries contain their own panics) is not
+/// restarted: the group reports itself unbound, so `/readyz` fails and the process gets
+/// restarted by its supervisor, and the error is logged.
 pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
+    rt: Arc<GroupRuntime<S>>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let pulling = pull_loop(rt.clone(), shutdown, abort, tracker);
+    if let Err(panic) = AssertUnwindSafe(pulling).catch_unwind().await {
+        rt.set_bound(false);
+        tracing::error!(group = %rt.name, panic = %panic_message(&panic), "the group's pull loop died; the group is not ready");
+    }
+}
+
+async fn pull_loop<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
     shutdown: CancellationToken,
     abort: CancellationToken,
@@ -233,6 +282,7 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
         };
         tracing::info!(group = %rt.name, "consumer bound");
         rt.set_bound(true);
+        let mut floor_read = tokio::time::Instant::now();
         loop {
             // The first pull needs one free slot; a second one waits until half are free.
             let wanted = if pulls.is_empty() { 1 } else { refill };
@@ -281,6 +331,10 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
                     None => {
                         pulls.swap_remove(i);
                         backoff = Duration::from_millis(250);
+                        if floor_read.elapsed() >= ACK_FLOOR_EVERY {
+                            floor_read = tokio::time::Instant::now();
+                            tokio::spawn(read_ack_floor(rt.clone(), consumer.clone()));
+                        }
                     }
                 },
             }
@@ -288,6 +342,19 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
     }
     finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
     rt.set_bound(false);
+}
+
+/// Reads the consumer's ack floor into the group's runtime.
+async fn read_ack_floor<S: Clone + Send + Sync + 'static>(
+    rt: Arc<GroupRuntime<S>>,
+    mut consumer: PullConsumer,
+) {
+    match consumer.info().await {
+        Ok(info) => rt.note_ack_floor(info.ack_floor.stream_sequence),
+        Err(e) => {
+            tracing::debug!(group = %rt.name, error = %e, "cannot read the consumer's ack floor")
+        }
+    }
 }
 
 /// Splits a permit for several slots into one permit per slot.
@@ -316,20 +383,41 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
         Some(permit) if !shutdown.is_cancelled() => {
             // Run the delivery here until it first waits: a handler that finishes at once
             // costs no task. One that waits continues as a task of its own.
-            let mut delivery =
-                Box::pin(tracker.track_future(deliver(rt.clone(), msg, permit, abort.clone())));
+            let mut delivery = Box::pin(tracker.track_future(guarded(
+                rt.name.clone(),
+                deliver(rt.clone(), msg, permit, abort.clone()),
+            )));
             if futures::poll!(delivery.as_mut()).is_pending() {
                 tokio::spawn(delivery);
             }
         }
         _ => {
             if let Some(reply) = msg.message.reply.clone() {
+                if let Ok(info) = msg.info() {
+                    let before = if info.delivered > 1 {
+                        rt.handbacks.count(&rt.name, info.stream_sequence).await
+                    } else {
+                        0
+                    };
+                    rt.handbacks
+                        .record(&rt.name, info.stream_sequence, before)
+                        .await;
+                }
                 send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
             }
             if shutdown.is_cancelled() {
                 tracing::debug!(group = %rt.name, "shutdown: pulled event handed back");
             }
         }
+    }
+}
+
+/// Runs one delivery, containing a panic of the runtime's own code to that delivery: it is
+/// logged, and the event, never settled, is redelivered after its ack wait. (Handler panics are
+/// caught closer to the handler and become failed attempts.)
+async fn guarded(group: String, delivery: impl std::future::Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(delivery).catch_unwind().await {
+        tracing::error!(%group, panic = %panic_message(&panic), "delivery panicked; the event will be redelivered");
     }
 }
 
@@ -399,6 +487,8 @@ struct Tracking<'a> {
     tenant: Option<TenantId>,
     record: Option<Arc<Mutex<RunRecord>>>,
     started: Option<tokio::time::Instant>,
+    /// Earlier deliveries of this event that the group handed back.
+    handed_back: u32,
 }
 
 async fn deliver<S: Clone + Send + Sync + 'static>(
@@ -411,16 +501,23 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         tracing::warn!(group = %rt.name, subject = %msg.message.subject, "message without reply subject ignored");
         return;
     };
-    let (stream_sequence, attempt) = match msg.info() {
-        Ok(info) => (
-            info.stream_sequence,
-            u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX),
-        ),
+    let (stream_sequence, delivered) = match msg.info() {
+        Ok(info) => (info.stream_sequence, info.delivered.max(1)),
         Err(e) => {
             tracing::warn!(group = %rt.name, error = %e, "message without JetStream metadata ignored");
             return;
         }
     };
+    // Deliveries this group handed back without a result do not count as attempts.
+    let handed_back = if delivered > 1 {
+        rt.handbacks.count(&rt.name, stream_sequence).await
+    } else {
+        0
+    };
+    let attempt = u32::try_from(delivered)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(handed_back)
+        .max(1);
     let span = tracing::info_span!(
         "conveyor.delivery",
         group = %rt.name,
@@ -444,7 +541,10 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
             .ok()
             .and_then(|env| env.traceparent.as_deref()),
     );
-    let mut tracking = Tracking::default();
+    let mut tracking = Tracking {
+        handed_back,
+        ..Tracking::default()
+    };
     let outcome = handle(
         &rt,
         &msg,
@@ -464,7 +564,7 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         reply,
         stream_sequence,
         attempt,
-        outcome,
+        (outcome, &abort),
         tracking,
     )
     .instrument(span)
@@ -648,9 +748,17 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         hooks,
         rt.state.clone(),
     );
-    let future = match route.handler.call(env.data, &env.event_type, ctx) {
-        Ok(f) => f,
-        Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+    // Decoding runs the payload's `Deserialize` and creating the future runs the handler's code
+    // up to its first `.await` (for a handler that is not an `async fn`): a panic in either is
+    // caught here and re-raised inside the future, so it is a failed attempt like any handler
+    // panic and never reaches the pull loop that polls this delivery.
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        route.handler.call(env.data, &env.event_type, ctx)
+    }));
+    let future = match call {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+        Err(panic) => Box::pin(resume_panic(panic)),
     };
 
     tracking.started = Some(tokio::time::Instant::now());
@@ -690,7 +798,10 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     match retry {
         Retry::Never => Outcome::DeadLetter { kind, error },
         _ if attempt >= policy.max_attempts => Outcome::DeadLetter { kind, error },
-        Retry::After(delay) => Outcome::Retry { delay, error },
+        Retry::After(delay) => Outcome::Retry {
+            delay: policy.bounded(delay),
+            error,
+        },
         Retry::Backoff => Outcome::Retry {
             delay: policy.delay_after(attempt),
             error,
@@ -903,6 +1014,11 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A handler future that re-raises a panic caught while the handler was being called.
+async fn resume_panic(panic: Box<dyn std::any::Any + Send>) -> HandlerResult {
+    std::panic::resume_unwind(panic)
+}
+
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -919,9 +1035,14 @@ async fn settle<S: Clone + Send + Sync + 'static>(
     reply: async_nats::Subject,
     stream_sequence: u64,
     attempt: u32,
-    outcome: Outcome,
+    (outcome, abort): (Outcome, &CancellationToken),
     tracking: Tracking<'_>,
 ) {
+    let beat = Heartbeat {
+        conn: &rt.conn,
+        reply: &reply,
+        every: rt.heartbeat_every(),
+    };
     let metrics = tracking.metrics.or(rt.unrouted.as_ref());
     let tenant = tracking.tenant.as_ref().map(TenantId::as_str);
     if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
@@ -935,7 +1056,9 @@ async fn settle<S: Clone + Send + Sync + 'static>(
             match &outcome {
                 Outcome::Ack => r.transition(RunState::Succeeded, None),
                 Outcome::Retry { delay, error } => {
-                    r.retry_at = chrono::Duration::from_std(*delay).ok().map(|d| now + d);
+                    r.retry_at = chrono::Duration::from_std(*delay)
+                        .ok()
+                        .and_then(|d| now.checked_add_signed(d));
                     r.transition(RunState::Retrying, Some(error.clone()));
                 }
                 Outcome::DeadLetter { kind, error } => {
@@ -947,7 +1070,7 @@ async fn settle<S: Clone + Send + Sync + 'static>(
             r.clone()
         });
         if let Some(snapshot) = snapshot {
-            history.put(&snapshot).await;
+            beat.during(history.put(&snapshot)).await;
         }
     }
     let counted = match &outcome {
@@ -961,7 +1084,18 @@ async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::DeadLetter { kind, .. } => Some(*kind),
         _ => None,
     };
-    let finished = settle_delivery(rt, msg, reply, stream_sequence, attempt, outcome).await;
+    let finished = settle_delivery(
+        rt,
+        msg,
+        (&beat, abort),
+        (stream_sequence, tracking.handed_back),
+        attempt,
+        outcome,
+    )
+    .await;
+    if finished && tracking.handed_back > 0 {
+        rt.handbacks.forget(&rt.name, stream_sequence).await;
+    }
     if let Some(m) = metrics {
         m.settled(counted, tenant);
     }
@@ -984,12 +1118,13 @@ async fn settle<S: Clone + Send + Sync + 'static>(
 async fn settle_delivery<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
     msg: &jetstream::Message,
-    reply: async_nats::Subject,
-    stream_sequence: u64,
+    (beat, abort): (&Heartbeat<'_>, &CancellationToken),
+    (stream_sequence, handed_back): (u64, u32),
     attempt: u32,
     outcome: Outcome,
 ) -> bool {
     let span = tracing::Span::current();
+    let reply = beat.reply.clone();
     match outcome {
         Outcome::Ack => {
             span.record("outcome", "ack");
@@ -1017,6 +1152,9 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         Outcome::HandBack => {
             span.record("outcome", "handed-back");
             tracing::info!("shutdown: event handed back");
+            rt.handbacks
+                .record(&rt.name, stream_sequence, handed_back)
+                .await;
             send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
             false
         }
@@ -1031,19 +1169,68 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 error,
                 failed_at: Utc::now(),
                 body: msg.message.payload.clone(),
+                body_truncated_from: None,
             };
-            match Box::pin(letter.publish(&rt.conn)).await {
-                Ok(()) => {
-                    tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
-                    let body = format!("+TERM dlq:{kind}");
-                    send_ack(&rt.conn, reply, body.into()).await;
-                    true
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not dead-letter; the event will be redelivered");
-                    let body = format!("-NAK {{\"delay\":{}}}", DEAD_LETTER_RETRY.as_nanos());
-                    send_ack(&rt.conn, reply, body.into()).await;
-                    false
+            // Only the dead-letter publish is retried, never the handler: the delivery keeps
+            // its heartbeats meanwhile, so it is not redelivered to another process. Only a
+            // shutdown past its grace hands it back unsettled.
+            let stored = beat
+                .during(async {
+                    loop {
+                        match Box::pin(letter.publish(&rt.conn)).await {
+                            Ok(()) => return true,
+                            Err(e) => {
+                                tracing::error!(error = %e, retry_in = ?DEAD_LETTER_RETRY, "could not dead-letter; retrying the dead-letter publish");
+                            }
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
+                            () = abort.cancelled() => return false,
+                        }
+                    }
+                })
+                .await;
+            if stored {
+                tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
+                let body = format!("+TERM dlq:{kind}");
+                send_ack(&rt.conn, reply, body.into()).await;
+            } else {
+                tracing::error!("shutdown: not dead-lettered yet; the event is handed back");
+                rt.handbacks
+                    .record(&rt.name, stream_sequence, handed_back)
+                    .await;
+                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+            }
+            stored
+        }
+    }
+}
+
+/// Sends in-progress heartbeats for a delivery while the runtime itself works on it (history
+/// writes, dead-letter publishes), so its ack wait does not run out mid-settle. Never used once
+/// the final ack is sent: a heartbeat after a delayed Nak would restart the ack wait and undo the
+/// delay.
+struct Heartbeat<'a> {
+    conn: &'a Connection,
+    reply: &'a async_nats::Subject,
+    every: Duration,
+}
+
+impl Heartbeat<'_> {
+    /// Runs `work`, heartbeating while it waits. Work that completes at once costs no timer.
+    async fn during<F: std::future::Future>(&self, work: F) -> F::Output {
+        tokio::pin!(work);
+        if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
+            return out;
+        }
+        let start = tokio::time::Instant::now() + self.every;
+        let mut ticks = tokio::time::interval_at(start, self.every);
+        loop {
+            tokio::select! {
+                biased;
+                out = work.as_mut() => return out,
+                _ = ticks.tick() => {
+                    send_ack(self.conn, self.reply.clone(), Bytes::from_static(b"+WPI")).await;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests of Conveyor against real nats-server processes, one server per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod bad_input;
 mod cluster;
 mod dead_letters;
 mod dev_system;
@@ -10,4 +11,5 @@ mod permissions;
 mod publish;
 mod resilience;
 mod scheduler;
+mod settling;
 mod worker;

@@ -288,9 +288,18 @@ async fn an_event_whose_last_attempt_dies_with_its_process_is_dead_lettered() {
     .await;
     child.kill();
 
-    // Another worker process (any group) runs the backstop.
-    let other = Worker::builder(&conn, Recorder::default())
-        .group(Group::new("bystander").handle(record_ping))
+    // The next process of the group gets the event back after the ack wait and dead-letters it
+    // without running it again: its one attempt is used up.
+    let recorder = Recorder::default();
+    let other = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("doomed")
+                .ack_wait(Duration::from_millis(1000))
+                .handle_with(
+                    record_ping,
+                    HandlerOptions::default().retry(RetryPolicy::no_retry()),
+                ),
+        )
         .build()
         .unwrap()
         .spawn();
@@ -301,7 +310,67 @@ async fn an_event_whose_last_attempt_dies_with_its_process_is_dead_lettered() {
     assert_eq!(letter.group, "doomed");
     assert_eq!(letter.stream_sequence, published.stream_sequence);
     assert_eq!(letter.original_subject, "events.acme.test.ping");
+    assert!(recorder.all().is_empty(), "not run a second time");
     other.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_hand_back_does_not_use_up_an_attempt() {
+    let (server, conn) = server().await;
+    let recorder = Recorder::default();
+    // One attempt each: a hand-back that counted as one would dead-letter the event.
+    let group = |name: &'static str| {
+        Group::new("once")
+            .ack_wait(Duration::from_secs(60))
+            .concurrency(4)
+            .handle_with(
+                move |_: Ping, ctx: Context<Recorder>| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    ctx.state().record(ctx.event_id(), ctx.attempt(), name);
+                    Ok::<(), HandlerError>(())
+                },
+                HandlerOptions::default().retry(RetryPolicy::no_retry()),
+            )
+    };
+    let first_conn = server.connect().await.unwrap();
+    // A grace shorter than a run: the running handlers are stopped and handed back too.
+    let first = Worker::builder(&first_conn, recorder.clone())
+        .shutdown_grace(Duration::from_millis(100))
+        .group(group("first"))
+        .build()
+        .unwrap()
+        .spawn();
+    let ids: Vec<String> = publish_pings(&conn, 30).await;
+    recorder
+        .wait_for(Duration::from_secs(10), "first results", |s| s.len() >= 4)
+        .await;
+    first.shutdown().await;
+    assert!(recorder.all().len() < 30, "stopped mid-way");
+
+    let second = Worker::builder(&conn, recorder.clone())
+        .group(group("second"))
+        .build()
+        .unwrap()
+        .spawn();
+    eventually(Duration::from_secs(20), "the rest handled", || async {
+        recorder.counts().len() == 30
+    })
+    .await;
+    let (pending, ack_pending, _) = consumer_state(&conn, "once").await;
+    assert_eq!((pending, ack_pending), (0, 0));
+    let counts = recorder.counts();
+    assert!(
+        ids.iter().all(|id| counts.get(id) == Some(&1)),
+        "each ran to the end once: {counts:?}"
+    );
+    let runs = recorder.all();
+    assert!(
+        runs.iter().all(|r| r.attempt == 1),
+        "hand-backs are not attempts: {runs:?}"
+    );
+    assert!(runs.iter().any(|r| r.worker == "second"));
+    assert!(dead_letters(&conn, 0, Duration::ZERO).await.is_empty());
+    second.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,12 +383,14 @@ async fn a_deleted_consumer_is_recreated_and_work_goes_on() {
         .unwrap()
         .spawn();
     let publisher = Publisher::new(&conn);
-    let first = publisher.publish("acme", &Ping { n: 1 }).await.unwrap();
+    let before = publish_pings(&conn, 20).await;
     recorder
-        .wait_for(Duration::from_secs(10), "the first event", |s| {
-            s.iter().any(|r| r.event_id == first.id)
+        .wait_for(Duration::from_secs(10), "the first events", |s| {
+            s.len() >= 20
         })
         .await;
+    // Long enough for the worker to have read the consumer's ack floor since.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let stream = conn.jetstream().get_stream("EVENTS").await.unwrap();
     stream.delete_consumer("phoenix").await.unwrap();
     eventually(
@@ -336,6 +407,13 @@ async fn a_deleted_consumer_is_recreated_and_work_goes_on() {
             |s| s.iter().any(|r| r.event_id == second.id),
         )
         .await;
+    // Recreated from where the group was, not from the start of the stream.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = recorder.counts();
+    assert!(
+        before.iter().all(|id| counts.get(id) == Some(&1)),
+        "no event handled before the deletion ran again: {counts:?}"
+    );
     worker.shutdown().await;
 }
 
