@@ -50,6 +50,9 @@ pub type ConnectError = Error<ConnectErrorKind>;
 pub(crate) struct Violations {
     tx: broadcast::Sender<Arc<str>>,
     recent: Mutex<VecDeque<(Instant, Arc<str>)>>,
+    /// The last subscription the server refused (e.g. the reply inbox of a user without
+    /// `--inbox-prefix`), and when.
+    subscribe: Mutex<Option<(Instant, String)>>,
 }
 
 const RECENT_VIOLATIONS: usize = 64;
@@ -60,6 +63,7 @@ impl Violations {
         Self {
             tx: broadcast::channel(64).0,
             recent: Mutex::new(VecDeque::new()),
+            subscribe: Mutex::new(None),
         }
     }
 
@@ -87,6 +91,21 @@ impl Violations {
         })
     }
 
+    fn record_subscribe(&self, subject: &str) {
+        if let Ok(mut s) = self.subscribe.lock() {
+            *s = Some((Instant::now(), subject.to_owned()));
+        }
+    }
+
+    /// A subscription the server refused in the last minute.
+    pub(crate) fn subscribe_refused(&self) -> Option<String> {
+        self.subscribe.lock().ok().and_then(|s| {
+            s.as_ref()
+                .filter(|(at, _)| at.elapsed() < VIOLATION_MEMORY)
+                .map(|(_, subject)| subject.clone())
+        })
+    }
+
     pub(crate) fn seen_recently(&self, subject: &str) -> bool {
         self.recent.lock().is_ok_and(|recent| {
             recent
@@ -99,12 +118,21 @@ impl Violations {
 /// Extracts the subject from a server error like
 /// `Permissions Violation for Publish to "events.other.x"`.
 fn publish_violation_subject(error: &str) -> Option<&str> {
-    const PREFIX: &str = "permissions violation for publish to";
-    let head = error.get(..PREFIX.len())?;
-    if !head.eq_ignore_ascii_case(PREFIX) {
+    violation_subject(error, "permissions violation for publish to")
+}
+
+/// Extracts the subject from a server error like
+/// `Permissions Violation for Subscription to "_INBOX.abc.*"`.
+fn subscribe_violation_subject(error: &str) -> Option<&str> {
+    violation_subject(error, "permissions violation for subscription to")
+}
+
+fn violation_subject<'a>(error: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = error.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
         return None;
     }
-    let rest = error[PREFIX.len()..].trim();
+    let rest = error[prefix.len()..].trim();
     Some(rest.trim_matches(|c| c == '"' || c == '\''))
 }
 
@@ -161,6 +189,8 @@ impl Connection {
                     async_nats::Event::ServerError(async_nats::ServerError::Other(msg)) => {
                         if let Some(subject) = publish_violation_subject(msg) {
                             v.record(subject);
+                        } else if let Some(subject) = subscribe_violation_subject(msg) {
+                            v.record_subscribe(subject);
                         }
                         tracing::warn!(error = %msg, "nats server error");
                     }
@@ -254,6 +284,20 @@ fn map_connect_error(e: async_nats::ConnectError) -> ConnectError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_subscribe_violations() {
+        assert_eq!(
+            subscribe_violation_subject(
+                r#"Permissions Violation for Subscription to "_INBOX.abc.*""#
+            ),
+            Some("_INBOX.abc.*")
+        );
+        assert_eq!(
+            subscribe_violation_subject("Permissions Violation for Publish to x"),
+            None
+        );
+    }
 
     #[test]
     fn parses_publish_violations() {

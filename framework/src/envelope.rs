@@ -75,8 +75,18 @@ pub fn validate_lane(lane: &str) -> Result<(), crate::event::EventTypeError> {
 pub const MAX_EVENT_ID_LEN: usize = 256;
 
 /// Checks an event id: 1 to [`MAX_EVENT_ID_LEN`] bytes, no control characters. The id is also
-/// the `Nats-Msg-Id` header, so a CR or LF in it would break the message framing; an empty id
+/// in the `Nats-Msg-Id` header, so a CR or LF in it would break the message framing; an empty id
 /// would make every such event a duplicate of the first.
+///
+/// ```
+/// assert!(conveyor::envelope::validate_event_id("order-1001").is_ok());
+/// let e = conveyor::envelope::validate_event_id("").unwrap_err();
+/// assert_eq!(e.kind(), conveyor::envelope::DecodeErrorKind::InvalidId);
+/// ```
+pub fn validate_event_id(id: &str) -> Result<(), DecodeError> {
+    check_event_id(id).map_err(|m| Error::new(DecodeErrorKind::InvalidId, m))
+}
+
 pub(crate) fn check_event_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("the event id is empty".to_owned());
@@ -265,7 +275,7 @@ impl<'a> RawEnvelope<'a> {
                 ),
             ));
         }
-        check_event_id(&env.id).map_err(|m| Error::new(DecodeErrorKind::InvalidId, m))?;
+        validate_event_id(&env.id)?;
         Ok(env)
     }
 

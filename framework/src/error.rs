@@ -13,6 +13,7 @@ pub struct Error<K> {
     kind: K,
     message: String,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    event_id: Option<String>,
 }
 
 impl<K: Copy> Error<K> {
@@ -22,6 +23,7 @@ impl<K: Copy> Error<K> {
             kind,
             message: message.into(),
             source: None,
+            event_id: None,
         }
     }
 
@@ -35,7 +37,21 @@ impl<K: Copy> Error<K> {
             kind,
             message: message.into(),
             source: Some(source.into()),
+            event_id: None,
         }
+    }
+
+    /// Names the event the failed operation was about.
+    pub(crate) fn for_event(mut self, id: impl Into<String>) -> Self {
+        self.event_id = Some(id.into());
+        self
+    }
+
+    /// The id of the event the failed operation was about, when it had one: e.g. the id of an
+    /// event whose publish timed out, to retry it with (a retry with the same id inside the
+    /// duplicate window is stored once).
+    pub fn event_id(&self) -> Option<&str> {
+        self.event_id.as_deref()
     }
 
     /// What went wrong, as an enum to match on.
@@ -63,6 +79,9 @@ impl<K: fmt::Debug> fmt::Debug for Error<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(id) = &self.event_id {
+            d.field("event_id", id);
+        }
         if let Some(source) = &self.source {
             d.field("source", source);
         }

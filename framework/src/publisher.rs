@@ -108,6 +108,8 @@ pub struct Published {
 /// An event encoded and ready to send.
 struct Prepared {
     id: String,
+    /// The `Nats-Msg-Id`: the id scoped by the tenant (see [`message_id`]).
+    message_id: String,
     subject: String,
     body: Bytes,
     headers: Vec<(String, String)>,
@@ -232,22 +234,44 @@ impl Publisher {
     /// Publishes many events, keeping up to `max_in_flight` acks outstanding, and returns one
     /// result per event in input order. Events are sent in input order, so they are stored in
     /// that order. A failed event does not stop the others.
+    ///
+    /// A failed event's error names its id ([`PublishError::event_id`](crate::Error::event_id)):
+    /// retrying with that id (see [`publish_many_with`](Self::publish_many_with)) stores it once.
     pub async fn publish_many<E, T, I>(&self, events: I) -> Vec<Result<Published, PublishError>>
     where
         E: Event,
         T: IntoTenantId,
         I: IntoIterator<Item = (T, E)>,
     {
+        self.publish_many_with(
+            events
+                .into_iter()
+                .map(|(tenant, event)| (tenant, event, EventOptions::default())),
+        )
+        .await
+    }
+
+    /// [`publish_many`](Self::publish_many) with attributes per event, e.g. the caller's own ids,
+    /// so a caller that retries after a timeout re-sends the same ids.
+    pub async fn publish_many_with<E, T, I>(
+        &self,
+        events: I,
+    ) -> Vec<Result<Published, PublishError>>
+    where
+        E: Event,
+        T: IntoTenantId,
+        I: IntoIterator<Item = (T, E, EventOptions)>,
+    {
         let events = events.into_iter();
         let mut results = Vec::with_capacity(events.size_hint().0);
         let mut in_flight = futures::stream::FuturesOrdered::new();
-        for (tenant, event) in events {
+        for (tenant, event, options) in events {
             if in_flight.len() >= self.max_in_flight
                 && let Some(done) = in_flight.next().await
             {
                 results.push(done);
             }
-            match self.prepare_event(tenant, &event, &EventOptions::default()) {
+            match self.prepare_event(tenant, &event, &options) {
                 Ok(prepared) => match self.start(prepared).await {
                     Ok(pending) => in_flight.push_back(pending.finish().boxed()),
                     Err(e) => in_flight.push_back(futures::future::ready(Err(e)).boxed()),
@@ -374,6 +398,7 @@ impl Publisher {
         }
         Ok(Prepared {
             subject: envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref()),
+            message_id: message_id(&tenant, &id),
             id,
             body: body.into(),
             headers: options.headers.clone(),
@@ -388,20 +413,36 @@ impl Publisher {
     async fn start(&self, prepared: Prepared) -> Result<PendingAck, PublishError> {
         let Prepared {
             id,
+            message_id,
             subject,
             body,
             headers,
         } = prepared;
         let mut message = Publish::build()
             .payload(body)
-            .message_id(&id)
+            .message_id(message_id)
             .header("Content-Type", CONTENT_TYPE);
         for (name, value) in headers {
             message = message.header(name.as_str(), value.as_str());
         }
-        let sent = send_message(&self.conn, subject, message).await?;
-        Ok(PendingAck { id, sent })
+        match send_message(&self.conn, subject, message).await {
+            Ok(sent) => Ok(PendingAck { id, sent }),
+            Err(e) => Err(e.for_event(id)),
+        }
     }
+}
+
+/// The `Nats-Msg-Id` of event `id` of `tenant`: `<tenant>:<id>`. JetStream de-duplicates by this
+/// header across the whole stream, whatever the subject: scoping it by tenant keeps two tenants
+/// that use the same business id (`order-1001`) from dropping each other's events.
+///
+/// ```
+/// let acme = conveyor::TenantId::parse("acme")?;
+/// assert_eq!(conveyor::publisher::message_id(&acme, "order-1001"), "acme:order-1001");
+/// # Ok::<(), conveyor::TenantIdError>(())
+/// ```
+pub fn message_id(tenant: &TenantId, id: &str) -> String {
+    format!("{tenant}:{id}")
 }
 
 /// Sends one message to a stream; the returned value awaits its ack. A publish the server
@@ -445,7 +486,22 @@ fn map_error(
             if conn.violations().is_some_and(|v| v.seen_recently(subject)) {
                 return denied(subject);
             }
-            PublishErrorKind::Timeout
+            if let Some(inbox) = conn.violations().and_then(|v| v.subscribe_refused()) {
+                return Error::with_source(
+                    PublishErrorKind::Timeout,
+                    format!(
+                        "no ack from the stream for {subject:?}: the server refused this user a subscription to its reply inbox {inbox:?}, so no ack can arrive; the event may have been stored. Connect with an inbox prefix the user may subscribe to (ConnectOptions::custom_inbox_prefix, `--inbox-prefix _INBOX_<user>`), then retry with the same event id"
+                    ),
+                    e,
+                );
+            }
+            return Error::with_source(
+                PublishErrorKind::Timeout,
+                format!(
+                    "no ack from the stream for {subject:?} in time; the event may have been stored: retry with the same event id (stored once inside the duplicate window)"
+                ),
+                e,
+            );
         }
         NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::PayloadTooLarge,
         _ => PublishErrorKind::Other,
@@ -493,7 +549,10 @@ impl PendingAck {
     async fn finish(self) -> Result<Published, PublishError> {
         let Self { id, sent } = self;
         let subject = sent.subject.clone();
-        let ack = sent.acked().await?;
+        let ack = match sent.acked().await {
+            Ok(ack) => ack,
+            Err(e) => return Err(e.for_event(id)),
+        };
         Ok(Published {
             id,
             subject,

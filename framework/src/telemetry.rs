@@ -63,6 +63,8 @@ pub enum Outcome {
     Cancelled,
     /// A shutdown handed the event back to the server.
     HandedBack,
+    /// A replay meant for another group: acked without running.
+    Skipped,
 }
 
 impl Outcome {
@@ -74,15 +76,17 @@ impl Outcome {
             Self::DeadLetter => "dead_letter",
             Self::Cancelled => "cancelled",
             Self::HandedBack => "handed_back",
+            Self::Skipped => "skipped",
         }
     }
 
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Self::Ok,
         Self::Retry,
         Self::DeadLetter,
         Self::Cancelled,
         Self::HandedBack,
+        Self::Skipped,
     ];
 }
 
@@ -583,7 +587,7 @@ pub(crate) struct RouteMetrics {
     telemetry: Telemetry,
     group: String,
     event_type: String,
-    outcomes: [Counter; 5],
+    outcomes: [Counter; 6],
     pub(crate) duration: DurationHistogram,
     pub(crate) sla_breaches: Counter,
 }

@@ -56,6 +56,16 @@ impl Leadership {
                 .is_ok_and(|s| s.is_some_and(|(until, _)| Instant::now() < until))
     }
 
+    /// The term of this process's leadership: when it acquired the lease it still holds (or
+    /// last held: a renewal that is late but succeeds keeps the term). A new acquisition is a new
+    /// term; `None` before the first one, after losing the lease, and for a forced leader.
+    pub(crate) fn term(&self) -> Option<DateTime<Utc>> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.map(|(_, since)| since))
+    }
+
     fn set(&self, until: Instant, since: DateTime<Utc>) {
         if let Ok(mut s) = self.state.lock() {
             *s = Some((until, since));

@@ -8,11 +8,13 @@
 //!   persists the last fired tick per schedule so a new leader neither re-fires nor skips.
 //! - [`status`]: the operator view (next fire times, leader, last ticks).
 //!
-//! A tick's event has the id and `Nats-Msg-Id` `cron:<schedule>:<tenant>:<unix-seconds>`: if two
+//! A tick's event has the id and `Nats-Msg-Id` `cron:<schedule>:<tenant>:<unix-seconds>:<tag>`
+//! (the tag keyed by a secret the schedulers share, so no tenant can guess another's tick id): if two
 //! processes ever both fire a tick, the stream stores it once.
 
 pub mod cli;
 pub mod config;
+mod ids;
 pub mod lease;
 mod runtime;
 pub mod schedule;

@@ -186,7 +186,9 @@ struct Ctx {
     stats: Arc<Stats>,
     state: kv::Store,
     runs: kv::Store,
-    registry: Arc<RwLock<BTreeSet<TenantId>>>,
+    /// The tenant registry; `None` until it has loaded once.
+    registry: Arc<RwLock<Option<BTreeSet<TenantId>>>>,
+    ids: crate::ids::TickIds,
 }
 
 async fn bucket(
@@ -259,6 +261,8 @@ impl Scheduler {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let js = self.conn.jetstream();
         let lease_store = lease::lease_bucket(js, self.options.lease_ttl).await?;
+        let state = bucket(js, STATE_BUCKET, "Last fired tick per schedule").await?;
+        let ids = crate::ids::TickIds::load(&state).await?;
         let ctx = Arc::new(Ctx {
             publisher: match &self.telemetry {
                 Some(t) => Publisher::new(&self.conn)
@@ -268,9 +272,10 @@ impl Scheduler {
             },
             leadership: self.leadership.clone(),
             stats: self.stats.clone(),
-            state: bucket(js, STATE_BUCKET, "Last fired tick per schedule").await?,
+            state,
             runs: bucket(js, RUNS_BUCKET, "Running scheduled runs").await?,
-            registry: Arc::new(RwLock::new(BTreeSet::new())),
+            registry: Arc::new(RwLock::new(None)),
+            ids,
         });
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -307,12 +312,25 @@ impl Scheduler {
     }
 }
 
-async fn load_registry(store: &kv::Store, registry: &RwLock<BTreeSet<TenantId>>) {
-    let Ok(mut keys) = store.keys().await else {
-        return;
+/// Loads every tenant of the registry. A registry that cannot be read in full leaves what was
+/// loaded before (or nothing: schedules then wait, rather than firing for no tenant).
+async fn load_registry(store: &kv::Store, registry: &RwLock<Option<BTreeSet<TenantId>>>) {
+    let mut keys = match store.keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the tenant registry");
+            return;
+        }
     };
     let mut set = BTreeSet::new();
-    while let Some(Ok(key)) = keys.next().await {
+    while let Some(key) = keys.next().await {
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the tenant registry");
+                return;
+            }
+        };
         match TenantId::parse(key.as_str()) {
             Ok(t) => {
                 set.insert(t);
@@ -323,13 +341,13 @@ async fn load_registry(store: &kv::Store, registry: &RwLock<BTreeSet<TenantId>>)
         }
     }
     if let Ok(mut r) = registry.write() {
-        *r = set;
+        *r = Some(set);
     }
 }
 
 async fn watch_registry(
     store: kv::Store,
-    registry: Arc<RwLock<BTreeSet<TenantId>>>,
+    registry: Arc<RwLock<Option<BTreeSet<TenantId>>>>,
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
@@ -352,7 +370,9 @@ async fn watch_registry(
                 tracing::warn!(key = %entry.key, "tenant registry key is not a valid tenant id");
                 continue;
             };
-            if let Ok(mut r) = registry.write() {
+            if let Ok(mut guard) = registry.write()
+                && let Some(r) = guard.as_mut()
+            {
                 if entry.operation == kv::Operation::Put {
                     r.insert(tenant);
                 } else {
@@ -419,11 +439,24 @@ async fn run_schedule(ctx: Arc<Ctx>, schedule: CompiledSchedule, shutdown: Cance
     let mut loaded = false;
     let mut last: DateTime<Utc> = Utc::now();
     let mut rev: Option<u64> = None;
+    // The leadership term the state was loaded in. A pause in acting (a renewal that came late
+    // but succeeded) keeps the term: nobody else fired meanwhile, so there is nothing to catch up.
+    let mut loaded_term = None;
+    // Tenants whose event of a fired tick is not stored yet: retried on their own, so they hold
+    // neither the schedule nor the tenants that got the tick.
+    let mut owed: Vec<(DateTime<Utc>, Vec<TenantId>)> = Vec::new();
     while !shutdown.is_cancelled() {
         if !ctx.leadership.is_leader() {
-            loaded = false;
             sleep_or(Duration::from_millis(50), &shutdown).await;
             continue;
+        }
+        if ctx.leadership.term() != loaded_term {
+            loaded = false;
+            owed.clear();
+            loaded_term = ctx.leadership.term();
+        }
+        if !owed.is_empty() {
+            retry_owed(&ctx, &schedule, &mut owed).await;
         }
         let now = Utc::now();
         let due = if loaded {
@@ -471,9 +504,17 @@ async fn run_schedule(ctx: Arc<Ctx>, schedule: CompiledSchedule, shutdown: Cance
         if let Some(&newest) = due.last() {
             let mut ok = true;
             for tick in &due {
-                if !ctx.leadership.is_leader() || !fire(&ctx, &schedule, *tick).await {
+                if !ctx.leadership.is_leader() {
                     ok = false;
                     break;
+                }
+                match fire(&ctx, &schedule, *tick, None).await {
+                    Fired::All => {}
+                    Fired::Partly(failed) => owed.push((*tick, failed)),
+                    Fired::NoTenants => {
+                        ok = false;
+                        break;
+                    }
                 }
             }
             if !ok {
@@ -491,10 +532,11 @@ async fn run_schedule(ctx: Arc<Ctx>, schedule: CompiledSchedule, shutdown: Cance
             tracing::info!(schedule = %name, "schedule has no further ticks");
             return;
         };
+        let cap = if owed.is_empty() { 250 } else { OWED_RETRY_MS };
         let wait = (next - Utc::now())
             .to_std()
             .unwrap_or_default()
-            .min(Duration::from_millis(250));
+            .min(Duration::from_millis(cap));
         sleep_or(wait, &shutdown).await;
     }
 }
@@ -543,72 +585,162 @@ async fn sleep_or(d: Duration, token: &CancellationToken) {
     }
 }
 
-/// Publishes one tick's events; false if a publish failed (the tick is retried).
-async fn fire(ctx: &Ctx, schedule: &CompiledSchedule, tick: DateTime<Utc>) -> bool {
+/// Events of one tick published at once.
+const FIRE_CONCURRENCY: usize = 64;
+/// How often the events of tenants whose publish failed are tried again.
+const OWED_RETRY_MS: u64 = 200;
+/// Owed ticks retried in one pass.
+const OWED_PER_PASS: usize = 4;
+/// How long a tenant's failed event is tried again before it is given up (and logged).
+const OWED_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// What became of one tick's events.
+enum Fired {
+    /// Every tenant's event is stored.
+    All,
+    /// These tenants' events are not: they are owed.
+    Partly(Vec<TenantId>),
+    /// The tenant registry has not loaded: nothing was published and the tick must wait.
+    NoTenants,
+}
+
+/// Publishes the events still owed for earlier ticks; keeps what fails again, gives up (with
+/// an error log) on events owed longer than [`OWED_FOR`].
+async fn retry_owed(
+    ctx: &Ctx,
+    schedule: &CompiledSchedule,
+    owed: &mut Vec<(DateTime<Utc>, Vec<TenantId>)>,
+) {
+    let mut still = Vec::new();
+    for (i, (tick, tenants)) in owed.drain(..).enumerate() {
+        if Utc::now() - tick > OWED_FOR {
+            tracing::error!(schedule = schedule.name(), %tick, tenants = ?tenants, "gave up publishing the tick for these tenants");
+            continue;
+        }
+        // A few ticks per pass, oldest first, so retries never hold up the schedule's new ticks.
+        if i >= OWED_PER_PASS {
+            still.push((tick, tenants));
+            continue;
+        }
+        if let Fired::Partly(failed) = fire(ctx, schedule, tick, Some(tenants)).await {
+            still.push((tick, failed));
+        }
+    }
+    *owed = still;
+}
+
+/// Publishes one tick's events, for every tenant of the schedule or only `only`.
+async fn fire(
+    ctx: &Ctx,
+    schedule: &CompiledSchedule,
+    tick: DateTime<Utc>,
+    only: Option<Vec<TenantId>>,
+) -> Fired {
     let name = schedule.name();
-    let tenants: Vec<TenantId> = if schedule.spec.tenant_registry {
-        ctx.registry
-            .read()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
-    } else {
-        schedule.tenants().to_vec()
+    let tenants: Vec<TenantId> = match only {
+        Some(tenants) => tenants,
+        None if schedule.spec.tenant_registry => {
+            match ctx.registry.read().ok().and_then(|r| r.clone()) {
+                Some(r) => r.into_iter().collect(),
+                None => {
+                    tracing::warn!(schedule = name, %tick, "the tenant registry has not loaded; the tick waits");
+                    return Fired::NoTenants;
+                }
+            }
+        }
+        None => schedule.tenants().to_vec(),
     };
     let payload = serde_json::json!({
         "schedule": name,
         "scheduled_at": tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "timezone": schedule.tz().name(),
     });
-    let mut all_ok = true;
-    for tenant in tenants {
-        let id = format!("cron:{name}:{tenant}:{}", tick.timestamp());
-        let mut options = EventOptions::default().id(id.clone()).time(tick);
-        if schedule.spec.overlap == Overlap::SkipIfRunning {
-            let key = format!("{name}.{tenant}");
-            match still_running(&ctx.runs, &key, schedule.spec.max_run_secs).await {
-                Some(running) => {
-                    ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(schedule = name, %tenant, %tick, previous = %running, "tick skipped: the previous run has not finished");
-                    continue;
-                }
-                None => {
-                    if let Err(e) = ctx.runs.put(&key, id.clone().into()).await {
-                        tracing::warn!(schedule = name, %tenant, error = %e, "cannot mark the run");
-                    }
-                    options = options.header(RUN_KEY_HEADER, key);
-                }
+    // Tenants are published concurrently: one whose publish hangs until its timeout delays
+    // nobody else's event of the tick.
+    let failed: Vec<TenantId> = futures::stream::iter(tenants)
+        .map(|tenant| {
+            let payload = &payload;
+            async move {
+                let ok = fire_one(ctx, schedule, tick, &tenant, payload).await;
+                (!ok).then_some(tenant)
             }
-        }
-        match ctx
-            .publisher
-            .publish_untyped(tenant.clone(), &schedule.spec.event_type, &payload, options)
-            .await
-        {
-            Ok(p) => {
-                let late = Utc::now() - tick;
-                let late_ms = late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
-                if p.duplicate {
-                    ctx.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(schedule = name, %tenant, %tick, "tick already published");
-                } else {
-                    ctx.stats.fired.fetch_add(1, Ordering::Relaxed);
-                    ctx.stats.record_lateness(late_ms);
-                    if late.to_std().unwrap_or_default() > LATE_AFTER {
-                        ctx.stats.late.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(schedule = name, %tenant, %tick, late_ms, "tick fired late");
-                    } else {
-                        tracing::info!(schedule = name, %tenant, %tick, late_ms, "tick fired");
-                    }
-                }
+        })
+        .buffer_unordered(FIRE_CONCURRENCY)
+        .filter_map(futures::future::ready)
+        .collect()
+        .await;
+    if failed.is_empty() {
+        Fired::All
+    } else {
+        Fired::Partly(failed)
+    }
+}
+
+/// Publishes the tick's event of one tenant; false when it is not stored.
+async fn fire_one(
+    ctx: &Ctx,
+    schedule: &CompiledSchedule,
+    tick: DateTime<Utc>,
+    tenant: &TenantId,
+    payload: &serde_json::Value,
+) -> bool {
+    let name = schedule.name();
+    let id = ctx.ids.tick_id(name, tenant, tick);
+    let mut options = EventOptions::default().id(id.clone()).time(tick);
+    let mut marked = None;
+    if schedule.spec.overlap == Overlap::SkipIfRunning {
+        let key = format!("{name}.{tenant}");
+        match still_running(&ctx.runs, &key, schedule.spec.max_run_secs).await {
+            Some(running) if running != id => {
+                ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(schedule = name, %tenant, %tick, previous = %running, "tick skipped: the previous run has not finished");
+                return true;
             }
-            Err(e) => {
-                ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(schedule = name, %tenant, %tick, error = %e, "tick publish failed; will retry");
-                all_ok = false;
+            _ => {
+                // Marked before the publish, so a worker that settles the event at once
+                // finds the marker to clear; removed again if the publish fails.
+                if let Err(e) = ctx.runs.put(&key, id.clone().into()).await {
+                    tracing::warn!(schedule = name, %tenant, error = %e, "cannot mark the run");
+                }
+                options = options.header(RUN_KEY_HEADER, key.clone());
+                marked = Some(key);
             }
         }
     }
-    all_ok
+    match ctx
+        .publisher
+        .publish_untyped(tenant.clone(), &schedule.spec.event_type, payload, options)
+        .await
+    {
+        Ok(p) => {
+            let late = Utc::now() - tick;
+            let late_ms = late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+            if p.duplicate {
+                ctx.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(schedule = name, %tenant, %tick, "tick already published");
+            } else {
+                ctx.stats.fired.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.record_lateness(late_ms);
+                if late.to_std().unwrap_or_default() > LATE_AFTER {
+                    ctx.stats.late.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(schedule = name, %tenant, %tick, late_ms, "tick fired late");
+                } else {
+                    tracing::info!(schedule = name, %tenant, %tick, late_ms, "tick fired");
+                }
+            }
+            true
+        }
+        Err(e) => {
+            ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(schedule = name, %tenant, %tick, error = %e, "tick publish failed; will retry for this tenant");
+            if let Some(key) = marked
+                && let Err(e) = ctx.runs.delete(&key).await
+            {
+                tracing::warn!(schedule = name, %tenant, error = %e, "cannot remove the run marker of a failed publish");
+            }
+            false
+        }
+    }
 }
 
 /// The event id of a run of `key` that is still going, if any.

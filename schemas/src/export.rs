@@ -118,9 +118,12 @@ pub fn envelope_schema(entry: &Entry) -> Value {
             o.remove("$defs")
         })
         .unwrap_or_else(|| json!({}));
+    // Each type's example has its own id: an app that publishes the examples as they are must
+    // not have all but one dropped as duplicates.
+    let example_id = format!("example-{ty}");
     let mut example_envelope = json!({
         "specversion": "1.0",
-        "id": "0193a5e2-7c1d-7b4e-9a51-2f0c3d4e5f60",
+        "id": example_id,
         "source": "checkout-api",
         "type": ty,
         "time": "2026-11-22T09:00:00.000000Z",
@@ -129,24 +132,21 @@ pub fn envelope_schema(entry: &Entry) -> Value {
         "data": entry.example(),
     });
     if let Some(o) = example_envelope.as_object_mut() {
-        o.insert(
-            "correlationid".into(),
-            json!("0193a5e2-7c1d-7b4e-9a51-2f0c3d4e5f60"),
-        );
+        o.insert("correlationid".into(), json!(example_id));
     }
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": format!("https://conveyor.dev/schemas/envelope/{ty}.schema.json"),
         "title": format!("{ty} CloudEvent"),
         "description": format!(
-            "CloudEvents 1.0 envelope (JSON structured mode) of a {ty} event, published on the subject events.<tenantid>.{ty} with the header Nats-Msg-Id = id. {}",
+            "CloudEvents 1.0 envelope (JSON structured mode) of a {ty} event, published on the subject events.<tenantid>.{ty} with the header Nats-Msg-Id = <tenantid>:<id>. {}",
             entry.description()
         ),
         "type": "object",
         "required": ["specversion", "id", "source", "type", "tenantid", "data"],
         "properties": {
             "specversion": {"const": "1.0", "description": "CloudEvents spec version."},
-            "id": {"type": "string", "minLength": 1, "description": "Unique event id; also the Nats-Msg-Id, so a re-publish inside the duplicate window is stored once."},
+            "id": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", "description": "Unique event id (1 to 256 bytes, no control characters); the Nats-Msg-Id is <tenantid>:<id>, so a re-publish inside the duplicate window is stored once."},
             "source": {"type": "string", "minLength": 1, "description": "The publishing app."},
             "type": {"const": ty, "description": "The event type."},
             "time": {"type": "string", "format": "date-time", "description": "When the event happened (RFC 3339)."},

@@ -98,6 +98,28 @@ fn every_envelope_example_validates_against_its_envelope_schema() {
         let mut wrong_type = schema["examples"][0].clone();
         wrong_type["type"] = json!("other.type");
         assert!(!validator.is_valid(&wrong_type), "{}", e.event_type());
+        for bad_id in [json!(""), json!("a\u{7}b"), json!("i".repeat(257))] {
+            let mut wrong_id = schema["examples"][0].clone();
+            wrong_id["id"] = bad_id;
+            assert!(!validator.is_valid(&wrong_id), "{}", e.event_type());
+        }
+    }
+}
+
+#[test]
+fn every_envelope_example_has_its_own_id() {
+    let mut seen = std::collections::BTreeMap::new();
+    for e in catalog() {
+        let schema = export::envelope_schema(e);
+        for example in schema["examples"].as_array().unwrap() {
+            let id = example["id"].as_str().unwrap().to_owned();
+            if let Some(other) = seen.insert(id.clone(), e.event_type()) {
+                panic!(
+                    "{} and {other} share the example id {id}: publishing both stores one",
+                    e.event_type()
+                );
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use clap::{Args, Parser, Subcommand};
 use conveyor::topology::{DLQ_STREAM, EVENTS_STREAM, Topology, provision};
 use conveyor::{Connection, DeadLetter, EventOptions, Publisher};
@@ -559,16 +559,25 @@ async fn publish(
         println!("valid {event_type} event for tenant {tenant} (dry run: nothing sent)");
         return Ok(());
     }
+    // The id is chosen here, so a failure can name it for a retry without a duplicate.
+    let id = match id {
+        Some(id) => {
+            conveyor::envelope::validate_event_id(&id).map_err(|e| format!("invalid --id: {e}"))?;
+            id
+        }
+        None => conveyor::envelope::new_event_id(),
+    };
     let conn = connect(conn_args).await?;
-    let mut options = EventOptions::default();
-    if let Some(id) = id {
-        options = options.id(id);
-    }
     let published = Publisher::new(&conn)
         .with_source(source)
-        .publish_untyped(tenant, event_type, &payload, options)
+        .publish_untyped(tenant, event_type, &payload, EventOptions::default().id(id.clone()))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.kind() {
+            conveyor::PublishErrorKind::Timeout => format!(
+                "{e}\nevent {id} may have been stored; to retry without a duplicate, run the same command with --id {id}"
+            ),
+            _ => e.to_string(),
+        })?;
     println!(
         "{} {} on {} (EVENTS #{})",
         if published.duplicate {
@@ -742,37 +751,24 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
 }
 
 /// Every dead letter with its DLQ sequence, oldest first.
+/// Every dead letter, oldest first, without bodies (for listings).
 async fn dead_letters(conn: &Connection) -> Result<Vec<(u64, DeadLetter)>, Fail> {
-    let stream = conn
-        .jetstream()
-        .get_stream(DLQ_STREAM)
-        .await
-        .map_err(|e| format!("stream DLQ not found ({e}); run `conveyor setup`"))?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(100_000)
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
-    while let Some(m) = batch.next().await {
-        let m = m.map_err(|e| e.to_string())?;
-        let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-        let headers = m.message.headers.clone().unwrap_or_default();
-        if let Ok(d) = DeadLetter::from_parts(&headers, m.message.payload.clone()) {
-            out.push((seq, d));
-        }
+    let mut letters = std::pin::pin!(conveyor::dlq::letters(conn, false));
+    while let Some(stored) = letters.next().await {
+        let stored = stored.map_err(|e| dlq_error(&e))?;
+        out.push((stored.sequence, stored.letter));
     }
     Ok(out)
+}
+
+fn dlq_error(e: &conveyor::DeadLetterError) -> String {
+    match e.kind() {
+        conveyor::DeadLetterErrorKind::Read => {
+            format!("{e}; run `conveyor setup` if DLQ is missing")
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn matches(f: &Filter, d: &DeadLetter) -> bool {
@@ -857,57 +853,66 @@ async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> {
             filter,
             dry_run,
         } => {
-            let letters = dead_letters(conn).await?;
-            let chosen: Vec<(u64, DeadLetter)> = match (seq, all) {
-                (Some(s), false) => {
-                    let one: Vec<_> = letters.into_iter().filter(|(q, _)| *q == s).collect();
-                    if one.is_empty() {
-                        return Err(format!("no dead letter #{s}; see `conveyor dlq list`"));
-                    }
-                    one
-                }
-                (None, true) => filtered(letters, &filter),
-                _ => return Err("give one DLQ sequence, or --all (with optional filters)".into()),
-            };
-            let total = chosen.len();
-            let stream = conn
-                .jetstream()
-                .get_stream(DLQ_STREAM)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut replayed = 0;
-            for (i, (s, d)) in chosen.iter().enumerate() {
-                if dry_run {
-                    println!("would replay #{s} to {}", d.original_subject);
-                    continue;
-                }
-                let ack = conn
-                    .jetstream()
-                    .publish(d.original_subject.clone(), d.body.clone())
-                    .await
-                    .map_err(|e| format!("replay of #{s} failed: {e}"))?
-                    .await
-                    .map_err(|e| {
-                        format!("replay of #{s} was not acknowledged: {e}; it stays in the DLQ")
-                    })?;
-                stream.delete_message(*s).await.map_err(|e| {
-                    format!(
-                        "#{s} was replayed (EVENTS #{}) but could not be removed from the DLQ: {e}",
-                        ack.sequence
-                    )
-                })?;
-                replayed += 1;
-                eprint!(
-                    "\rreplaying {}/{total} [{:<30}]",
-                    i + 1,
-                    "#".repeat((i + 1) * 30 / total.max(1))
-                );
+            if seq.is_some() == all {
+                return Err("give one DLQ sequence, or --all (with optional filters)".into());
             }
-            if !dry_run && total > 0 {
+            let mut replayed = 0usize;
+            let mut matched = 0usize;
+            let mut replay_one = async |stored: conveyor::dlq::StoredLetter| -> Result<(), Fail> {
+                matched += 1;
+                let target = stored.replay_subject().map_err(|e| e.to_string())?;
+                if dry_run {
+                    println!(
+                        "would replay #{} to {target} for group {}",
+                        stored.sequence, stored.letter.group
+                    );
+                    return Ok(());
+                }
+                conveyor::dlq::replay(conn, &stored)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                replayed += 1;
+                if replayed.is_multiple_of(1000) {
+                    eprint!("\rreplayed {replayed}");
+                }
+                Ok(())
+            };
+            match seq {
+                Some(s) => {
+                    let stream = conn
+                        .jetstream()
+                        .get_stream(DLQ_STREAM)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let m = stream
+                        .direct_get(s)
+                        .await
+                        .map_err(|_| format!("no dead letter #{s}; see `conveyor dlq list`"))?;
+                    let letter = DeadLetter::from_parts(&m.headers, m.payload.clone())
+                        .map_err(|e| format!("DLQ #{s} is not a dead letter: {e}"))?;
+                    replay_one(conveyor::dlq::StoredLetter {
+                        sequence: s,
+                        subject: m.subject.to_string(),
+                        letter,
+                    })
+                    .await?;
+                }
+                None => {
+                    // Streamed: each letter is replayed as it is read, none kept in memory.
+                    let mut letters = std::pin::pin!(conveyor::dlq::letters(conn, true));
+                    while let Some(stored) = letters.next().await {
+                        let stored = stored.map_err(|e| dlq_error(&e))?;
+                        if matches(&filter, &stored.letter) {
+                            replay_one(stored).await?;
+                        }
+                    }
+                }
+            }
+            if replayed >= 1000 {
                 eprintln!();
             }
             if dry_run {
-                println!("dry run: {total} dead letters would be replayed");
+                println!("dry run: {matched} dead letters would be replayed");
             } else {
                 println!("replayed {replayed} dead letters");
             }

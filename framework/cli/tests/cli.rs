@@ -70,6 +70,35 @@ async fn publish_validates_against_the_catalog_before_sending() {
     assert!(ok.status.success(), "{:?}", text(&ok));
     assert!(text(&ok).0.contains("events.acme.order.fulfilled"));
     assert_eq!(events_count(&conn).await, 1);
+    let stored = conveyor_tests::read_stream(&conn, "EVENTS", 1, Duration::from_secs(2)).await;
+    let body: serde_json::Value = serde_json::from_slice(&stored[0].message.payload).unwrap();
+    let id = body["id"].as_str().unwrap();
+    assert!(
+        text(&ok).0.starts_with(&format!("published {id} ")),
+        "prints the id: {:?}",
+        text(&ok)
+    );
+
+    let empty_id = conveyor(
+        &url,
+        &[
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "acme",
+            "--data",
+            data,
+            "--id",
+            "",
+        ],
+    );
+    assert_eq!(empty_id.status.code(), Some(1));
+    assert!(
+        text(&empty_id).1.starts_with("error: invalid --id"),
+        "{:?}",
+        text(&empty_id)
+    );
+    assert_eq!(events_count(&conn).await, 1, "nothing stored");
 
     let bad = conveyor(
         &url,
@@ -443,6 +472,33 @@ async fn a_missing_permission_is_named() {
         "{err}"
     );
     assert!(!err.contains("change-me-acme") && !out.contains("change-me-acme"));
+
+    // Without its inbox prefix the user may publish but not read the stream's ack: it is told
+    // so, and how to retry without a duplicate.
+    let no_inbox = conveyor(
+        &server.url(),
+        &[
+            "--user",
+            "pub_acme",
+            "--password",
+            "change-me-acme",
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "acme",
+            "--data",
+            r#"{"order_id":"o-1","fulfilled_at":"2026-11-22T09:00:00Z"}"#,
+            "--id",
+            "fulfil-o-1",
+        ],
+    );
+    assert_eq!(no_inbox.status.code(), Some(1));
+    let (_, err) = text(&no_inbox);
+    assert!(
+        err.contains("reply inbox") && err.contains("--inbox-prefix"),
+        "{err}"
+    );
+    assert!(err.contains("--id fulfil-o-1"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,7 +168,8 @@ async fn handle(conn: &Connection, payload: &Bytes) -> bool {
         Ok(()) => {
             tracing::error!(group = %letter.group, stream_sequence = letter.stream_sequence, "dead-lettered by the max-deliveries backstop");
             if let Some(key) = original.headers.get(crate::runs::RUN_KEY_HEADER) {
-                crate::runs::finish_run(conn, key.as_str()).await;
+                crate::runs::finish_run(conn, key.as_str(), &original.subject, &original.payload)
+                    .await;
             }
             true
         }

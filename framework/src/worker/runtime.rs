@@ -456,10 +456,20 @@ async fn send_ack(conn: &Connection, reply: async_nats::Subject, body: Bytes) {
 /// What becomes of one delivery.
 enum Outcome {
     Ack,
-    Retry { delay: Duration, error: String },
-    DeadLetter { kind: DeadLetterKind, error: String },
-    Cancelled { running: bool },
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    DeadLetter {
+        kind: DeadLetterKind,
+        error: String,
+    },
+    Cancelled {
+        running: bool,
+    },
     HandBack,
+    /// A replayed dead letter of another group: acked, not run.
+    NotForThisGroup,
 }
 
 impl Outcome {
@@ -619,6 +629,15 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     tracking: &mut Tracking<'a>,
 ) -> Outcome {
     let span = tracing::Span::current();
+    if let Some(group) = msg
+        .message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(crate::dlq::REPLAY_FOR_HEADER))
+        && group.as_str() != rt.name
+    {
+        return Outcome::NotForThisGroup;
+    }
     let subject = msg.message.subject.as_str();
     let Some((subject_tenant, subject_type)) = split_event_subject(subject) else {
         return Outcome::dead(
@@ -1066,6 +1085,8 @@ async fn settle<S: Clone + Send + Sync + 'static>(
                 }
                 Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
                 Outcome::HandBack => r.transition(RunState::HandedBack, None),
+                // Decided before a run record exists.
+                Outcome::NotForThisGroup => {}
             }
             r.clone()
         });
@@ -1079,6 +1100,7 @@ async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::DeadLetter { .. } => TelemetryOutcome::DeadLetter,
         Outcome::Cancelled { .. } => TelemetryOutcome::Cancelled,
         Outcome::HandBack => TelemetryOutcome::HandedBack,
+        Outcome::NotForThisGroup => TelemetryOutcome::Skipped,
     };
     let dead_kind = match &outcome {
         Outcome::DeadLetter { kind, .. } => Some(*kind),
@@ -1109,7 +1131,13 @@ async fn settle<S: Clone + Send + Sync + 'static>(
             .as_ref()
             .and_then(|h| h.get(crate::runs::RUN_KEY_HEADER))
     {
-        Box::pin(crate::runs::finish_run(&rt.conn, key.as_str())).await;
+        Box::pin(crate::runs::finish_run(
+            &rt.conn,
+            key.as_str(),
+            &msg.message.subject,
+            &msg.message.payload,
+        ))
+        .await;
     }
 }
 
@@ -1129,6 +1157,12 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         Outcome::Ack => {
             span.record("outcome", "ack");
             tracing::debug!("handled");
+            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            true
+        }
+        Outcome::NotForThisGroup => {
+            span.record("outcome", "skipped");
+            tracing::debug!("replay for another group; skipped");
             send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
             true
         }

@@ -143,3 +143,88 @@ async fn the_scheduler_user_can_lead_and_fire() {
     assert!(fired >= 2, "the scheduler user fired {fired} ticks");
     assert!(conveyor_tests::events_count(&admin).await >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_suppress_another_tenants_events_by_id() {
+    use conveyor::EventOptions;
+    use conveyor_scheduler::{CatchUp, Options, Schedule, Scheduler};
+    conveyor_tests::init_tracing();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config/accounts.conf");
+    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let admin = login(&server, "admin", "change-me-admin").await;
+    provision(&admin, &Topology::default()).await.unwrap();
+    let app = login(&server, "pub_acme", "change-me-acme").await;
+
+    // The same business id in two tenants: both stored.
+    let ours = Publisher::new(&app)
+        .publish_with(
+            "acme",
+            &Ping { n: 1 },
+            EventOptions::default().id("order-1001"),
+        )
+        .await
+        .unwrap();
+    let theirs = Publisher::new(&admin)
+        .publish_with(
+            "globex",
+            &Ping { n: 2 },
+            EventOptions::default().id("order-1001"),
+        )
+        .await
+        .unwrap();
+    assert!(!ours.duplicate && !theirs.duplicate);
+    assert_ne!(ours.stream_sequence, theirs.stream_sequence);
+
+    // acme publishes first, on its own subject, with every id globex's next ticks could have.
+    let scheduler = Scheduler::new(
+        &admin,
+        &[Schedule::new("pulse", "* * * * * *", "health.check")
+            .tenants(["globex"])
+            .catch_up(CatchUp::Skip)],
+        Options::default(),
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let forged: Vec<i64> = (now + 2..now + 5).collect();
+    for unix in &forged {
+        for guess in [
+            format!("cron:pulse:globex:{unix}"),
+            format!("globex:cron:pulse:globex:{unix}"),
+        ] {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", guess.as_str());
+            app.jetstream()
+                .publish_with_headers("events.acme.health.check", headers, "{}".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let stats = scheduler.stats();
+    scheduler
+        .run_until(tokio::time::sleep(Duration::from_secs(7)))
+        .await
+        .unwrap();
+    assert_eq!(
+        stats.duplicates.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no tick was taken for a duplicate"
+    );
+    let stored: Vec<i64> = conveyor_tests::read_stream(&admin, "EVENTS", 0, Duration::ZERO)
+        .await
+        .into_iter()
+        .filter(|m| m.message.subject.as_str() == "events.globex.health.check")
+        .filter_map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.message.payload).ok()?;
+            let at = v["data"]["scheduled_at"].as_str()?;
+            Some(chrono::DateTime::parse_from_rfc3339(at).ok()?.timestamp())
+        })
+        .collect();
+    for unix in &forged {
+        assert!(
+            stored.contains(unix),
+            "globex's tick {unix} is stored: {stored:?}"
+        );
+    }
+}

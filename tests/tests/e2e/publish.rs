@@ -24,7 +24,8 @@ async fn publishes_a_cloudevent_on_the_tenant_subject() {
     assert_eq!(msg.subject.as_str(), "events.acme.order.created");
     assert_eq!(
         msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
-        stored.id.as_str()
+        format!("acme:{}", stored.id),
+        "the de-duplication id is scoped by tenant"
     );
     assert_eq!(
         msg.headers.get("Content-Type").unwrap().as_str(),

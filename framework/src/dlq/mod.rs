@@ -21,6 +21,10 @@ use crate::error::Error;
 use crate::event::validate_event_type;
 use crate::tenant::TenantId;
 
+mod replay;
+
+pub use replay::{REPLAY_FOR_HEADER, StoredLetter, letters, replay};
+
 /// Header names of a dead letter: a public contract, like the subjects.
 pub mod headers {
     /// The subject the event was stored under, e.g. `events.acme.order.created`.
@@ -127,6 +131,11 @@ pub enum DeadLetterErrorKind {
     /// The server refused this user the dead-letter subject (`dlq.<group>.>`): retrying does
     /// not help until the permissions change.
     PermissionDenied,
+    /// The `DLQ` stream could not be read.
+    Read,
+    /// The letter cannot be replayed: its subjects disagree or name no valid event subject, or
+    /// its body was truncated.
+    NotReplayable,
 }
 
 impl fmt::Display for DeadLetterErrorKind {
@@ -135,6 +144,8 @@ impl fmt::Display for DeadLetterErrorKind {
             Self::Publish => "dead-letter publish failed",
             Self::InvalidHeaders => "invalid dead letter",
             Self::PermissionDenied => "dead-letter publish not permitted",
+            Self::Read => "dead letters unreadable",
+            Self::NotReplayable => "not replayable",
         })
     }
 }
