@@ -61,6 +61,11 @@ pub struct GroupConfig {
     pub history: bool,
     /// The lane the group handles (`None`: the default lane). See [`Group::lane`].
     pub lane: Option<String>,
+    /// How long an event of a type this process has no handler for, but its consumer's filter
+    /// holds (another version of the group added it: a rolling deploy), is handed back for a
+    /// process that handles it, in 8 delayed hand-backs, before it is dead-lettered as
+    /// `unknown-type` (default 4 min). Hand-backs do not count as attempts.
+    pub unknown_type_grace: Duration,
 }
 
 impl Default for GroupConfig {
@@ -74,6 +79,7 @@ impl Default for GroupConfig {
             bind_only: false,
             history: false,
             lane: None,
+            unknown_type_grace: Duration::from_secs(240),
         }
     }
 }
@@ -227,6 +233,13 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
     /// ```
     pub fn lane(mut self, lane: impl Into<String>) -> Self {
         self.config.lane = Some(lane.into());
+        self
+    }
+
+    /// Sets how long events of a type only another version of the group handles are handed
+    /// back before they are dead-lettered (see [`GroupConfig::unknown_type_grace`]).
+    pub fn unknown_type_grace(mut self, grace: Duration) -> Self {
+        self.config.unknown_type_grace = grace;
         self
     }
 

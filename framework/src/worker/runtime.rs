@@ -35,6 +35,10 @@ use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
 use crate::trace::TraceParent;
 
+/// Deliveries of a type this process has no handler for before it is dead-lettered as
+/// `unknown-type` (see [`GroupConfig::unknown_type_grace`]).
+const UNKNOWN_TYPE_HANDBACKS: u32 = 8;
+
 /// How long one pull request waits on the server; also bounds how long a shutdown waits for
 /// the last pull to end.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
@@ -178,7 +182,25 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
         let mut config = self.consumer_config();
         match stream.consumer_info(&self.name).await {
-            Ok(info) => config.deliver_policy = info.config.deliver_policy,
+            Ok(info) => {
+                config.deliver_policy = info.config.deliver_policy;
+                // Old and new versions of the group run side by side in a rolling deploy: keep
+                // the types the other version added, and its larger delivery limit, rather than
+                // overwriting each other's consumer back and forth. (A type removed from every
+                // version stays in the filter; its events end as `unknown-type` dead letters.)
+                let mut filters: std::collections::BTreeSet<String> =
+                    config.filter_subjects.drain(..).collect();
+                let ours = filters.len();
+                filters.extend(info.config.filter_subjects.iter().cloned());
+                if !info.config.filter_subject.is_empty() {
+                    filters.insert(info.config.filter_subject.clone());
+                }
+                if filters.len() > ours {
+                    tracing::info!(group = %self.name, filters = ?filters, "the group's consumer keeps the types of another version");
+                }
+                config.filter_subjects = filters.into_iter().collect();
+                config.max_deliver = config.max_deliver.max(info.config.max_deliver);
+            }
             Err(e) => {
                 // Gone while this process knew where the group was (deleted by hand, lost with
                 // a server's store): start just above its ack floor rather than replaying the
@@ -269,6 +291,11 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
     let refill = u32::try_from((concurrency / 2).max(1)).unwrap_or(u32::MAX);
     let mut backoff = Duration::from_millis(250);
     let mut pulls: Vec<Pull> = Vec::with_capacity(MAX_PULLS);
+    // The server reports a refused ack only as a permission violation: watched here, so a user
+    // without `$JS.ACK` rights stops the group (and fails readiness) instead of running every
+    // event until its deliveries run out.
+    let ack_prefix = format!("$JS.ACK.{EVENTS_STREAM}.{}.", rt.name);
+    let mut violations = rt.conn.violations().map(|v| v.subscribe());
     'bind: while !shutdown.is_cancelled() {
         let consumer = match rt.ensure_consumer().await {
             Ok(consumer) => consumer,
@@ -289,6 +316,13 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break 'bind,
+                refused = refused_ack(&mut violations, &ack_prefix) => {
+                    tracing::error!(group = %rt.name, subject = %refused, retry_in = ?ACKS_REFUSED_PAUSE, "the server refuses this user's acks; the group stops pulling: allow it to publish to {ack_prefix}>");
+                    rt.set_bound(false);
+                    finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+                    sleep_or_cancel(ACKS_REFUSED_PAUSE, &shutdown).await;
+                    continue 'bind;
+                }
                 first = permits.clone().acquire_many_owned(wanted), if pulls.len() < MAX_PULLS => {
                     let Ok(first) = first else { break 'bind };
                     let mut slots = Vec::with_capacity(concurrency);
@@ -353,6 +387,30 @@ async fn read_ack_floor<S: Clone + Send + Sync + 'static>(
         Ok(info) => rt.note_ack_floor(info.ack_floor.stream_sequence),
         Err(e) => {
             tracing::debug!(group = %rt.name, error = %e, "cannot read the consumer's ack floor")
+        }
+    }
+}
+
+/// How long a group whose acks the server refuses waits before it pulls again (permissions can
+/// change with a server config reload).
+const ACKS_REFUSED_PAUSE: Duration = Duration::from_secs(30);
+
+/// Waits for a permission violation on one of the group's ack subjects (`prefix...`); never
+/// returns for a connection that does not report violations.
+async fn refused_ack(
+    violations: &mut Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+    prefix: &str,
+) -> Arc<str> {
+    let Some(rx) = violations else {
+        return futures::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(subject) if subject.starts_with(prefix) => return subject,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return futures::future::pending().await;
+            }
         }
     }
 }
@@ -468,6 +526,11 @@ enum Outcome {
         running: bool,
     },
     HandBack,
+    /// A type this process does not handle: handed back after `delay` for another version of
+    /// the group.
+    Elsewhere {
+        delay: Duration,
+    },
     /// A replayed dead letter of another group: acked, not run.
     NotForThisGroup,
 }
@@ -666,19 +729,8 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         // Only the tenant allow-list of the metrics needs it.
         tracking.tenant = Some(tenant.clone());
     }
-    let Some(route) = rt.routes.get(&*env.event_type) else {
-        let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
-        known.sort_unstable();
-        return Outcome::dead(
-            DeadLetterKind::UnknownType,
-            format!(
-                "group {:?} has no handler for type {:?} (it handles {known:?})",
-                rt.name, env.event_type
-            ),
-        );
-    };
-    tracking.metrics = route.metrics.as_ref();
     if env.event_type != subject_type {
+        tracking.metrics = rt.routes.get(subject_type).and_then(|r| r.metrics.as_ref());
         return Outcome::dead(
             DeadLetterKind::TypeMismatch,
             format!(
@@ -687,6 +739,28 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             ),
         );
     }
+    let Some(route) = rt.routes.get(subject_type) else {
+        // The consumer's filter holds a type this process has no handler for: another version
+        // of the group (a rolling deploy) handles it. Handed back for a process that can, a
+        // bounded number of times.
+        let delivered = attempt.saturating_add(tracking.handed_back);
+        let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        if delivered <= UNKNOWN_TYPE_HANDBACKS {
+            tracing::info!(event_type = subject_type, handles = ?known, "type handled by another version of the group; handed back");
+            return Outcome::Elsewhere {
+                delay: rt.config.unknown_type_grace / UNKNOWN_TYPE_HANDBACKS,
+            };
+        }
+        return Outcome::dead(
+            DeadLetterKind::UnknownType,
+            format!(
+                "group {:?} has no handler for type {subject_type:?} (it handles {known:?}), and no process of the group handled it in {delivered} deliveries",
+                rt.name
+            ),
+        );
+    };
+    tracking.metrics = route.metrics.as_ref();
     let policy = &route.options.retry;
     if attempt > policy.max_attempts {
         return Outcome::dead(
@@ -1086,7 +1160,7 @@ async fn settle<S: Clone + Send + Sync + 'static>(
                 Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
                 Outcome::HandBack => r.transition(RunState::HandedBack, None),
                 // Decided before a run record exists.
-                Outcome::NotForThisGroup => {}
+                Outcome::NotForThisGroup | Outcome::Elsewhere { .. } => {}
             }
             r.clone()
         });
@@ -1101,6 +1175,7 @@ async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::Cancelled { .. } => TelemetryOutcome::Cancelled,
         Outcome::HandBack => TelemetryOutcome::HandedBack,
         Outcome::NotForThisGroup => TelemetryOutcome::Skipped,
+        Outcome::Elsewhere { .. } => TelemetryOutcome::HandedBack,
     };
     let dead_kind = match &outcome {
         Outcome::DeadLetter { kind, .. } => Some(*kind),
@@ -1159,6 +1234,15 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             tracing::debug!("handled");
             send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
             true
+        }
+        Outcome::Elsewhere { delay } => {
+            span.record("outcome", "handed-back");
+            rt.handbacks
+                .record(&rt.name, stream_sequence, handed_back)
+                .await;
+            let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
+            send_ack(&rt.conn, reply, body.into()).await;
+            false
         }
         Outcome::NotForThisGroup => {
             span.record("outcome", "skipped");

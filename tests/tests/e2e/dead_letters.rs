@@ -171,8 +171,9 @@ async fn poison_messages_are_dead_lettered_at_once_and_the_worker_keeps_going() 
         ),
         (
             "events.acme.test.ping",
+            // A type on the subject of another: the envelope contradicts its subject.
             envelope("acme", "test.unknown", r#"{"n":1}"#),
-            DeadLetterKind::UnknownType,
+            DeadLetterKind::TypeMismatch,
         ),
         (
             "events.acme.test.ping",

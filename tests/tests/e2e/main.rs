@@ -11,6 +11,7 @@ mod permissions;
 mod publish;
 mod replay;
 mod resilience;
+mod rolling_deploy;
 mod scheduler;
 mod scheduler_isolation;
 mod settling;

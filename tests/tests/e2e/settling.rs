@@ -142,3 +142,67 @@ async fn a_refused_dead_letter_fails_at_once_and_the_handler_is_not_run_again() 
     assert_eq!((ack_pending, redelivered), (1, 0));
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_acks_stop_the_group_and_fail_readiness() {
+    conveyor_tests::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("noack.conf");
+    std::fs::write(
+        &conf,
+        r#"
+jetstream: enabled
+accounts {
+  APP: {
+    jetstream: enabled
+    users: [
+      { user: admin, password: admin }
+      { user: noack, password: noack, permissions: { publish: { deny: ["$JS.ACK.EVENTS.>"] } } }
+    ]
+  }
+}
+"#,
+    )
+    .unwrap();
+    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let admin = login(&server, "admin").await;
+    provision(&admin, &Topology::default()).await.unwrap();
+    let conn = login(&server, "noack").await;
+    let telemetry = conveyor::telemetry::Telemetry::new();
+    let endpoint = telemetry
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .backstop(false)
+        .telemetry(&telemetry)
+        .group(
+            Group::new("mute")
+                .concurrency(1)
+                .ack_wait(Duration::from_millis(500))
+                .handle(|_: Ping, ctx: Context<Recorder>| async move {
+                    ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
+                    Ok::<(), HandlerError>(())
+                }),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    Publisher::new(&admin)
+        .publish_many((0..3).map(|n| ("acme", Ping { n })))
+        .await;
+    recorder
+        .wait_for(Duration::from_secs(10), "a run", |s| !s.is_empty())
+        .await;
+    conveyor_tests::eventually(Duration::from_secs(5), "readiness to fail", || async {
+        let (status, body) = conveyor_tests::http_get(endpoint.local_addr(), "/readyz").await;
+        status == 503 && body.contains("consumer:mute")
+    })
+    .await;
+    // Many ack waits later the events are not run over and over.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let runs = recorder.all().len();
+    assert!(runs <= 3, "{runs} runs: the group stopped pulling");
+    worker.shutdown().await;
+}
