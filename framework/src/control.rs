@@ -2,8 +2,10 @@
 //!
 //! # Cancellation
 //!
-//! [`cancel`] (or `conveyor cancel <event-id> --group <g>`) stores a cancellation in the
-//! key-value bucket [`CANCEL_BUCKET`] under `<group>.<event id>` (`=all` for every group). Every
+//! [`cancel`] (or `conveyor cancel <event-id> --tenant <t> --group <g>`) stores a cancellation in
+//! the key-value bucket [`CANCEL_BUCKET`] under `<group>.<tenant>.<event id>` (`=all` for every
+//! group). The tenant is part of the key: event ids are chosen by publishers, so a cancellation
+//! of one tenant's `order-1001` never touches another tenant's event with the same id. Every
 //! worker watches the bucket: a handler already running for the event sees
 //! [`Context::is_cancelled`](crate::Context::is_cancelled) turn true and
 //! [`Context::cancelled`](crate::Context::cancelled) complete, and is stopped after its
@@ -34,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::history::escape_token;
-use crate::tenant::validate_token;
+use crate::tenant::{TenantId, validate_token};
 
 /// Key-value bucket of cancellations.
 pub const CANCEL_BUCKET: &str = "conveyor_cancel";
@@ -46,6 +48,8 @@ pub const DEFAULT_CANCEL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A stored cancellation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cancellation {
+    /// The tenant of the cancelled event.
+    pub tenant: String,
     /// The cancelled event.
     pub event_id: String,
     /// The group it is cancelled for; `None`: every group.
@@ -64,6 +68,8 @@ pub struct Cancellation {
 pub enum CancelErrorKind {
     /// The group name breaks the `[A-Za-z0-9_-]{1,64}` rule.
     InvalidGroup,
+    /// The tenant id breaks the tenant rules.
+    InvalidTenant,
     /// The event id is empty.
     InvalidEventId,
     /// The server could not store it.
@@ -74,6 +80,7 @@ impl fmt::Display for CancelErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::InvalidGroup => "invalid group",
+            Self::InvalidTenant => "invalid tenant",
             Self::InvalidEventId => "invalid event id",
             Self::Unavailable => "cancellation not stored",
         })
@@ -83,31 +90,35 @@ impl fmt::Display for CancelErrorKind {
 /// A cancellation that could not be stored.
 pub type CancelError = Error<CancelErrorKind>;
 
-/// The cancellation key of an event for a group (`None`: every group).
-pub fn cancel_key(group: Option<&str>, event_id: &str) -> String {
-    format!("{}.{}", group.unwrap_or(ALL_GROUPS), escape_token(event_id))
+/// The cancellation key of `tenant`'s event for a group (`None`: every group):
+/// `<group>.<tenant>.<escaped event id>`.
+pub fn cancel_key(group: Option<&str>, tenant: &TenantId, event_id: &str) -> String {
+    format!(
+        "{}.{tenant}.{}",
+        group.unwrap_or(ALL_GROUPS),
+        escape_token(event_id)
+    )
 }
 
-/// Cancels `event_id` for `group` (`None`: for every group). Running handlers are told within
-/// moments; deliveries not yet started are skipped.
+/// Cancels `tenant`'s event `event_id` for `group` (`None`: for every group). Running handlers
+/// are told within moments; deliveries not yet started are skipped.
 ///
 /// ```no_run
-/// # async fn run(conn: conveyor::Connection) -> Result<(), conveyor::control::CancelError> {
-/// conveyor::control::cancel(&conn, "0190c8a4-7b1e-7cc0-8d1e-2f6f3a3b9c11", Some("analysis"), "customer asked").await?;
+/// # async fn run(conn: conveyor::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// let acme = conveyor::TenantId::parse("acme")?;
+/// conveyor::control::cancel(&conn, &acme, "0190c8a4-7b1e-7cc0-8d1e-2f6f3a3b9c11", Some("analysis"), "customer asked").await?;
 /// # Ok(()) }
 /// ```
 pub async fn cancel(
     conn: &Connection,
+    tenant: &TenantId,
     event_id: &str,
     group: Option<&str>,
     reason: &str,
 ) -> Result<Cancellation, CancelError> {
-    if event_id.is_empty() {
-        return Err(Error::new(
-            CancelErrorKind::InvalidEventId,
-            "the event id is empty",
-        ));
-    }
+    crate::envelope::validate_event_id(event_id).map_err(|e| {
+        Error::with_source(CancelErrorKind::InvalidEventId, e.message().to_owned(), e)
+    })?;
     if let Some(g) = group {
         validate_token(g, "group name").map_err(|e| {
             Error::with_source(CancelErrorKind::InvalidGroup, e.message().to_owned(), e)
@@ -120,6 +131,7 @@ pub async fn cancel(
         )
     })?;
     let cancellation = Cancellation {
+        tenant: tenant.as_str().to_owned(),
         event_id: event_id.to_owned(),
         group: group.map(str::to_owned),
         reason: reason.to_owned(),
@@ -128,7 +140,7 @@ pub async fn cancel(
     let body = serde_json::to_vec(&cancellation)
         .map_err(|e| Error::with_source(CancelErrorKind::Unavailable, "cannot encode", e))?;
     store
-        .put(cancel_key(group, event_id), Bytes::from(body))
+        .put(cancel_key(group, tenant, event_id), Bytes::from(body))
         .await
         .map_err(|e| {
             Error::with_source(
@@ -194,8 +206,9 @@ pub fn progress_subject(tenant: &str, group: &str, event_id: &str) -> String {
 /// that moves with every new one, so running deliveries know when to look.
 #[derive(Debug)]
 pub(crate) struct Cancellations {
-    /// Event id → the group tokens it is cancelled for (a lookup by `&str` allocates nothing).
-    stored: RwLock<HashMap<String, HashSet<String>>>,
+    /// Event id → the (tenant, group token) pairs it is cancelled for (a lookup by `&str`
+    /// allocates nothing).
+    stored: RwLock<HashMap<String, HashSet<(String, String)>>>,
     count: AtomicUsize,
     generation: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
@@ -215,17 +228,19 @@ impl Default for Cancellations {
 }
 
 impl Cancellations {
-    /// True when `event_id` is cancelled for `group`.
-    pub(crate) fn is_cancelled(&self, group: &str, event_id: &str) -> bool {
+    /// True when `tenant`'s event `event_id` is cancelled for `group`.
+    pub(crate) fn is_cancelled(&self, group: &str, tenant: &str, event_id: &str) -> bool {
         if self.count.load(Ordering::Acquire) == 0 {
             return false;
         }
         let Ok(stored) = self.stored.read() else {
             return false;
         };
-        stored
-            .get(event_id)
-            .is_some_and(|groups| groups.contains(group) || groups.contains(ALL_GROUPS))
+        stored.get(event_id).is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|(t, g)| t == tenant && (g == group || g == ALL_GROUPS))
+        })
     }
 
     /// A receiver that sees a change whenever a cancellation arrives; a running delivery then
@@ -236,7 +251,9 @@ impl Cancellations {
     }
 
     fn apply(&self, key: &str, cancelled: bool) {
-        let Some((group, id)) = key.split_once('.') else {
+        let mut tokens = key.splitn(3, '.');
+        let (Some(group), Some(tenant), Some(id)) = (tokens.next(), tokens.next(), tokens.next())
+        else {
             return;
         };
         let Some(event_id) = crate::history::unescape_token(id) else {
@@ -247,9 +264,9 @@ impl Cancellations {
                 stored
                     .entry(event_id.clone())
                     .or_default()
-                    .insert(group.to_owned());
+                    .insert((tenant.to_owned(), group.to_owned()));
             } else if let Some(groups) = stored.get_mut(&event_id) {
-                groups.remove(group);
+                groups.remove(&(tenant.to_owned(), group.to_owned()));
                 if groups.is_empty() {
                     stored.remove(&event_id);
                 }
@@ -257,7 +274,7 @@ impl Cancellations {
             self.count.store(stored.len(), Ordering::Release);
         }
         if cancelled {
-            tracing::debug!(group, %event_id, "cancellation received");
+            tracing::debug!(group, tenant, %event_id, "cancellation received");
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
     }
@@ -343,20 +360,26 @@ mod tests {
 
     #[test]
     fn applies_cancellations_and_signals_running_deliveries() {
+        let acme = TenantId::parse("acme").unwrap();
         let c = Cancellations::default();
         let mut rx = c.subscribe();
-        assert!(!c.is_cancelled("g", "e:1"));
-        c.apply(&cancel_key(Some("g"), "e:1"), true);
+        assert!(!c.is_cancelled("g", "acme", "e:1"));
+        c.apply(&cancel_key(Some("g"), &acme, "e:1"), true);
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
-        assert!(c.is_cancelled("g", "e:1"));
-        assert!(!c.is_cancelled("h", "e:1"));
-        c.apply(&cancel_key(None, "e:1"), true);
+        assert!(c.is_cancelled("g", "acme", "e:1"));
+        assert!(!c.is_cancelled("h", "acme", "e:1"));
+        assert!(
+            !c.is_cancelled("g", "globex", "e:1"),
+            "another tenant's event with the same id"
+        );
+        c.apply(&cancel_key(None, &acme, "e:1"), true);
         assert!(rx.has_changed().unwrap());
-        assert!(c.is_cancelled("h", "e:1"));
-        c.apply(&cancel_key(None, "e:1"), false);
-        c.apply(&cancel_key(Some("g"), "e:1"), false);
-        assert!(!c.is_cancelled("g", "e:1"));
-        assert!(!c.is_cancelled("h", "e:1"));
+        assert!(c.is_cancelled("h", "acme", "e:1"));
+        assert!(!c.is_cancelled("h", "globex", "e:1"));
+        c.apply(&cancel_key(None, &acme, "e:1"), false);
+        c.apply(&cancel_key(Some("g"), &acme, "e:1"), false);
+        assert!(!c.is_cancelled("g", "acme", "e:1"));
+        assert!(!c.is_cancelled("h", "acme", "e:1"));
     }
 }

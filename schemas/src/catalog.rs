@@ -273,7 +273,15 @@ fn build() -> Vec<Entry> {
         notifications::EmailAlertRequested => notifications::EmailAlertRequested {
             alert_id: v("al-1"), to: vec![v("ops@example.com")],
             template: notifications::EmailTemplate::FraudBlocked,
-            variables: [("order_id".to_owned(), "o-1001".to_owned())].into_iter().collect(),
+            variables: [
+                ("order_id", "o-1001"),
+                ("amount", "99900 EUR"),
+                ("score", "930"),
+                ("detection_id", "fd-1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
             requested_at: t(),
         };
         notifications::WebhookDeliveryRequested => notifications::WebhookDeliveryRequested {

@@ -124,6 +124,9 @@ enum Command {
     Cancel {
         /// The event id.
         event_id: String,
+        /// The event's tenant.
+        #[arg(long)]
+        tenant: String,
         /// The group to cancel it for (default: every group).
         #[arg(long)]
         group: Option<String>,
@@ -338,21 +341,25 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Cancel {
             event_id,
+            tenant,
             group,
             reason,
         } => {
+            let tenant = conveyor::TenantId::parse(&tenant)
+                .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
             let conn = connect(&cli.conn).await?;
-            let result = conveyor::control::cancel(&conn, &event_id, group.as_deref(), &reason)
-                .await
-                .map(|_| {
-                    println!(
-                        "cancelled {event_id} for {}",
-                        group
-                            .as_deref()
-                            .map_or("every group".to_owned(), |g| format!("group {g}"))
-                    );
-                })
-                .map_err(|e| e.to_string());
+            let result =
+                conveyor::control::cancel(&conn, &tenant, &event_id, group.as_deref(), &reason)
+                    .await
+                    .map(|_| {
+                        println!(
+                            "cancelled {event_id} of {tenant} for {}",
+                            group
+                                .as_deref()
+                                .map_or("every group".to_owned(), |g| format!("group {g}"))
+                        );
+                    })
+                    .map_err(|e| e.to_string());
             explain(&conn, result)
         }
     }

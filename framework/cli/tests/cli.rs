@@ -588,6 +588,8 @@ async fn runs_show_history_and_cancel_skips_an_event() {
         &[
             "cancel",
             &later[0],
+            "--tenant",
+            "acme",
             "--group",
             "ledger",
             "--reason",

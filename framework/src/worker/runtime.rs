@@ -801,14 +801,14 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         };
         // The `running` state is written once the handler first waits (see `run_handler`): a
         // handler that finishes at once gets one write, with every transition in it.
-        if !rt.cancels.is_cancelled(&rt.name, &env.id) {
+        if !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id) {
             record.started_at = Some(Utc::now());
             record.transition(RunState::Running, None);
         }
         tracking.record = Some(Arc::new(Mutex::new(record)));
     }
     let cancellations = rt.cancels.subscribe();
-    if rt.cancels.is_cancelled(&rt.name, &env.id) {
+    if rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id) {
         return Outcome::Cancelled { running: false };
     }
     let delivery = Arc::new(Delivery {
@@ -1011,7 +1011,7 @@ async fn run_handler<S: Clone + Send + Sync + 'static>(
             changed = cancellations.changed(), if watching => {
                 if changed.is_err() {
                     watching = false;
-                } else if rt.cancels.is_cancelled(&delivery.group, &delivery.event_id) {
+                } else if rt.cancels.is_cancelled(&delivery.group, delivery.tenant.as_str(), &delivery.event_id) {
                     tracing::info!("cancellation received");
                     cancel.cancel();
                 }

@@ -751,4 +751,19 @@ mod tests {
         assert_eq!(err.retry(), Retry::Never);
         assert!(err.to_string().contains("score"));
     }
+
+    #[tokio::test]
+    async fn the_catalog_example_of_an_alert_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = state(Duration::from_secs(1), dir.path());
+        let entry = conveyor_schemas::find("email.alert.requested").unwrap();
+        let example: EmailAlertRequested = serde_json::from_value(entry.example()).unwrap();
+        let id = example.alert_id.to_string();
+        TestDelivery::new(acme(), example)
+            .run(send_email, s)
+            .await
+            .result
+            .unwrap();
+        assert!(dir.path().join(format!("acme/{id}.eml")).exists());
+    }
 }

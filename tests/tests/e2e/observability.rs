@@ -477,6 +477,7 @@ async fn cooperative(_e: Ping, ctx: Context<Started>) -> HandlerResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_handler_and_skips_a_queued_event() {
+    let acme = conveyor::TenantId::parse("acme").unwrap();
     let (_server, conn) = server().await;
     let publisher = Publisher::new(&conn);
     let running = publisher.publish("acme", &Ping { n: 1 }).await.unwrap();
@@ -498,11 +499,11 @@ async fn cancel_stops_a_running_handler_and_skips_a_queued_event() {
     })
     .await;
     // The second event waits behind the first (one at a time): cancel it before it starts.
-    conveyor::control::cancel(&conn, &queued.id, Some("jobs"), "not needed")
+    conveyor::control::cancel(&conn, &acme, &queued.id, Some("jobs"), "not needed")
         .await
         .unwrap();
     let asked = Instant::now();
-    conveyor::control::cancel(&conn, &running.id, Some("jobs"), "customer asked")
+    conveyor::control::cancel(&conn, &acme, &running.id, Some("jobs"), "customer asked")
         .await
         .unwrap();
     eventually(Duration::from_secs(5), "running job stopped", || async {
@@ -542,6 +543,7 @@ async fn cancel_stops_a_running_handler_and_skips_a_queued_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_ignores_cancellation_is_stopped_after_its_grace() {
+    let acme = conveyor::TenantId::parse("acme").unwrap();
     let (_server, conn) = server().await;
     let job = Publisher::new(&conn)
         .publish("acme", &Ping { n: 1 })
@@ -561,7 +563,7 @@ async fn a_handler_that_ignores_cancellation_is_stopped_after_its_grace() {
     })
     .await;
     // Every group: no group given.
-    conveyor::control::cancel(&conn, &job.id, None, "")
+    conveyor::control::cancel(&conn, &acme, &job.id, None, "")
         .await
         .unwrap();
     eventually(Duration::from_secs(5), "acked as cancelled", || async {
