@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+mod fire;
 mod ids;
 pub mod lease;
 mod runtime;

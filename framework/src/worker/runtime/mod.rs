@@ -1,0 +1,634 @@
+//! The per-group consumer loop and the handling of one delivery.
+
+mod pulling;
+mod run;
+mod settle;
+
+pub(crate) use pulling::run_group;
+use run::{LiveProgress, panic_message, resume_panic, run_handler};
+use settle::settle;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, field::Empty};
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::handback::{HANDBACK_ALLOWANCE, HandBacks};
+use super::{GroupConfig, Route, StartFrom};
+use crate::connection::Connection;
+use crate::control::{Cancellations, ProgressUpdate, progress_subject};
+use crate::dlq::{DeadLetter, DeadLetterKind};
+use crate::envelope::{RawEnvelope, split_event_subject};
+use crate::handler::{Context, Delivery, FollowUps, HandlerResult, ProgressSink, Retry, RunHooks};
+use crate::history::{HistoryWriter, ProgressReport, RunRecord, RunState, Transition};
+use crate::publisher::Publisher;
+use crate::sla::SlaBreached;
+use crate::telemetry::{GroupMetrics, Outcome as TelemetryOutcome, RouteMetrics};
+use crate::tenant::TenantId;
+use crate::topology::EVENTS_STREAM;
+use crate::trace::TraceParent;
+
+/// Deliveries of a type this process has no handler for before it is dead-lettered as
+/// `unknown-type` (see [`GroupConfig::unknown_type_grace`]).
+const UNKNOWN_TYPE_HANDBACKS: u32 = 8;
+
+/// How long one pull request waits on the server; also bounds how long a shutdown waits for
+/// the last pull to end.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// Delay before retrying a dead-letter publish that failed.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+
+pub(crate) struct GroupRuntime<S> {
+    name: String,
+    config: GroupConfig,
+    routes: HashMap<String, Route<S>>,
+    conn: Connection,
+    publisher: Publisher,
+    state: S,
+    max_deliver: i64,
+    metrics: Option<GroupMetrics>,
+    /// Counts deliveries that failed before a route was found.
+    unrouted: Option<RouteMetrics>,
+    history: Option<HistoryWriter>,
+    cancels: Arc<Cancellations>,
+    handbacks: Arc<HandBacks>,
+    bound: Arc<AtomicBool>,
+    /// The consumer's ack floor (stream sequence) last read from the server; 0 when unknown. A
+    /// consumer that disappears is recreated from just above it.
+    ack_floor: AtomicU64,
+}
+
+/// How often a bound group re-reads its consumer's ack floor (when a pull ends, never per event).
+const ACK_FLOOR_EVERY: Duration = Duration::from_secs(2);
+
+/// What a group runtime shares with the worker: metrics, cancellations and hand-back counts.
+pub(crate) struct Shared {
+    pub(crate) metrics: Option<GroupMetrics>,
+    pub(crate) cancels: Arc<Cancellations>,
+    pub(crate) handbacks: Arc<HandBacks>,
+}
+
+impl<S> GroupRuntime<S> {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True while the group is bound to its consumer.
+    pub(crate) fn bound(&self) -> Arc<AtomicBool> {
+        self.bound.clone()
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&GroupMetrics> {
+        self.metrics.as_ref()
+    }
+
+    pub(crate) fn history_writer(&self) -> Option<&HistoryWriter> {
+        self.history.as_ref()
+    }
+
+    fn set_bound(&self, bound: bool) {
+        self.bound.store(bound, Ordering::Release);
+        if let Some(m) = &self.metrics {
+            m.bound.set(i64::from(bound));
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
+    pub(crate) fn new(
+        name: String,
+        config: GroupConfig,
+        routes: HashMap<String, Route<S>>,
+        conn: Connection,
+        publisher: Publisher,
+        state: S,
+        shared: Shared,
+    ) -> Self {
+        let max_deliver = routes
+            .values()
+            .map(|r| i64::from(r.options.retry.max_attempts.max(1)))
+            .max()
+            .unwrap_or(1);
+        let history = config.history.then(|| HistoryWriter::new(conn.clone()));
+        let unrouted = shared.metrics.as_ref().map(|m| m.route("unknown"));
+        Self {
+            name,
+            config,
+            routes,
+            conn,
+            publisher,
+            state,
+            max_deliver,
+            metrics: shared.metrics,
+            unrouted,
+            history,
+            cancels: shared.cancels,
+            handbacks: shared.handbacks,
+            bound: Arc::new(AtomicBool::new(false)),
+            ack_floor: AtomicU64::new(0),
+        }
+    }
+
+    /// The consumer configuration of this group. `max_deliver` is the largest attempt count
+    /// of its handlers plus [`HANDBACK_ALLOWANCE`] deliveries for hand-backs (see
+    /// [`super::handback`]); there is no `backoff` list because retry delays are Nak delays.
+    fn consumer_config(&self) -> pull::Config {
+        let mut filters: Vec<String> = self
+            .routes
+            .keys()
+            .map(|t| match &self.config.lane {
+                Some(lane) => format!("events.*.{t}.{}{lane}", crate::envelope::LANE_MARKER),
+                None => format!("events.*.{t}"),
+            })
+            .collect();
+        filters.sort();
+        pull::Config {
+            durable_name: Some(self.name.clone()),
+            name: Some(self.name.clone()),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.config.ack_wait,
+            max_deliver: self.max_deliver + i64::from(HANDBACK_ALLOWANCE),
+            max_ack_pending: self.config.max_ack_pending,
+            deliver_policy: match self.config.start_from {
+                StartFrom::Beginning => DeliverPolicy::All,
+                StartFrom::Now => DeliverPolicy::New,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Creates the group's consumer or brings an existing one up to date. The deliver policy
+    /// of an existing consumer is kept: it cannot change.
+    async fn ensure_consumer(
+        &self,
+    ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
+        if self.config.bind_only {
+            let consumer: PullConsumer = self
+                .conn
+                .jetstream()
+                .get_consumer_from_stream(&self.name, EVENTS_STREAM)
+                .await?;
+            self.note_ack_floor(consumer.cached_info().ack_floor.stream_sequence);
+            return Ok(consumer);
+        }
+        let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
+        let mut config = self.consumer_config();
+        match stream.consumer_info(&self.name).await {
+            Ok(info) => {
+                config.deliver_policy = info.config.deliver_policy;
+                // Old and new versions of the group run side by side in a rolling deploy: keep
+                // the types the other version added, and its larger delivery limit, rather than
+                // overwriting each other's consumer back and forth. (A type removed from every
+                // version stays in the filter; its events end as `unknown-type` dead letters.)
+                let mut filters: std::collections::BTreeSet<String> =
+                    config.filter_subjects.drain(..).collect();
+                let ours = filters.len();
+                filters.extend(info.config.filter_subjects.iter().cloned());
+                if !info.config.filter_subject.is_empty() {
+                    filters.insert(info.config.filter_subject.clone());
+                }
+                if filters.len() > ours {
+                    tracing::info!(group = %self.name, filters = ?filters, "the group's consumer keeps the types of another version");
+                }
+                config.filter_subjects = filters.into_iter().collect();
+                config.max_deliver = config.max_deliver.max(info.config.max_deliver);
+            }
+            Err(e) => {
+                // Gone while this process knew where the group was (deleted by hand, lost with
+                // a server's store): start just above its ack floor rather than replaying the
+                // whole stream into the group.
+                let floor = self.ack_floor.load(Ordering::Acquire);
+                if floor > 0 {
+                    tracing::warn!(group = %self.name, error = %e, from_sequence = floor + 1, "the group's consumer is gone; recreating it from its last known ack floor");
+                    config.deliver_policy = DeliverPolicy::ByStartSequence {
+                        start_sequence: floor + 1,
+                    };
+                }
+            }
+        }
+        let consumer = stream.create_consumer(config).await?;
+        self.note_ack_floor(consumer.cached_info().ack_floor.stream_sequence);
+        Ok(consumer)
+    }
+
+    fn note_ack_floor(&self, floor: u64) {
+        self.ack_floor.fetch_max(floor, Ordering::AcqRel);
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        (self.config.ack_wait / 3).max(Duration::from_millis(50))
+    }
+}
+
+async fn send_ack(conn: &Connection, reply: async_nats::Subject, body: Bytes) {
+    if let Err(e) = conn.client().publish(reply, body).await {
+        tracing::error!(error = %e, "could not send ack");
+    }
+}
+
+/// What becomes of one delivery.
+enum Outcome {
+    Ack,
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    DeadLetter {
+        kind: DeadLetterKind,
+        error: String,
+    },
+    Cancelled {
+        running: bool,
+    },
+    HandBack,
+    /// A type this process does not handle: handed back after `delay` for another version of
+    /// the group.
+    Elsewhere {
+        delay: Duration,
+    },
+    /// A replayed dead letter of another group: acked, not run.
+    NotForThisGroup,
+}
+
+impl Outcome {
+    fn dead(kind: DeadLetterKind, error: impl Into<String>) -> Self {
+        Self::DeadLetter {
+            kind,
+            error: error.into(),
+        }
+    }
+}
+
+/// How one handler run ended.
+enum Run {
+    Done(HandlerResult),
+    Panicked(String),
+    TimedOut,
+    Cancelled,
+    Aborted,
+}
+
+/// What is known about a delivery as it is handled, for metrics and history.
+#[derive(Default)]
+struct Tracking<'a> {
+    metrics: Option<&'a RouteMetrics>,
+    tenant: Option<TenantId>,
+    record: Option<Arc<Mutex<RunRecord>>>,
+    started: Option<tokio::time::Instant>,
+    /// Earlier deliveries of this event that the group handed back.
+    handed_back: u32,
+}
+
+async fn deliver<S: Clone + Send + Sync + 'static>(
+    rt: Arc<GroupRuntime<S>>,
+    msg: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+    abort: CancellationToken,
+) {
+    let Some(reply) = msg.message.reply.clone() else {
+        tracing::warn!(group = %rt.name, subject = %msg.message.subject, "message without reply subject ignored");
+        return;
+    };
+    let (stream_sequence, delivered) = match msg.info() {
+        Ok(info) => (info.stream_sequence, info.delivered.max(1)),
+        Err(e) => {
+            tracing::warn!(group = %rt.name, error = %e, "message without JetStream metadata ignored");
+            return;
+        }
+    };
+    // Deliveries this group handed back without a result do not count as attempts.
+    let handed_back = if delivered > 1 {
+        rt.handbacks.count(&rt.name, stream_sequence).await
+    } else {
+        0
+    };
+    let attempt = u32::try_from(delivered)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(handed_back)
+        .max(1);
+    let span = tracing::info_span!(
+        "conveyor.delivery",
+        group = %rt.name,
+        event_type = Empty,
+        tenant = Empty,
+        event_id = Empty,
+        attempt,
+        stream_sequence,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_span_id = Empty,
+        outcome = Empty,
+    );
+    // The envelope is parsed before the span is entered: an OpenTelemetry parent can only be
+    // set on a span that has not started.
+    let parsed = RawEnvelope::parse(&msg.message.payload);
+    let trace = start_trace(
+        &span,
+        parsed
+            .as_ref()
+            .ok()
+            .and_then(|env| env.traceparent.as_deref()),
+    );
+    let mut tracking = Tracking {
+        handed_back,
+        ..Tracking::default()
+    };
+    let outcome = handle(
+        &rt,
+        &msg,
+        parsed,
+        trace,
+        &reply,
+        stream_sequence,
+        attempt,
+        &abort,
+        &mut tracking,
+    )
+    .instrument(span.clone())
+    .await;
+    settle(
+        &rt,
+        &msg,
+        reply,
+        stream_sequence,
+        attempt,
+        (outcome, &abort),
+        tracking,
+    )
+    .instrument(span)
+    .await;
+}
+
+/// The trace context of a handler run: a child of the event's `traceparent`, or a new trace.
+/// Records the span fields.
+fn start_trace(span: &tracing::Span, carried: Option<&str>) -> TraceParent {
+    let parent = carried.and_then(|tp| tp.parse::<TraceParent>().ok());
+    #[allow(unused_mut)]
+    let mut trace = parent.map_or_else(TraceParent::generate, |p| p.child());
+    #[cfg(feature = "otel")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if let Some(p) = parent {
+            let _ = span.set_parent(p.to_otel_context());
+        }
+        if let Some(tp) = span.in_scope(TraceParent::from_current_span) {
+            trace = tp;
+        }
+    }
+    if !span.is_disabled() {
+        span.record(
+            "trace_id",
+            tracing::field::display(format_args!("{:032x}", trace.trace_id())),
+        );
+        span.record(
+            "span_id",
+            tracing::field::display(format_args!("{:016x}", trace.span_id())),
+        );
+        if let Some(p) = parent {
+            span.record(
+                "parent_span_id",
+                tracing::field::display(format_args!("{:016x}", p.span_id())),
+            );
+        }
+    }
+    trace
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle<'a, S: Clone + Send + Sync + 'static>(
+    rt: &'a GroupRuntime<S>,
+    msg: &jetstream::Message,
+    parsed: Result<RawEnvelope<'_>, crate::envelope::DecodeError>,
+    trace: TraceParent,
+    reply: &async_nats::Subject,
+    stream_sequence: u64,
+    attempt: u32,
+    abort: &CancellationToken,
+    tracking: &mut Tracking<'a>,
+) -> Outcome {
+    let span = tracing::Span::current();
+    if let Some(group) = msg
+        .message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(crate::dlq::REPLAY_FOR_HEADER))
+        && group.as_str() != rt.name
+    {
+        return Outcome::NotForThisGroup;
+    }
+    let subject = msg.message.subject.as_str();
+    let Some((subject_tenant, subject_type)) = split_event_subject(subject) else {
+        return Outcome::dead(
+            DeadLetterKind::Decode,
+            format!("subject {subject:?} is not events.<tenant>.<type>"),
+        );
+    };
+    let env = match parsed {
+        Ok(env) => env,
+        Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+    };
+    span.record("event_type", &*env.event_type);
+    span.record("event_id", &*env.id);
+    span.record("tenant", &*env.tenantid);
+    let tenant = match env.tenant() {
+        Ok(t) => t,
+        Err(e) => return Outcome::dead(DeadLetterKind::TenantMismatch, e.to_string()),
+    };
+    if tenant.as_str() != subject_tenant {
+        return Outcome::dead(
+            DeadLetterKind::TenantMismatch,
+            format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
+        );
+    }
+    if rt.metrics.is_some() {
+        // Only the tenant allow-list of the metrics needs it.
+        tracking.tenant = Some(tenant.clone());
+    }
+    if env.event_type != subject_type {
+        tracking.metrics = rt.routes.get(subject_type).and_then(|r| r.metrics.as_ref());
+        return Outcome::dead(
+            DeadLetterKind::TypeMismatch,
+            format!(
+                "envelope type {:?} differs from the subject's type {subject_type:?}",
+                env.event_type
+            ),
+        );
+    }
+    let Some(route) = rt.routes.get(subject_type) else {
+        // The consumer's filter holds a type this process has no handler for: another version
+        // of the group (a rolling deploy) handles it. Handed back for a process that can, a
+        // bounded number of times.
+        let delivered = attempt.saturating_add(tracking.handed_back);
+        let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        if delivered <= UNKNOWN_TYPE_HANDBACKS {
+            tracing::info!(event_type = subject_type, handles = ?known, "type handled by another version of the group; handed back");
+            return Outcome::Elsewhere {
+                delay: rt.config.unknown_type_grace / UNKNOWN_TYPE_HANDBACKS,
+            };
+        }
+        return Outcome::dead(
+            DeadLetterKind::UnknownType,
+            format!(
+                "group {:?} has no handler for type {subject_type:?} (it handles {known:?}), and no process of the group handled it in {delivered} deliveries",
+                rt.name
+            ),
+        );
+    };
+    tracking.metrics = route.metrics.as_ref();
+    let policy = &route.options.retry;
+    if attempt > policy.max_attempts {
+        return Outcome::dead(
+            DeadLetterKind::MaxDeliveries,
+            format!(
+                "delivery {attempt} exceeds the handler's {} attempts: an earlier attempt ended without a result",
+                policy.max_attempts
+            ),
+        );
+    }
+    if rt.history.is_some() {
+        let mut record = RunRecord {
+            group: rt.name.clone(),
+            tenant: tenant.as_str().to_owned(),
+            event_id: env.id.to_string(),
+            event_type: env.event_type.to_string(),
+            attempt,
+            max_attempts: policy.max_attempts,
+            state: RunState::Queued,
+            queued_at: env.time,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            retry_at: None,
+            error: None,
+            progress: None,
+            expected_ms: route
+                .options
+                .expected_duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            sla_breached: false,
+            trace_id: Some(trace.trace_id_hex()),
+            transitions: vec![Transition {
+                state: RunState::Queued,
+                at: env.time.unwrap_or_else(Utc::now),
+                error: None,
+            }],
+        };
+        // The `running` state is written once the handler first waits (see `run_handler`): a
+        // handler that finishes at once gets one write, with every transition in it.
+        if !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id) {
+            record.started_at = Some(Utc::now());
+            record.transition(RunState::Running, None);
+        }
+        tracking.record = Some(Arc::new(Mutex::new(record)));
+    }
+    let cancellations = rt.cancels.subscribe();
+    if rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id) {
+        return Outcome::Cancelled { running: false };
+    }
+    let delivery = Arc::new(Delivery {
+        group: rt.name.clone(),
+        tenant,
+        event_id: env.id.to_string(),
+        event_type: env.event_type.to_string(),
+        source: env.source.to_string(),
+        time: env.time,
+        attempt,
+        max_attempts: policy.max_attempts,
+        correlation_id: env.correlationid.as_deref().unwrap_or(&env.id).to_owned(),
+        trace,
+        stream_sequence,
+    });
+    let cancel = CancellationToken::new();
+    let hooks = Arc::new(RunHooks {
+        cancel: cancel.clone(),
+        progress: Box::new(LiveProgress {
+            conn: rt.conn.clone(),
+            reply: reply.clone(),
+            delivery: delivery.clone(),
+            history: rt.history.clone(),
+            record: tracking.record.clone(),
+        }),
+    });
+    let ctx = Context::new(
+        delivery.clone(),
+        FollowUps::Nats(rt.publisher.clone()),
+        hooks,
+        rt.state.clone(),
+    );
+    // Decoding runs the payload's `Deserialize` and creating the future runs the handler's code
+    // up to its first `.await` (for a handler that is not an `async fn`): a panic in either is
+    // caught here and re-raised inside the future, so it is a failed attempt like any handler
+    // panic and never reaches the pull loop that polls this delivery.
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        route.handler.call(env.data, &env.event_type, ctx)
+    }));
+    let future = match call {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+        Err(panic) => Box::pin(resume_panic(panic)),
+    };
+
+    tracking.started = Some(tokio::time::Instant::now());
+    let run = run_handler(
+        rt,
+        reply,
+        crate::trace::in_context(trace, future),
+        route,
+        &delivery,
+        (&cancel, cancellations),
+        abort,
+        tracking,
+    )
+    .await;
+    if let (Some(m), Some(started)) = (tracking.metrics, tracking.started) {
+        m.duration.observe(started.elapsed());
+    }
+    if cancel.is_cancelled() && !matches!(run, Run::Aborted) {
+        return Outcome::Cancelled { running: true };
+    }
+    let (kind, retry, error) = match run {
+        Run::Done(Ok(())) => return Outcome::Ack,
+        Run::Aborted => return Outcome::HandBack,
+        Run::Cancelled => return Outcome::Cancelled { running: true },
+        Run::Done(Err(e)) => (DeadLetterKind::Handler, e.retry(), e.to_string()),
+        Run::Panicked(message) => (
+            DeadLetterKind::Panic,
+            Retry::Backoff,
+            format!("handler panicked: {message}"),
+        ),
+        Run::TimedOut => (
+            DeadLetterKind::Timeout,
+            Retry::Backoff,
+            format!("handler exceeded its {:?} timeout", route.options.timeout),
+        ),
+    };
+    match retry {
+        Retry::Never => Outcome::DeadLetter { kind, error },
+        _ if attempt >= policy.max_attempts => Outcome::DeadLetter { kind, error },
+        Retry::After(delay) => Outcome::Retry {
+            delay: policy.bounded(delay),
+            error,
+        },
+        Retry::Backoff => Outcome::Retry {
+            delay: policy.delay_after(attempt),
+            error,
+        },
+    }
+}

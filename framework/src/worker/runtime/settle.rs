@@ -1,0 +1,236 @@
+//! Settling one delivery: history, ack, Nak, dead letter, with heartbeats meanwhile.
+
+use super::*;
+
+pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+    reply: async_nats::Subject,
+    stream_sequence: u64,
+    attempt: u32,
+    (outcome, abort): (Outcome, &CancellationToken),
+    tracking: Tracking<'_>,
+) {
+    let beat = Heartbeat {
+        conn: &rt.conn,
+        reply: &reply,
+        every: rt.heartbeat_every(),
+    };
+    let metrics = tracking.metrics.or(rt.unrouted.as_ref());
+    let tenant = tracking.tenant.as_ref().map(TenantId::as_str);
+    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
+        let snapshot = record.lock().ok().map(|mut r| {
+            let now = Utc::now();
+            if let Some(started) = tracking.started {
+                r.duration_ms =
+                    Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            }
+            r.finished_at = Some(now);
+            match &outcome {
+                Outcome::Ack => r.transition(RunState::Succeeded, None),
+                Outcome::Retry { delay, error } => {
+                    r.retry_at = chrono::Duration::from_std(*delay)
+                        .ok()
+                        .and_then(|d| now.checked_add_signed(d));
+                    r.transition(RunState::Retrying, Some(error.clone()));
+                }
+                Outcome::DeadLetter { kind, error } => {
+                    r.transition(RunState::DeadLettered, Some(format!("{kind}: {error}")));
+                }
+                Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
+                Outcome::HandBack => r.transition(RunState::HandedBack, None),
+                // Decided before a run record exists.
+                Outcome::NotForThisGroup | Outcome::Elsewhere { .. } => {}
+            }
+            r.clone()
+        });
+        if let Some(snapshot) = snapshot {
+            beat.during(history.put(&snapshot)).await;
+        }
+    }
+    let counted = match &outcome {
+        Outcome::Ack => TelemetryOutcome::Ok,
+        Outcome::Retry { .. } => TelemetryOutcome::Retry,
+        Outcome::DeadLetter { .. } => TelemetryOutcome::DeadLetter,
+        Outcome::Cancelled { .. } => TelemetryOutcome::Cancelled,
+        Outcome::HandBack => TelemetryOutcome::HandedBack,
+        Outcome::NotForThisGroup => TelemetryOutcome::Skipped,
+        Outcome::Elsewhere { .. } => TelemetryOutcome::HandedBack,
+    };
+    let dead_kind = match &outcome {
+        Outcome::DeadLetter { kind, .. } => Some(*kind),
+        _ => None,
+    };
+    let finished = settle_delivery(
+        rt,
+        msg,
+        (&beat, abort),
+        (stream_sequence, tracking.handed_back),
+        attempt,
+        outcome,
+    )
+    .await;
+    if finished && tracking.handed_back > 0 {
+        rt.handbacks.forget(&rt.name, stream_sequence).await;
+    }
+    if let Some(m) = metrics {
+        m.settled(counted, tenant);
+    }
+    if let (Some(kind), Some(gm), true) = (dead_kind, &rt.metrics, finished) {
+        gm.dead_letter(kind.as_str());
+    }
+    if finished
+        && let Some(key) = msg
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::runs::RUN_KEY_HEADER))
+    {
+        Box::pin(crate::runs::finish_run(
+            &rt.conn,
+            key.as_str(),
+            &msg.message.subject,
+            &msg.message.payload,
+        ))
+        .await;
+    }
+}
+
+/// Acks, Naks or dead-letters the delivery. Returns true when the event is finished: acked, or
+/// stored as a dead letter.
+async fn settle_delivery<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+    (beat, abort): (&Heartbeat<'_>, &CancellationToken),
+    (stream_sequence, handed_back): (u64, u32),
+    attempt: u32,
+    outcome: Outcome,
+) -> bool {
+    let span = tracing::Span::current();
+    let reply = beat.reply.clone();
+    match outcome {
+        Outcome::Ack => {
+            span.record("outcome", "ack");
+            tracing::debug!("handled");
+            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            true
+        }
+        Outcome::Elsewhere { delay } => {
+            span.record("outcome", "handed-back");
+            rt.handbacks
+                .record(&rt.name, stream_sequence, handed_back)
+                .await;
+            let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
+            send_ack(&rt.conn, reply, body.into()).await;
+            false
+        }
+        Outcome::NotForThisGroup => {
+            span.record("outcome", "skipped");
+            tracing::debug!("replay for another group; skipped");
+            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            true
+        }
+        Outcome::Cancelled { running } => {
+            span.record("outcome", "cancelled");
+            if running {
+                tracing::info!("cancelled while running");
+            } else {
+                tracing::info!("cancelled before it started; skipped");
+            }
+            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            true
+        }
+        Outcome::Retry { delay, error } => {
+            span.record("outcome", "retry");
+            tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
+            let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
+            send_ack(&rt.conn, reply, body.into()).await;
+            false
+        }
+        Outcome::HandBack => {
+            span.record("outcome", "handed-back");
+            tracing::info!("shutdown: event handed back");
+            rt.handbacks
+                .record(&rt.name, stream_sequence, handed_back)
+                .await;
+            send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+            false
+        }
+        Outcome::DeadLetter { kind, error } => {
+            span.record("outcome", "dead-letter");
+            let letter = DeadLetter {
+                original_subject: msg.message.subject.to_string(),
+                stream_sequence,
+                group: rt.name.clone(),
+                attempts: attempt,
+                kind,
+                error,
+                failed_at: Utc::now(),
+                body: msg.message.payload.clone(),
+                body_truncated_from: None,
+            };
+            // Only the dead-letter publish is retried, never the handler: the delivery keeps
+            // its heartbeats meanwhile, so it is not redelivered to another process. Only a
+            // shutdown past its grace hands it back unsettled.
+            let stored = beat
+                .during(async {
+                    loop {
+                        match Box::pin(letter.publish(&rt.conn)).await {
+                            Ok(()) => return true,
+                            Err(e) => {
+                                tracing::error!(error = %e, retry_in = ?DEAD_LETTER_RETRY, "could not dead-letter; retrying the dead-letter publish");
+                            }
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
+                            () = abort.cancelled() => return false,
+                        }
+                    }
+                })
+                .await;
+            if stored {
+                tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
+                let body = format!("+TERM dlq:{kind}");
+                send_ack(&rt.conn, reply, body.into()).await;
+            } else {
+                tracing::error!("shutdown: not dead-lettered yet; the event is handed back");
+                rt.handbacks
+                    .record(&rt.name, stream_sequence, handed_back)
+                    .await;
+                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+            }
+            stored
+        }
+    }
+}
+
+/// Sends in-progress heartbeats for a delivery while the runtime itself works on it (history
+/// writes, dead-letter publishes), so its ack wait does not run out mid-settle. Never used once
+/// the final ack is sent: a heartbeat after a delayed Nak would restart the ack wait and undo the
+/// delay.
+struct Heartbeat<'a> {
+    conn: &'a Connection,
+    reply: &'a async_nats::Subject,
+    every: Duration,
+}
+
+impl Heartbeat<'_> {
+    /// Runs `work`, heartbeating while it waits. Work that completes at once costs no timer.
+    async fn during<F: std::future::Future>(&self, work: F) -> F::Output {
+        tokio::pin!(work);
+        if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
+            return out;
+        }
+        let start = tokio::time::Instant::now() + self.every;
+        let mut ticks = tokio::time::interval_at(start, self.every);
+        loop {
+            tokio::select! {
+                biased;
+                out = work.as_mut() => return out,
+                _ = ticks.tick() => {
+                    send_ack(self.conn, self.reply.clone(), Bytes::from_static(b"+WPI")).await;
+                }
+            }
+        }
+    }
+}
