@@ -66,7 +66,7 @@ impl Leadership {
             .and_then(|s| s.map(|(_, since)| since))
     }
 
-    fn set(&self, until: Instant, since: DateTime<Utc>) {
+    pub(crate) fn set(&self, until: Instant, since: DateTime<Utc>) {
         if let Ok(mut s) = self.state.lock() {
             *s = Some((until, since));
         }
