@@ -257,3 +257,25 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// Starts a server of its own from `config` (nats-server configuration text, e.g. accounts with
+/// permissions); the fixture's port and store flags override the file's. Keep the directory
+/// while the server runs.
+pub fn server_with_config(config: &str) -> (NatsServer, tempfile::TempDir) {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.conf");
+    std::fs::write(&path, config).unwrap();
+    let server = NatsServer::start_with_args(&["-c", path.to_str().unwrap()]).unwrap();
+    (server, dir)
+}
+
+/// Connects to `server` as `user` with `password`.
+pub async fn login(server: &NatsServer, user: &str, password: &str) -> Connection {
+    Connection::connect_with(
+        server.url(),
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into()),
+    )
+    .await
+    .unwrap()
+}

@@ -14,11 +14,7 @@ use conveyor_tests::{Ping, Recorder, read_stream};
 /// A server whose user `sched` may publish events of acme and globex but not of initech, and
 /// may not read the tenant registry; `admin` may do everything.
 fn server() -> (NatsServer, tempfile::TempDir) {
-    conveyor_tests::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("sched.conf");
-    std::fs::write(
-        &conf,
+    conveyor_tests::server_with_config(
         r#"
 jetstream: enabled
 accounts {
@@ -34,19 +30,12 @@ accounts {
 }
 "#,
     )
-    .unwrap();
-    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
-    (server, dir)
 }
 
 async fn login(server: &NatsServer, user: &str) -> Connection {
-    Connection::connect_with(
-        server.url(),
-        async_nats::ConnectOptions::with_user_and_password(user.into(), user.into()),
-    )
-    .await
-    .unwrap()
-    .with_timeout(Duration::from_secs(1))
+    conveyor_tests::login(server, user, user)
+        .await
+        .with_timeout(Duration::from_secs(1))
 }
 
 /// Scheduled times of the stored events of `tenant` from schedule `pulse`, in order.

@@ -51,11 +51,7 @@ async fn a_retry_after_of_centuries_waits_the_handlers_max_delay() {
 
 /// A server whose user `nodlq` may do everything but publish dead letters.
 fn server_without_dlq_rights() -> (NatsServer, tempfile::TempDir) {
-    conveyor_tests::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nodlq.conf");
-    std::fs::write(
-        &conf,
+    conveyor_tests::server_with_config(
         r#"
 jetstream: enabled
 accounts {
@@ -69,18 +65,10 @@ accounts {
 }
 "#,
     )
-    .unwrap();
-    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
-    (server, dir)
 }
 
 async fn login(server: &NatsServer, user: &str) -> Connection {
-    Connection::connect_with(
-        server.url(),
-        async_nats::ConnectOptions::with_user_and_password(user.into(), user.into()),
-    )
-    .await
-    .unwrap()
+    conveyor_tests::login(server, user, user).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,11 +133,7 @@ async fn a_refused_dead_letter_fails_at_once_and_the_handler_is_not_run_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_acks_stop_the_group_and_fail_readiness() {
-    conveyor_tests::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("noack.conf");
-    std::fs::write(
-        &conf,
+    let (server, _dir) = conveyor_tests::server_with_config(
         r#"
 jetstream: enabled
 accounts {
@@ -162,9 +146,7 @@ accounts {
   }
 }
 "#,
-    )
-    .unwrap();
-    let server = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    );
     let admin = login(&server, "admin").await;
     provision(&admin, &Topology::default()).await.unwrap();
     let conn = login(&server, "noack").await;
