@@ -358,11 +358,77 @@ pub(crate) trait ProgressSink: Send + Sync {
 pub(crate) struct RunHooks {
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Box<dyn ProgressSink>,
+    /// Follow-up events published so far in this run, by type: numbers their derived ids.
+    pub(crate) follow_ups: Mutex<Vec<(&'static str, u32)>>,
+}
+
+impl RunHooks {
+    pub(crate) fn new(cancel: CancellationToken, progress: Box<dyn ProgressSink>) -> Self {
+        Self {
+            cancel,
+            progress,
+            follow_ups: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The how-many-th follow-up of `event_type` this run publishes (1-based).
+    fn next_follow_up(&self, event_type: &'static str) -> u32 {
+        let Ok(mut seen) = self.follow_ups.lock() else {
+            return 1;
+        };
+        match seen.iter_mut().find(|(t, _)| *t == event_type) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                seen.push((event_type, 1));
+                1
+            }
+        }
+    }
+}
+
+/// The id of the `n`-th follow-up event of `event_type` published while handling `parent`:
+/// `<parent>:<type>` for the first, `<parent>:<type>:<n>` after it. A redelivered handler that
+/// publishes the same follow-ups in the same order re-publishes the same ids, and the stream's
+/// duplicate window stores them once. An id that would grow past
+/// [`MAX_EVENT_ID_LEN`](crate::envelope::MAX_EVENT_ID_LEN) (a long causal chain) is shortened to
+/// a hash of itself.
+///
+/// ```
+/// assert_eq!(conveyor::handler::follow_up_id("e-1", "order.shipped", 1), "e-1:order.shipped");
+/// assert_eq!(conveyor::handler::follow_up_id("e-1", "order.shipped", 2), "e-1:order.shipped:2");
+/// assert!(conveyor::handler::follow_up_id(&"x".repeat(250), "order.shipped", 1).len() <= 256);
+/// ```
+pub fn follow_up_id(parent: &str, event_type: &str, n: u32) -> String {
+    let id = if n <= 1 {
+        format!("{parent}:{event_type}")
+    } else {
+        format!("{parent}:{event_type}:{n}")
+    };
+    if id.len() <= crate::envelope::MAX_EVENT_ID_LEN {
+        return id;
+    }
+    // FNV-1a, twice with different offsets: 128 stable bits (ids need no cryptographic hash,
+    // only one that is the same in every process and release).
+    let fnv = |offset: u64| {
+        id.bytes().fold(offset, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "h:{:016x}{:016x}:{event_type}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
 }
 
 /// An event a handler published from a test context (see [`crate::testing`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
+    /// Its event id (derived from the handled event's id unless the handler chose one).
+    pub id: String,
     /// The tenant it was published for.
     pub tenant: TenantId,
     /// Its event type.
@@ -544,7 +610,9 @@ impl<S> Context<S> {
     }
 
     /// Publishes a follow-up event for the same tenant. It carries this event's correlation id,
-    /// and this event's id as its causation id.
+    /// and this event's id as its causation id. Its id is derived from this event's id (see
+    /// [`follow_up_id`]), so a redelivered handler re-publishes the same ids and the stream
+    /// stores each follow-up once; [`EventOptions::id`] overrides it.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Published, PublishError> {
         self.publish_for(self.delivery.tenant.clone(), event).await
     }
@@ -586,6 +654,10 @@ impl<S> Context<S> {
         options
             .traceparent
             .get_or_insert_with(|| self.delivery.trace.to_string());
+        if options.id.is_none() {
+            let n = self.hooks.next_follow_up(E::TYPE);
+            options.id = Some(follow_up_id(&self.delivery.event_id, E::TYPE, n));
+        }
         match &self.follow_ups {
             FollowUps::Nats(publisher) => publisher.publish_with(tenant, event, options).await,
             FollowUps::Recorder(log) => record(log, tenant, event, options),
@@ -607,11 +679,12 @@ fn record<E: Event>(
         .map_err(|e| crate::Error::with_source(K::InvalidEventType, e.message().to_owned(), e))?;
     let data = serde_json::to_value(event)
         .map_err(|e| crate::Error::with_source(K::Encode, "could not encode the event", e))?;
-    let id = envelope::new_event_id();
+    let id = options.id.clone().unwrap_or_else(envelope::new_event_id);
     let mut log = log
         .lock()
         .map_err(|_| crate::Error::new(K::Other, "the test recorder is poisoned"))?;
     log.push(RecordedEvent {
+        id: id.clone(),
         tenant: tenant.clone(),
         event_type: E::TYPE.to_owned(),
         data,

@@ -192,10 +192,10 @@ impl<E: Event> TestDelivery<E> {
         });
         let progress = Arc::new(Mutex::new(Vec::new()));
         let cancel = CancellationToken::new();
-        let hooks = Arc::new(RunHooks {
-            cancel: cancel.clone(),
-            progress: Box::new(RecordProgress(progress.clone())),
-        });
+        let hooks = Arc::new(RunHooks::new(
+            cancel.clone(),
+            Box::new(RecordProgress(progress.clone())),
+        ));
         let ctx = Context::new(delivery, FollowUps::Recorder(log.clone()), hooks, state);
         let run = handler.call(event, ctx);
         let result = match self.cancel_after {

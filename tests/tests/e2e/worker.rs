@@ -310,3 +310,55 @@ async fn a_group_starting_from_now_skips_history() {
     assert_eq!(all[0].event_id, new.id);
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_handler_stores_its_follow_ups_once() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(Group::new("fan").handle_with(
+            |_: Ping, ctx: Context<Recorder>| async move {
+                ctx.publish(&Pong { n: 1 }).await?;
+                ctx.publish(&Pong { n: 2 }).await?;
+                ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
+                if ctx.attempt() == 1 {
+                    return Err(conveyor::HandlerError::transient("after the follow-ups"));
+                }
+                Ok(())
+            },
+            conveyor::HandlerOptions::default().retry(conveyor::RetryPolicy::exponential(
+                3,
+                Duration::from_millis(100),
+            )),
+        ))
+        .build()
+        .unwrap()
+        .spawn();
+    let ping = Publisher::new(&conn)
+        .publish("acme", &Ping { n: 0 })
+        .await
+        .unwrap();
+    recorder
+        .wait_for(Duration::from_secs(10), "the second attempt", |s| {
+            s.iter().any(|r| r.attempt == 2)
+        })
+        .await;
+    let ids: Vec<String> = conveyor_tests::read_stream(&conn, "EVENTS", 3, Duration::from_secs(2))
+        .await
+        .iter()
+        .filter_map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.message.payload).ok()?;
+            Some(v["id"].as_str()?.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ping.id.clone(),
+            format!("{}:test.pong", ping.id),
+            format!("{}:test.pong:2", ping.id)
+        ],
+        "two attempts, each follow-up stored once"
+    );
+    worker.shutdown().await;
+}

@@ -556,16 +556,16 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         stream_sequence,
     });
     let cancel = CancellationToken::new();
-    let hooks = Arc::new(RunHooks {
-        cancel: cancel.clone(),
-        progress: Box::new(LiveProgress {
+    let hooks = Arc::new(RunHooks::new(
+        cancel.clone(),
+        Box::new(LiveProgress {
             conn: rt.conn.clone(),
             reply: reply.clone(),
             delivery: delivery.clone(),
             history: rt.history.clone(),
             record: tracking.record.clone(),
         }),
-    });
+    ));
     let ctx = Context::new(
         delivery.clone(),
         FollowUps::Nats(rt.publisher.clone()),
