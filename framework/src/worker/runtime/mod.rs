@@ -43,6 +43,13 @@ use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
 use crate::trace::TraceParent;
 
+/// Header names looked up on every delivery, built once: async-nats copies a `&str` name into a
+/// new allocation on every lookup, a clone of a built name only counts a reference.
+static REPLAY_FOR: std::sync::LazyLock<Option<async_nats::HeaderName>> =
+    std::sync::LazyLock::new(|| crate::dlq::REPLAY_FOR_HEADER.parse().ok());
+static RUN_KEY: std::sync::LazyLock<Option<async_nats::HeaderName>> =
+    std::sync::LazyLock::new(|| crate::runs::RUN_KEY_HEADER.parse().ok());
+
 /// Deliveries of a type this process has no handler for before it is dead-lettered as
 /// `unknown-type` (see [`GroupConfig::unknown_type_grace`]).
 const UNKNOWN_TYPE_HANDBACKS: u32 = 8;
@@ -427,7 +434,8 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         .message
         .headers
         .as_ref()
-        .and_then(|h| h.get(crate::dlq::REPLAY_FOR_HEADER))
+        .zip(REPLAY_FOR.as_ref())
+        .and_then(|(h, name)| h.get(name.clone()))
         && group.as_str() != rt.name
     {
         return Outcome::NotForThisGroup;

@@ -216,7 +216,7 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
             // Run the delivery here until it first waits: a handler that finishes at once
             // costs no task. One that waits continues as a task of its own.
             let mut delivery = Box::pin(tracker.track_future(guarded(
-                rt.name.clone(),
+                rt.clone(),
                 deliver(rt.clone(), msg, permit, abort.clone()),
             )));
             if futures::poll!(delivery.as_mut()).is_pending() {
@@ -247,9 +247,9 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
 /// Runs one delivery, containing a panic of the runtime's own code to that delivery: it is
 /// logged, and the event, never settled, is redelivered after its ack wait. (Handler panics are
 /// caught closer to the handler and become failed attempts.)
-async fn guarded(group: String, delivery: impl std::future::Future<Output = ()>) {
+async fn guarded<S>(rt: Arc<GroupRuntime<S>>, delivery: impl std::future::Future<Output = ()>) {
     if let Err(panic) = AssertUnwindSafe(delivery).catch_unwind().await {
-        tracing::error!(%group, panic = %panic_message(&panic), "delivery panicked; the event will be redelivered");
+        tracing::error!(group = %rt.name, panic = %panic_message(&panic), "delivery panicked; the event will be redelivered");
     }
 }
 

@@ -84,7 +84,8 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
             .message
             .headers
             .as_ref()
-            .and_then(|h| h.get(crate::runs::RUN_KEY_HEADER))
+            .zip(RUN_KEY.as_ref())
+            .and_then(|(h, name)| h.get(name.clone()))
     {
         Box::pin(crate::runs::finish_run(
             &rt.conn,
