@@ -25,7 +25,7 @@ pub const HANDBACK_ALLOWANCE: u32 = 10;
 /// The hand-back counts of the worker's groups.
 pub(crate) struct HandBacks {
     conn: Connection,
-    store: OnceCell<Option<kv::Store>>,
+    store: OnceCell<kv::Store>,
 }
 
 impl HandBacks {
@@ -36,14 +36,15 @@ impl HandBacks {
         }
     }
 
-    /// The bucket, bound once (created when missing); `None` when it cannot be reached: then
-    /// hand-backs count as attempts, as every delivery does.
+    /// The bucket, bound once (created when missing); `None` while it cannot be reached (tried
+    /// again on the next call): hand-backs then count as attempts, as every delivery does.
     async fn store(&self) -> Option<&kv::Store> {
-        self.store
-            .get_or_init(|| async {
+        let bound = self
+            .store
+            .get_or_try_init(|| async {
                 let js = self.conn.jetstream();
                 if let Ok(store) = js.get_key_value(HANDBACKS_BUCKET).await {
-                    return Some(store);
+                    return Ok(store);
                 }
                 let created = js
                     .create_key_value(kv::Config {
@@ -55,18 +56,18 @@ impl HandBacks {
                     })
                     .await;
                 match created {
-                    Ok(store) => Some(store),
-                    Err(e) => match js.get_key_value(HANDBACKS_BUCKET).await {
-                        Ok(store) => Some(store),
-                        Err(_) => {
-                            tracing::warn!(error = %e, "hand-back bucket unavailable; hand-backs will count as attempts");
-                            None
-                        }
-                    },
+                    Ok(store) => Ok(store),
+                    Err(e) => js.get_key_value(HANDBACKS_BUCKET).await.map_err(|_| e),
                 }
             })
-            .await
-            .as_ref()
+            .await;
+        match bound {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "hand-back bucket unavailable; this hand-back counts as an attempt");
+                None
+            }
+        }
     }
 
     /// How many times the event at `sequence` was handed back by `group`.
