@@ -665,6 +665,9 @@ impl<S> Context<S> {
     }
 }
 
+/// Records a follow-up of a test run after preparing it exactly as a publish would (tenant, type,
+/// id, header and lane checks, the decode-back check, the envelope), so a unit test refuses what
+/// production refuses.
 fn record<E: Event>(
     log: &Mutex<Vec<RecordedEvent>>,
     tenant: impl IntoTenantId,
@@ -675,17 +678,15 @@ fn record<E: Event>(
     let tenant = tenant
         .into_tenant_id()
         .map_err(|e| crate::Error::with_source(K::InvalidTenant, e.message().to_owned(), e))?;
-    crate::event::validate_event_type(E::TYPE)
-        .map_err(|e| crate::Error::with_source(K::InvalidEventType, e.message().to_owned(), e))?;
+    let prepared = crate::publisher::prepare_event("test", tenant.clone(), event, &options)?;
     let data = serde_json::to_value(event)
         .map_err(|e| crate::Error::with_source(K::Encode, "could not encode the event", e))?;
-    let id = options.id.clone().unwrap_or_else(envelope::new_event_id);
     let mut log = log
         .lock()
         .map_err(|_| crate::Error::new(K::Other, "the test recorder is poisoned"))?;
     log.push(RecordedEvent {
-        id: id.clone(),
-        tenant: tenant.clone(),
+        id: prepared.id.clone(),
+        tenant,
         event_type: E::TYPE.to_owned(),
         data,
         correlation_id: options.correlation_id,
@@ -694,8 +695,8 @@ fn record<E: Event>(
         lane: options.lane,
     });
     Ok(Published {
-        id,
-        subject: envelope::event_subject(&tenant, E::TYPE),
+        id: prepared.id,
+        subject: prepared.subject,
         stream_sequence: log.len() as u64,
         duplicate: false,
     })

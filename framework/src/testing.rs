@@ -592,3 +592,107 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{HandlerError, PublishErrorKind};
+    use serde::{Deserialize, Deserializer, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+    struct Order {
+        n: u32,
+    }
+    impl Event for Order {
+        const TYPE: &'static str = "test.order";
+    }
+
+    /// A follow-up whose own type refuses `n == 0` when decoding.
+    #[derive(Debug, Serialize, schemars::JsonSchema)]
+    struct Invoice {
+        n: u32,
+    }
+    impl<'de> Deserialize<'de> for Invoice {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            struct Raw {
+                n: u32,
+            }
+            let raw = Raw::deserialize(d)?;
+            if raw.n == 0 {
+                return Err(serde::de::Error::custom("an invoice needs a number"));
+            }
+            Ok(Self { n: raw.n })
+        }
+    }
+    impl Event for Invoice {
+        const TYPE: &'static str = "test.invoice";
+    }
+
+    fn acme() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    #[tokio::test]
+    async fn follow_ups_are_refused_as_a_publish_would_refuse_them() {
+        let publish = |n: u32, options: EventOptions| async move {
+            let kind = std::sync::Arc::new(Mutex::new(None));
+            let seen = kind.clone();
+            let handler = move |_: Order, ctx: Context| {
+                let seen = seen.clone();
+                let options = options.clone();
+                async move {
+                    if let Err(e) = ctx.publish_with(&Invoice { n }, options).await {
+                        *seen.lock().unwrap() = Some(e.kind());
+                        return Err(HandlerError::permanent(e));
+                    }
+                    Ok(())
+                }
+            };
+            let run = TestDelivery::new(acme(), Order { n: 1 })
+                .run(handler, ())
+                .await;
+            (run, kind.lock().unwrap().take())
+        };
+        let (run, kind) = publish(0, EventOptions::default()).await;
+        assert!(run.result.is_err() && run.published.is_empty());
+        assert_eq!(
+            kind,
+            Some(PublishErrorKind::Encode),
+            "the decode-back check"
+        );
+        let (_, kind) = publish(1, EventOptions::default().lane("Not A Lane")).await;
+        assert_eq!(
+            kind,
+            Some(PublishErrorKind::InvalidEventType),
+            "the lane check"
+        );
+        let (_, kind) = publish(1, EventOptions::default().header("X", "a\r\nb")).await;
+        assert_eq!(kind, Some(PublishErrorKind::InvalidHeader));
+        let (run, kind) = publish(1, EventOptions::default().lane("high")).await;
+        assert_eq!(kind, None);
+        assert_eq!(run.published[0].lane.as_deref(), Some("high"));
+    }
+
+    #[tokio::test]
+    async fn follow_ups_get_ids_derived_from_the_handled_event() {
+        let handler = |_: Order, ctx: Context| async move {
+            ctx.publish(&Invoice { n: 1 }).await?;
+            ctx.publish(&Invoice { n: 2 }).await?;
+            ctx.publish_with(&Invoice { n: 3 }, EventOptions::default().id("mine"))
+                .await?;
+            Ok(())
+        };
+        let run = TestDelivery::new(acme(), Order { n: 1 })
+            .options(EventOptions::default().id("order-7"))
+            .run(handler, ())
+            .await;
+        assert!(run.result.is_ok());
+        let ids: Vec<&str> = run.published.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["order-7:test.invoice", "order-7:test.invoice:2", "mine"]
+        );
+    }
+}

@@ -1,22 +1,22 @@
 //! Publishing typed events.
 
+mod prepare;
 mod send;
 
+pub(crate) use prepare::{Prepared, prepare_event};
 pub(crate) use send::{Sent, send_message};
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
-use bytes::Bytes;
-use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::connection::Connection;
-use crate::envelope::{self, CONTENT_TYPE, EventOptions};
+use crate::envelope::{CONTENT_TYPE, EventOptions};
 use crate::error::Error;
-use crate::event::{Event, validate_event_type};
+use crate::event::Event;
 use crate::telemetry::Telemetry;
 use crate::tenant::{IntoTenantId, TenantId};
 
@@ -105,16 +105,6 @@ pub struct Published {
     /// True when the stream already held an event with this id (inside the duplicate window):
     /// nothing new was stored.
     pub duplicate: bool,
-}
-
-/// An event encoded and ready to send.
-struct Prepared {
-    id: String,
-    /// The `Nats-Msg-Id`: the id scoped by the tenant (see [`message_id`]).
-    message_id: String,
-    subject: String,
-    body: Bytes,
-    headers: Vec<(String, String)>,
 }
 
 /// Publishes typed, tenant-scoped events as CloudEvents to `events.<tenant>.<type>`.
@@ -292,44 +282,13 @@ impl Publisher {
         results
     }
 
-    /// Encodes a typed event. The payload is decoded back as `E` before anything is sent, so a
-    /// value its own type would reject (a custom `Deserialize` that validates, say) never leaves.
     fn prepare_event<E: Event>(
         &self,
         tenant: impl IntoTenantId,
         event: &E,
         options: &EventOptions,
     ) -> Result<Prepared, PublishError> {
-        let data = serde_json::value::to_raw_value(event).map_err(|e| {
-            Error::with_source(
-                PublishErrorKind::Encode,
-                format!("could not encode a {} event", E::TYPE),
-                e,
-            )
-        })?;
-        // A `Deserialize` that panics is refused like one that fails: the worker would panic too.
-        let decoded = std::panic::catch_unwind(|| envelope::decode_data::<E>(&data, E::TYPE))
-            .map_err(|_| {
-                Error::new(
-                    PublishErrorKind::Encode,
-                    format!(
-                        "a {} event would not decode as its own type: its Deserialize panicked",
-                        E::TYPE
-                    ),
-                )
-            })?;
-        decoded.map_err(|e| {
-            Error::with_source(
-                PublishErrorKind::Encode,
-                format!(
-                    "a {} event would not decode as its own type: {}",
-                    E::TYPE,
-                    e.message()
-                ),
-                e,
-            )
-        })?;
-        self.prepare(tenant, E::TYPE, &*data, options)
+        prepare::prepare_event(&self.source, tenant, event, options)
     }
 
     fn prepare<T: Serialize + ?Sized>(
@@ -339,72 +298,7 @@ impl Publisher {
         data: &T,
         options: &EventOptions,
     ) -> Result<Prepared, PublishError> {
-        let tenant: TenantId = tenant.into_tenant_id().map_err(|e| {
-            Error::with_source(PublishErrorKind::InvalidTenant, e.message().to_owned(), e)
-        })?;
-        validate_event_type(event_type).map_err(|e| {
-            Error::with_source(
-                PublishErrorKind::InvalidEventType,
-                e.message().to_owned(),
-                e,
-            )
-        })?;
-        let id = match &options.id {
-            Some(id) => {
-                envelope::check_event_id(id)
-                    .map_err(|m| Error::new(PublishErrorKind::InvalidId, m))?;
-                id.clone()
-            }
-            None => envelope::new_event_id(),
-        };
-        for (name, value) in &options.headers {
-            check_header(name, value)?;
-        }
-        let time = options.time.unwrap_or_else(Utc::now);
-        let generated;
-        let traceparent = match options.traceparent.as_deref() {
-            Some(tp) => tp,
-            None => {
-                generated = crate::trace::for_publish().to_string();
-                &generated
-            }
-        };
-        let body = envelope::encode(
-            &envelope::Attributes {
-                id: &id,
-                source: &self.source,
-                event_type,
-                time: &time,
-                tenant: &tenant,
-                traceparent: Some(traceparent),
-                correlation_id: options.correlation_id.as_deref(),
-                causation_id: options.causation_id.as_deref(),
-            },
-            data,
-        )
-        .map_err(|e| {
-            Error::with_source(
-                PublishErrorKind::Encode,
-                format!("could not encode a {event_type} event"),
-                e,
-            )
-        })?;
-        if let Some(lane) = options.lane.as_deref() {
-            envelope::validate_lane(lane).map_err(|e| {
-                Error::with_source(
-                    PublishErrorKind::InvalidEventType,
-                    e.message().to_owned(),
-                    e,
-                )
-            })?;
-        }
-        Ok(Prepared {
-            subject: envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref()),
-            message_id: message_id(&tenant, &id),
-            id,
-            body: body.into(),
-            headers: options.headers.clone(),
-        })
+        prepare::prepare(&self.source, tenant, event_type, data, options)
     }
 
     async fn send(&self, prepared: Prepared) -> Result<Published, PublishError> {
@@ -468,22 +362,4 @@ impl PendingAck {
             duplicate: ack.duplicate,
         })
     }
-}
-
-/// Checks an extra header: a name of visible ASCII without `:`, a value without control
-/// characters (a CR or LF would end the header block early and let a value forge headers).
-fn check_header(name: &str, value: &str) -> Result<(), PublishError> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-        return Err(Error::new(
-            PublishErrorKind::InvalidHeader,
-            format!("header name {name:?} must be visible ASCII characters without ':'"),
-        ));
-    }
-    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
-        return Err(Error::new(
-            PublishErrorKind::InvalidHeader,
-            format!("the value of header {name} contains the control character {c:?}"),
-        ));
-    }
-    Ok(())
 }

@@ -1,0 +1,155 @@
+//! Preparing an event for the wire: validation of tenant, type, id, headers and lane, the
+//! decode-back check of typed events, and the envelope. The worker's test support prepares
+//! follow-up events through the same functions, so a unit test refuses what production refuses.
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+
+use super::{PublishError, PublishErrorKind, message_id};
+use crate::envelope::{self, EventOptions};
+use crate::error::Error;
+use crate::event::{Event, validate_event_type};
+use crate::tenant::{IntoTenantId, TenantId};
+
+/// An event encoded and ready to send.
+pub(crate) struct Prepared {
+    pub(crate) id: String,
+    /// The `Nats-Msg-Id`: the id scoped by the tenant (see [`message_id`]).
+    pub(crate) message_id: String,
+    pub(crate) subject: String,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+/// Encodes a typed event. The payload is decoded back as `E` before anything is sent, so a
+/// value its own type would reject (a custom `Deserialize` that validates, say) never leaves.
+pub(crate) fn prepare_event<E: Event>(
+    source: &str,
+    tenant: impl IntoTenantId,
+    event: &E,
+    options: &EventOptions,
+) -> Result<Prepared, PublishError> {
+    let data = serde_json::value::to_raw_value(event).map_err(|e| {
+        Error::with_source(
+            PublishErrorKind::Encode,
+            format!("could not encode a {} event", E::TYPE),
+            e,
+        )
+    })?;
+    // A `Deserialize` that panics is refused like one that fails: the worker would panic too.
+    let decoded =
+        std::panic::catch_unwind(|| envelope::decode_data::<E>(&data, E::TYPE)).map_err(|_| {
+            Error::new(
+                PublishErrorKind::Encode,
+                format!(
+                    "a {} event would not decode as its own type: its Deserialize panicked",
+                    E::TYPE
+                ),
+            )
+        })?;
+    decoded.map_err(|e| {
+        Error::with_source(
+            PublishErrorKind::Encode,
+            format!(
+                "a {} event would not decode as its own type: {}",
+                E::TYPE,
+                e.message()
+            ),
+            e,
+        )
+    })?;
+    prepare(source, tenant, E::TYPE, &*data, options)
+}
+
+pub(crate) fn prepare<T: Serialize + ?Sized>(
+    source: &str,
+    tenant: impl IntoTenantId,
+    event_type: &str,
+    data: &T,
+    options: &EventOptions,
+) -> Result<Prepared, PublishError> {
+    let tenant: TenantId = tenant.into_tenant_id().map_err(|e| {
+        Error::with_source(PublishErrorKind::InvalidTenant, e.message().to_owned(), e)
+    })?;
+    validate_event_type(event_type).map_err(|e| {
+        Error::with_source(
+            PublishErrorKind::InvalidEventType,
+            e.message().to_owned(),
+            e,
+        )
+    })?;
+    let id = match &options.id {
+        Some(id) => {
+            envelope::check_event_id(id).map_err(|m| Error::new(PublishErrorKind::InvalidId, m))?;
+            id.clone()
+        }
+        None => envelope::new_event_id(),
+    };
+    for (name, value) in &options.headers {
+        check_header(name, value)?;
+    }
+    let time = options.time.unwrap_or_else(Utc::now);
+    let generated;
+    let traceparent = match options.traceparent.as_deref() {
+        Some(tp) => tp,
+        None => {
+            generated = crate::trace::for_publish().to_string();
+            &generated
+        }
+    };
+    let body = envelope::encode(
+        &envelope::Attributes {
+            id: &id,
+            source,
+            event_type,
+            time: &time,
+            tenant: &tenant,
+            traceparent: Some(traceparent),
+            correlation_id: options.correlation_id.as_deref(),
+            causation_id: options.causation_id.as_deref(),
+        },
+        data,
+    )
+    .map_err(|e| {
+        Error::with_source(
+            PublishErrorKind::Encode,
+            format!("could not encode a {event_type} event"),
+            e,
+        )
+    })?;
+    if let Some(lane) = options.lane.as_deref() {
+        envelope::validate_lane(lane).map_err(|e| {
+            Error::with_source(
+                PublishErrorKind::InvalidEventType,
+                e.message().to_owned(),
+                e,
+            )
+        })?;
+    }
+    Ok(Prepared {
+        subject: envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref()),
+        message_id: message_id(&tenant, &id),
+        id,
+        body: body.into(),
+        headers: options.headers.clone(),
+    })
+}
+
+/// Checks an extra header: a name of visible ASCII without `:`, a value without control
+/// characters (a CR or LF would end the header block early and let a value forge headers).
+fn check_header(name: &str, value: &str) -> Result<(), PublishError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(Error::new(
+            PublishErrorKind::InvalidHeader,
+            format!("header name {name:?} must be visible ASCII characters without ':'"),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(Error::new(
+            PublishErrorKind::InvalidHeader,
+            format!("the value of header {name} contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
+}
