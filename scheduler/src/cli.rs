@@ -107,7 +107,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 scheduler = scheduler.with_telemetry(&telemetry);
                 _server = Some(telemetry.serve(addr).await?);
             }
-            scheduler.run_until(shutdown_signal()).await
+            Ok(scheduler.run_until(shutdown_signal()).await?)
         }
     }
 }

@@ -23,11 +23,15 @@ pub(crate) struct TickIds {
 
 impl TickIds {
     /// Reads the shared secret, creating it when no scheduler has yet.
-    pub(crate) async fn load(
-        state: &kv::Store,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) async fn load(state: &kv::Store) -> Result<Self, crate::RunError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            conveyor::Error::new(
+                crate::RunErrorKind::Secret,
+                format!("cannot read or create the tick-id secret: {e}"),
+            )
+        };
         for _ in 0..3 {
-            if let Some(secret) = state.get(SECRET_KEY).await? {
+            if let Some(secret) = state.get(SECRET_KEY).await.map_err(|e| failed(&e))? {
                 return Ok(Self {
                     secret: secret.to_vec(),
                 });
@@ -41,10 +45,10 @@ impl TickIds {
                 Ok(_) => {}
                 // Another scheduler created it first: read theirs.
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(failed(&e)),
             }
         }
-        Err("the tick-id secret was created but cannot be read back".into())
+        Err(failed(&"it was created but cannot be read back"))
     }
 
     /// `cron:<schedule>:<tenant>:<unix-seconds>:<16 hex digits of the HMAC>`.

@@ -84,16 +84,16 @@ impl Leadership {
 pub async fn lease_bucket(
     js: &async_nats::jetstream::Context,
     ttl: Duration,
-) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(js
-        .create_or_update_key_value(kv::Config {
-            bucket: LEASE_BUCKET.into(),
-            description: "Conveyor scheduler leader lease".into(),
-            history: 1,
-            max_age: ttl,
-            ..Default::default()
-        })
-        .await?)
+) -> Result<kv::Store, crate::RunError> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: LEASE_BUCKET.into(),
+        description: "Conveyor scheduler leader lease".into(),
+        history: 1,
+        max_age: ttl,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| crate::error::bucket_error(LEASE_BUCKET, e))
 }
 
 /// Campaigns for and keeps the lease until `shutdown`, then releases it.

@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+mod error;
 mod fire;
 mod ids;
 pub mod lease;
@@ -21,6 +22,7 @@ mod runtime;
 pub mod schedule;
 pub mod status;
 
+pub use error::{RunError, RunErrorKind};
 pub use runtime::{LATE_AFTER, Options, STATE_BUCKET, Scheduler, Stats, TENANT_BUCKET};
 pub use schedule::{
     CatchUp, CompiledSchedule, Overlap, Schedule, ScheduleError, ScheduleErrorKind,

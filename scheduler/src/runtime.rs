@@ -196,18 +196,18 @@ async fn bucket(
     js: &async_nats::jetstream::Context,
     name: &str,
     description: &str,
-) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<kv::Store, crate::RunError> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
-    Ok(js
-        .create_key_value(kv::Config {
-            bucket: name.into(),
-            description: description.into(),
-            history: 1,
-            ..Default::default()
-        })
-        .await?)
+    js.create_key_value(kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| crate::error::bucket_error(name, e))
 }
 
 impl Scheduler {
@@ -255,11 +255,14 @@ impl Scheduler {
         self.leadership.clone()
     }
 
-    /// Runs until `signal` completes, then stops firing and releases the lease.
+    /// Runs until `signal` completes, then stops firing and releases the lease. Fails, before it
+    /// fires anything, with a [`RunError`](crate::RunError) when a bucket it needs or the
+    /// tick-id secret cannot be opened; once running it does not fail (publish errors are retried
+    /// and counted).
     pub async fn run_until(
         self,
         signal: impl std::future::Future<Output = ()>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<(), crate::RunError> {
         let js = self.conn.jetstream();
         let lease_store = lease::lease_bucket(js, self.options.lease_ttl).await?;
         let state = bucket(js, STATE_BUCKET, "Last fired tick per schedule").await?;

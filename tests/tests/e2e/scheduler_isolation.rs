@@ -22,6 +22,7 @@ accounts {
     jetstream: enabled
     users: [
       { user: admin, password: admin }
+      { user: nokv, password: nokv, permissions: { publish: { deny: ["$JS.API.>"] } } }
       { user: sched, password: sched, permissions: {
           publish: { deny: ["events.initech.>", "$JS.API.CONSUMER.CREATE.KV_conveyor_tenants.>",
                             "$JS.API.CONSUMER.CREATE.KV_conveyor_tenants"] } } }
@@ -108,6 +109,24 @@ async fn a_tenant_whose_publish_fails_holds_up_no_other_tenant() {
         .await
         .unwrap();
     assert_eq!(runs.get("guarded.initech").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_without_its_buckets_fails_with_a_typed_error() {
+    let (server, _dir) = server();
+    let conn = login(&server, "nokv").await;
+    let scheduler = Scheduler::new(
+        &conn,
+        &[Schedule::new("pulse", "* * * * * *", "health.check").tenants(["acme"])],
+        Options::default(),
+    )
+    .unwrap();
+    let e = scheduler
+        .run_until(tokio::time::sleep(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), conveyor_scheduler::RunErrorKind::Bucket, "{e}");
+    assert!(e.to_string().contains("conveyor_leases"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
