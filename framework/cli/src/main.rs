@@ -769,6 +769,22 @@ async fn dead_letters(conn: &Connection) -> Result<Vec<(u64, DeadLetter)>, Fail>
     Ok(out)
 }
 
+/// The message `seq` of the `DLQ` stream.
+async fn dlq_message(
+    conn: &Connection,
+    seq: u64,
+) -> Result<async_nats::jetstream::message::StreamMessage, Fail> {
+    let stream = conn
+        .jetstream()
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .direct_get(seq)
+        .await
+        .map_err(|_| format!("no dead letter #{seq}; see `conveyor dlq list`"))
+}
+
 fn dlq_error(e: &conveyor::DeadLetterError) -> String {
     match e.kind() {
         conveyor::DeadLetterErrorKind::Read => {
@@ -835,15 +851,7 @@ async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> {
             Ok(())
         }
         DlqCommand::Show { seq } => {
-            let stream = conn
-                .jetstream()
-                .get_stream(DLQ_STREAM)
-                .await
-                .map_err(|e| e.to_string())?;
-            let m = stream
-                .direct_get(seq)
-                .await
-                .map_err(|_| format!("no dead letter #{seq}; see `conveyor dlq list`"))?;
+            let m = dlq_message(conn, seq).await?;
             println!("DLQ #{seq} on {}", m.subject);
             for (name, values) in m.headers.iter() {
                 for v in values {
@@ -886,15 +894,7 @@ async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> {
             };
             match seq {
                 Some(s) => {
-                    let stream = conn
-                        .jetstream()
-                        .get_stream(DLQ_STREAM)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let m = stream
-                        .direct_get(s)
-                        .await
-                        .map_err(|_| format!("no dead letter #{s}; see `conveyor dlq list`"))?;
+                    let m = dlq_message(conn, s).await?;
                     let letter = DeadLetter::from_parts(&m.headers, m.payload.clone())
                         .map_err(|e| format!("DLQ #{s} is not a dead letter: {e}"))?;
                     replay_one(conveyor::dlq::StoredLetter {
