@@ -37,11 +37,22 @@ pub fn event_subject_in_lane(tenant: &TenantId, event_type: &str, lane: Option<&
 }
 
 /// Splits an event subject into its tenant token and event type, if it has the
-/// `events.<tenant>.<type>` shape (a lane token `.~<lane>` at the end is not part of the type;
-/// see [`event_lane`]). The tokens are not validated.
+/// `events.<tenant>.<type>` shape, published or stored (`events.<tenant>.<partition>.<type>`,
+/// see [`crate::partition`]). A lane token `.~<lane>` at the end is not part of the type (see
+/// [`event_lane`]). The tokens are not validated.
+///
+/// ```
+/// use conveyor::envelope::split_event_subject;
+/// assert_eq!(split_event_subject("events.acme.order.created"), Some(("acme", "order.created")));
+/// assert_eq!(split_event_subject("events.acme.15.order.created"), Some(("acme", "order.created")));
+/// ```
 pub fn split_event_subject(subject: &str) -> Option<(&str, &str)> {
     let rest = subject.strip_prefix("events.")?;
     let (tenant, event_type) = rest.split_once('.')?;
+    let event_type = match crate::partition::split_partition(subject) {
+        Some((_, _, tail)) => tail,
+        None => event_type,
+    };
     let event_type = match event_type.rsplit_once('.') {
         Some((t, lane)) if lane.starts_with(LANE_MARKER) => t,
         _ => event_type,

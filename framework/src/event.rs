@@ -34,7 +34,8 @@ pub const MAX_EVENT_TYPE_LEN: usize = 128;
 /// }
 /// ```
 pub trait Event: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
-    /// The event type: lowercase dot-separated tokens of `[a-z0-9_]`, e.g. `order.created`.
+    /// The event type: lowercase dot-separated tokens of `[a-z0-9_]` starting with a letter,
+    /// e.g. `order.created`.
     const TYPE: &'static str;
 }
 
@@ -50,6 +51,9 @@ pub enum EventTypeErrorKind {
     EmptyToken,
     /// The name has a character outside lowercase `[a-z0-9_]` and `.`.
     InvalidCharacter,
+    /// The name does not start with a lowercase letter (a leading digit would read as the
+    /// partition token of a stored subject, see [`crate::partition`]).
+    InvalidStart,
 }
 
 impl fmt::Display for EventTypeErrorKind {
@@ -59,6 +63,7 @@ impl fmt::Display for EventTypeErrorKind {
             Self::TooLong => "event type too long",
             Self::EmptyToken => "event type has an empty token",
             Self::InvalidCharacter => "event type contains an invalid character",
+            Self::InvalidStart => "event type does not start with a letter",
         })
     }
 }
@@ -66,7 +71,8 @@ impl fmt::Display for EventTypeErrorKind {
 /// An invalid event type name.
 pub type EventTypeError = Error<EventTypeErrorKind>;
 
-/// Checks an event type name: lowercase dot-separated tokens of `[a-z0-9_]`.
+/// Checks an event type name: lowercase dot-separated tokens of `[a-z0-9_]`, starting with a
+/// letter.
 ///
 /// ```
 /// assert!(conveyor::validate_event_type("video.transcription.completed").is_ok());
@@ -104,6 +110,12 @@ pub fn validate_event_type(name: &str) -> Result<(), EventTypeError> {
             ),
         ));
     }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(Error::new(
+            K::InvalidStart,
+            format!("event type {name:?} must start with a lowercase letter"),
+        ));
+    }
     Ok(())
 }
 
@@ -126,5 +138,8 @@ mod tests {
         assert_eq!(kind("Order"), K::InvalidCharacter);
         assert_eq!(kind("a b"), K::InvalidCharacter);
         assert_eq!(kind(&"a".repeat(129)), K::TooLong);
+        assert_eq!(kind("3.created"), K::InvalidStart);
+        assert_eq!(kind("_x"), K::InvalidStart);
+        assert!(validate_event_type("a.3").is_ok());
     }
 }

@@ -58,6 +58,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod history;
+pub mod partition;
 pub mod publisher;
 pub mod retry;
 pub mod runs;

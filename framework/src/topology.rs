@@ -244,8 +244,16 @@ impl Topology {
             allow_direct: true,
             ..Default::default()
         };
+        let events = stream::Config {
+            // Every event is stored with its tenant's partition (see `crate::partition`).
+            subject_transform: Some(stream::SubjectTransform {
+                source: crate::partition::SUBJECT_TRANSFORM_SOURCE.into(),
+                destination: crate::partition::SUBJECT_TRANSFORM_DESTINATION.into(),
+            }),
+            ..base(EVENTS_STREAM, vec!["events.>".into()], &self.events)
+        };
         [
-            base(EVENTS_STREAM, vec!["events.>".into()], &self.events),
+            events,
             base(DLQ_STREAM, vec!["dlq.>".into()], &self.dead_letters),
             base(
                 ADVISORY_STREAM,
@@ -359,6 +367,7 @@ fn same_settings(actual: &stream::Config, desired: &stream::Config) -> bool {
         && actual.num_replicas == desired.num_replicas
         && actual.allow_direct == desired.allow_direct
         && actual.discard == desired.discard
+        && actual.subject_transform == desired.subject_transform
 }
 
 fn rejected(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {

@@ -189,11 +189,21 @@ pub async fn events_count(conn: &Connection) -> u64 {
     s.info().await.unwrap().state.messages
 }
 
-/// Consumer state of a group: (pending, ack pending, redelivered).
+/// The name of `group`'s consumer for `tenant`'s partition.
+pub fn consumer_of(group: &str, tenant: &str) -> String {
+    conveyor::partition::consumer_name(group, conveyor::partition::partition_of(tenant))
+}
+
+/// Consumer state of a group, summed over its partitions: (pending, ack pending, redelivered).
 pub async fn consumer_state(conn: &Connection, group: &str) -> (u64, usize, usize) {
-    let s = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
-    let info = s.consumer_info(group).await.unwrap();
-    (info.num_pending, info.num_ack_pending, info.num_redelivered)
+    let c = conveyor::partition::group_counts(conn, group)
+        .await
+        .unwrap();
+    (
+        c.pending,
+        usize::try_from(c.ack_pending).unwrap(),
+        usize::try_from(c.redelivered).unwrap(),
+    )
 }
 
 /// Publishes `n` pings for `acme` and returns their event ids, in order.

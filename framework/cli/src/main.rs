@@ -689,22 +689,42 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
         .get_stream(EVENTS_STREAM)
         .await
         .map_err(|e| e.to_string())?;
-    let mut groups = Vec::new();
+    // A group has one consumer per partition: its rows are summed.
+    let mut by_group: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
     let mut infos = events.consumers();
     let dead = dead_letters(conn).await?;
     while let Some(info) = infos.next().await {
         let info = info.map_err(|e| e.to_string())?;
-        let dlq = dead.iter().filter(|(_, d)| d.group == info.name).count();
-        groups.push(json!({
-            "group": info.name,
-            "pending": info.num_pending,
-            "ack_pending": info.num_ack_pending,
-            "redelivered": info.num_redelivered,
-            "waiting": info.num_waiting,
-            "last_active": info.delivered.last_active.map(|t| t.to_string()),
-            "dead_letters": dlq,
-        }));
+        let (group, _) = conveyor::partition::group_of_consumer(&info.name);
+        let row = by_group.entry(group.to_owned()).or_insert_with(|| {
+            json!({
+                "group": group,
+                "pending": 0u64,
+                "ack_pending": 0u64,
+                "redelivered": 0u64,
+                "waiting": 0u64,
+                "consumers": 0u64,
+                "last_active": Value::Null,
+                "dead_letters": dead.iter().filter(|(_, d)| d.group == group).count(),
+            })
+        });
+        for (field, n) in [
+            ("pending", info.num_pending),
+            ("ack_pending", info.num_ack_pending as u64),
+            ("redelivered", info.num_redelivered as u64),
+            ("waiting", info.num_waiting as u64),
+            ("consumers", 1),
+        ] {
+            row[field] = json!(row[field].as_u64().unwrap_or(0) + n);
+        }
+        if let Some(t) = info.delivered.last_active {
+            let t = t.to_string();
+            if row["last_active"].as_str().is_none_or(|last| *last < *t) {
+                row["last_active"] = json!(t);
+            }
+        }
     }
+    let groups: Vec<Value> = by_group.into_values().collect();
     let leader = match js.get_key_value(conveyor::topology::LEASES_BUCKET).await {
         Ok(store) => store
             .get("scheduler")

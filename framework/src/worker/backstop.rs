@@ -151,9 +151,11 @@ async fn handle(conn: &Connection, payload: &Bytes) -> bool {
         }
     };
     let letter = DeadLetter {
-        original_subject: original.subject.to_string(),
+        original_subject: crate::partition::published_subject(&original.subject).into_owned(),
         stream_sequence: advisory.stream_seq,
-        group: advisory.consumer,
+        group: crate::partition::group_of_consumer(&advisory.consumer)
+            .0
+            .to_owned(),
         attempts: u32::try_from(advisory.deliveries).unwrap_or(u32::MAX),
         kind: DeadLetterKind::MaxDeliveries,
         error: format!(

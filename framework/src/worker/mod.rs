@@ -334,10 +334,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 client.connection_state() == async_nats::connection::State::Connected
             });
             for group in &self.groups {
-                let bound = group.bound();
-                t.add_check(format!("consumer:{}", group.name()), move || {
-                    bound.load(std::sync::atomic::Ordering::Acquire)
-                });
+                t.add_check(format!("consumer:{}", group.name()), group.bound());
             }
             loops.push(tokio::spawn(poll_consumers(
                 self.conn.clone(),
@@ -436,33 +433,23 @@ impl WorkerHandle {
     }
 }
 
-/// Reads each group's consumer counts into the metrics every `every`, until `shutdown`.
+/// Reads each group's consumer counts (summed over its partition consumers) into the metrics
+/// every `every`, until `shutdown`.
 async fn poll_consumers(
     conn: Connection,
     groups: Vec<(String, GroupMetrics)>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    use async_nats::jetstream::consumer::PullConsumer;
     loop {
         for (name, m) in &groups {
-            match conn
-                .jetstream()
-                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-                    name,
-                    crate::topology::EVENTS_STREAM,
-                )
-                .await
-            {
-                Ok(consumer) => {
-                    let consumer: PullConsumer = consumer;
-                    let info = consumer.cached_info();
-                    m.pending
-                        .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+            match crate::partition::group_counts(&conn, name).await {
+                Ok(c) => {
+                    m.pending.set(i64::try_from(c.pending).unwrap_or(i64::MAX));
                     m.ack_pending
-                        .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+                        .set(i64::try_from(c.ack_pending).unwrap_or(i64::MAX));
                     m.redelivered
-                        .set(i64::try_from(info.num_redelivered).unwrap_or(i64::MAX));
+                        .set(i64::try_from(c.redelivered).unwrap_or(i64::MAX));
                 }
                 Err(e) => tracing::debug!(group = %name, error = %e, "cannot read consumer info"),
             }

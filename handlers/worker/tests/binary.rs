@@ -48,10 +48,23 @@ async fn runs_the_chosen_groups_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
-    assert!(stream.consumer_info("email").await.is_ok());
-    assert!(stream.consumer_info("webhooks").await.is_ok());
     assert!(
-        stream.consumer_info("fraud-triage").await.is_err(),
+        stream
+            .consumer_info(conveyor::partition::consumer_name("email", 0))
+            .await
+            .is_ok()
+    );
+    assert!(
+        stream
+            .consumer_info(conveyor::partition::consumer_name("webhooks", 0))
+            .await
+            .is_ok()
+    );
+    assert!(
+        stream
+            .consumer_info(conveyor::partition::consumer_name("fraud-triage", 0))
+            .await
+            .is_err(),
         "a group it was not told to run"
     );
 

@@ -14,9 +14,14 @@
 //! - `observability` (run on its own: `-- observability`): consume throughput with metrics off,
 //!   metrics on, and metrics plus run history on, next to raw async-nats;
 //! - `priority` (run on its own: `-- priority`): how long an urgent event published behind a
-//!   backlog of 400 waits, on the `high` lane and on the default lane.
+//!   backlog of 400 waits, on the `high` lane and on the default lane;
+//! - `fairness` (run on its own: `-- fairness`): a quiet tenant's latency behind a noisy
+//!   tenant's backlog of 10 000 and 100 000 events, next to a plain single-consumer group of raw
+//!   async-nats, and the consumers of one group on two lanes with 100 000 tenants.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
+
+mod fairness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -729,8 +734,9 @@ async fn main() -> BoxResult<()> {
         "scheduler" => scheduler_bench(&server.url()).await,
         "observability" => observability(&conn).await,
         "priority" => priority(&conn).await,
+        "fairness" => fairness::fairness(&conn).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness"
         )
         .into()),
     }

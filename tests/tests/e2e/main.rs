@@ -6,6 +6,7 @@ mod catalog_examples;
 mod cluster;
 mod dead_letters;
 mod dev_system;
+mod fairness;
 mod nats_config;
 mod observability;
 mod permissions;

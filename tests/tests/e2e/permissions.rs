@@ -39,14 +39,10 @@ async fn each_user_can_do_its_job_and_nothing_else() {
             .build()
             .unwrap()
             .spawn();
-        eventually(Duration::from_secs(10), "consumer created", || async {
-            admin
-                .jetstream()
-                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-                    group, "EVENTS",
-                )
+        eventually(Duration::from_secs(10), "consumers created", || async {
+            conveyor::partition::group_counts(&admin, group)
                 .await
-                .is_ok()
+                .is_ok_and(|c| c.consumers == conveyor::partition::PARTITIONS)
         })
         .await;
         w.shutdown().await;
@@ -110,7 +106,8 @@ async fn each_user_can_do_its_job_and_nothing_else() {
     let other = worker_conn
         .jetstream()
         .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-            "shipping", "EVENTS",
+            conveyor::partition::consumer_name("shipping", 0),
+            "EVENTS",
         )
         .await;
     assert!(
@@ -214,7 +211,10 @@ async fn a_tenant_cannot_suppress_another_tenants_events_by_id() {
     let stored: Vec<i64> = conveyor_tests::read_stream(&admin, "EVENTS", 0, Duration::ZERO)
         .await
         .into_iter()
-        .filter(|m| m.message.subject.as_str() == "events.globex.health.check")
+        .filter(|m| {
+            conveyor::partition::published_subject(&m.message.subject)
+                == "events.globex.health.check"
+        })
         .filter_map(|m| {
             let v: serde_json::Value = serde_json::from_slice(&m.message.payload).ok()?;
             let at = v["data"]["scheduled_at"].as_str()?;

@@ -21,7 +21,11 @@ async fn publishes_a_cloudevent_on_the_tenant_subject() {
 
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
     let msg = stream.direct_get(stored.stream_sequence).await.unwrap();
-    assert_eq!(msg.subject.as_str(), "events.acme.order.created");
+    assert_eq!(
+        msg.subject.as_str(),
+        "events.acme.15.order.created",
+        "stored with the tenant's partition"
+    );
     assert_eq!(
         msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
         format!("acme:{}", stored.id),

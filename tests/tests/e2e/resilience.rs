@@ -8,7 +8,7 @@ use conveyor::{
     RetryPolicy, Worker,
 };
 use conveyor_tests::{
-    Ping, Recorder, consumer_state, dead_letters, eventually, publish_pings, server,
+    Ping, Recorder, consumer_of, consumer_state, dead_letters, eventually, publish_pings, server,
 };
 use futures::StreamExt;
 
@@ -392,11 +392,19 @@ async fn a_deleted_consumer_is_recreated_and_work_goes_on() {
     // Long enough for the worker to have read the consumer's ack floor since.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let stream = conn.jetstream().get_stream("EVENTS").await.unwrap();
-    stream.delete_consumer("phoenix").await.unwrap();
+    stream
+        .delete_consumer(&consumer_of("phoenix", "acme"))
+        .await
+        .unwrap();
     eventually(
         Duration::from_secs(20),
         "the consumer to be recreated",
-        || async { stream.consumer_info("phoenix").await.is_ok() },
+        || async {
+            stream
+                .consumer_info(consumer_of("phoenix", "acme"))
+                .await
+                .is_ok()
+        },
     )
     .await;
     let second = publisher.publish("acme", &Ping { n: 2 }).await.unwrap();

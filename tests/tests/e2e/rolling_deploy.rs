@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use conveyor::{Context, DeadLetterKind, Group, HandlerError, Publisher, Worker};
-use conveyor_tests::{Ping, Pong, Recorder, consumer_state, dead_letters, eventually, server};
+use conveyor_tests::{
+    Ping, Pong, Recorder, consumer_of, consumer_state, dead_letters, eventually, server,
+};
 
 async fn ping(_: Ping, ctx: Context<Recorder>) -> Result<(), HandlerError> {
     ctx.state().record(ctx.event_id(), ctx.attempt(), "ping");
@@ -42,7 +44,7 @@ async fn old_and_new_versions_of_a_group_lose_and_dead_letter_nothing() {
             .get_stream("EVENTS")
             .await
             .unwrap()
-            .consumer_info("app")
+            .consumer_info(consumer_of("app", "acme"))
             .await
             .is_ok()
     })
@@ -55,13 +57,14 @@ async fn old_and_new_versions_of_a_group_lose_and_dead_letter_nothing() {
         .get_stream("EVENTS")
         .await
         .unwrap()
-        .consumer_info("app")
+        .consumer_info(consumer_of("app", "acme"))
         .await
         .unwrap();
     assert!(
-        info.config
-            .filter_subjects
-            .contains(&"events.*.test.pong".to_owned()),
+        info.config.filter_subjects.contains(&format!(
+            "events.*.{}.test.pong",
+            conveyor::partition::partition_of("acme")
+        )),
         "{:?}",
         info.config.filter_subjects
     );

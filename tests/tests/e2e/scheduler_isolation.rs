@@ -45,7 +45,7 @@ async fn ticks_of(conn: &Connection, tenant: &str) -> Vec<DateTime<Utc>> {
     let mut ticks: Vec<DateTime<Utc>> = read_stream(conn, "EVENTS", 0, Duration::ZERO)
         .await
         .into_iter()
-        .filter(|m| m.message.subject.as_str() == subject)
+        .filter(|m| conveyor::partition::published_subject(&m.message.subject) == subject)
         .filter_map(|m| {
             let v: serde_json::Value = serde_json::from_slice(&m.message.payload).ok()?;
             if v["data"]["schedule"] != "pulse" {

@@ -6,7 +6,9 @@ use conveyor::{
     BuildErrorKind, Connection, Context, Group, HandlerResult, Publisher, StartFrom, Worker,
 };
 use conveyor_schemas::commerce::{OrderCreated, OrderFulfilled};
-use conveyor_tests::{Ping, Pong, Recorder, consumer_state, dead_letters, eventually, server};
+use conveyor_tests::{
+    Ping, Pong, Recorder, consumer_of, consumer_state, dead_letters, eventually, server,
+};
 
 #[derive(Clone, Default)]
 struct Seen {
@@ -295,7 +297,7 @@ async fn a_group_starting_from_now_skips_history() {
             .get_stream("EVENTS")
             .await
             .unwrap()
-            .consumer_info("fresh")
+            .consumer_info(consumer_of("fresh", "acme"))
             .await
             .is_ok()
     })

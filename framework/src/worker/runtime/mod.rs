@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::handback::{HANDBACK_ALLOWANCE, HandBacks};
 use super::{GroupConfig, Route, StartFrom};
@@ -36,6 +36,7 @@ use crate::dlq::{DeadLetter, DeadLetterKind};
 use crate::envelope::{RawEnvelope, split_event_subject};
 use crate::handler::{Context, Delivery, FollowUps, HandlerResult, ProgressSink, Retry, RunHooks};
 use crate::history::{HistoryWriter, ProgressReport, RunRecord, RunState, Transition};
+use crate::partition::{PARTITIONS, consumer_name};
 use crate::publisher::Publisher;
 use crate::sla::SlaBreached;
 use crate::telemetry::{GroupMetrics, Outcome as TelemetryOutcome, RouteMetrics};
@@ -74,11 +75,19 @@ pub(crate) struct GroupRuntime<S> {
     history: Option<HistoryWriter>,
     cancels: Arc<Cancellations>,
     handbacks: Arc<HandBacks>,
-    bound: Arc<AtomicBool>,
-    /// The consumer's ack floor (stream sequence) last read from the server; 0 when unknown. A
-    /// consumer that disappears is recreated from just above it.
-    ack_floor: AtomicU64,
+    /// One bit per partition consumer this process is bound to.
+    bound: Arc<AtomicU32>,
+    /// Each partition consumer's ack floor (stream sequence) last read from the server; 0 when
+    /// unknown. A consumer that disappears is recreated from just above it.
+    ack_floors: Vec<AtomicU64>,
 }
+
+/// The `bound` mask of a group bound to every partition.
+const ALL_BOUND: u32 = if PARTITIONS >= 32 {
+    u32::MAX
+} else {
+    (1 << PARTITIONS) - 1
+};
 
 /// How often a bound group re-reads its consumer's ack floor (when a pull ends, never per event).
 const ACK_FLOOR_EVERY: Duration = Duration::from_secs(2);
@@ -95,9 +104,10 @@ impl<S> GroupRuntime<S> {
         &self.name
     }
 
-    /// True while the group is bound to its consumer.
-    pub(crate) fn bound(&self) -> Arc<AtomicBool> {
-        self.bound.clone()
+    /// True while the group is bound to every one of its partition consumers.
+    pub(crate) fn bound(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let bound = self.bound.clone();
+        move || bound.load(Ordering::Acquire) == ALL_BOUND
     }
 
     pub(crate) fn metrics(&self) -> Option<&GroupMetrics> {
@@ -108,10 +118,20 @@ impl<S> GroupRuntime<S> {
         self.history.as_ref()
     }
 
-    fn set_bound(&self, bound: bool) {
-        self.bound.store(bound, Ordering::Release);
+    /// Records whether partition `p`'s consumer is bound (`None`: every partition).
+    fn set_bound(&self, p: Option<u32>, bound: bool) {
+        let bits = p.map_or(ALL_BOUND, |p| 1 << p);
+        let before = if bound {
+            self.bound.fetch_or(bits, Ordering::AcqRel)
+        } else {
+            self.bound.fetch_and(!bits, Ordering::AcqRel)
+        };
+        let after = if bound { before | bits } else { before & !bits };
+        if after == ALL_BOUND && before != ALL_BOUND {
+            tracing::info!(group = %self.name, partitions = PARTITIONS, "consumers bound");
+        }
         if let Some(m) = &self.metrics {
-            m.bound.set(i64::from(bound));
+            m.bound.set(i64::from(after == ALL_BOUND));
         }
     }
 }
@@ -146,28 +166,25 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             history,
             cancels: shared.cancels,
             handbacks: shared.handbacks,
-            bound: Arc::new(AtomicBool::new(false)),
-            ack_floor: AtomicU64::new(0),
+            bound: Arc::new(AtomicU32::new(0)),
+            ack_floors: (0..PARTITIONS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// The consumer configuration of this group. `max_deliver` is the largest attempt count
-    /// of its handlers plus [`HANDBACK_ALLOWANCE`] deliveries for hand-backs (see
-    /// [`super::handback`]); there is no `backoff` list because retry delays are Nak delays.
-    fn consumer_config(&self) -> pull::Config {
-        let mut filters: Vec<String> = self
-            .routes
-            .keys()
-            .map(|t| match &self.config.lane {
-                Some(lane) => format!("events.*.{t}.{}{lane}", crate::envelope::LANE_MARKER),
-                None => format!("events.*.{t}"),
-            })
-            .collect();
-        filters.sort();
+    /// The configuration of the group's consumer for partition `p`. `max_deliver` is the
+    /// largest attempt count of its handlers plus [`HANDBACK_ALLOWANCE`] deliveries for
+    /// hand-backs (see [`super::handback`]); there is no `backoff` list because retry delays are
+    /// Nak delays. `max_ack_pending` holds per partition.
+    fn consumer_config(&self, p: u32) -> pull::Config {
+        let name = consumer_name(&self.name, p);
         pull::Config {
-            durable_name: Some(self.name.clone()),
-            name: Some(self.name.clone()),
-            filter_subjects: filters,
+            durable_name: Some(name.clone()),
+            name: Some(name),
+            filter_subjects: crate::partition::filter_subjects(
+                self.routes.keys().map(String::as_str),
+                self.config.lane.as_deref(),
+                p,
+            ),
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.config.ack_wait,
             max_deliver: self.max_deliver + i64::from(HANDBACK_ALLOWANCE),
@@ -180,23 +197,25 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         }
     }
 
-    /// Creates the group's consumer or brings an existing one up to date. The deliver policy
-    /// of an existing consumer is kept: it cannot change.
+    /// Creates the group's consumer for partition `p` or brings an existing one up to date.
+    /// The deliver policy of an existing consumer is kept: it cannot change.
     async fn ensure_consumer(
         &self,
+        p: u32,
     ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
+        let name = consumer_name(&self.name, p);
         if self.config.bind_only {
             let consumer: PullConsumer = self
                 .conn
                 .jetstream()
-                .get_consumer_from_stream(&self.name, EVENTS_STREAM)
+                .get_consumer_from_stream(&name, EVENTS_STREAM)
                 .await?;
-            self.note_ack_floor(consumer.cached_info().ack_floor.stream_sequence);
+            self.note_ack_floor(p, consumer.cached_info().ack_floor.stream_sequence);
             return Ok(consumer);
         }
         let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
-        let mut config = self.consumer_config();
-        match stream.consumer_info(&self.name).await {
+        let mut config = self.consumer_config(p);
+        match stream.consumer_info(&name).await {
             Ok(info) => {
                 config.deliver_policy = info.config.deliver_policy;
                 // Old and new versions of the group run side by side in a rolling deploy: keep
@@ -211,7 +230,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
                     filters.insert(info.config.filter_subject.clone());
                 }
                 if filters.len() > ours {
-                    tracing::info!(group = %self.name, filters = ?filters, "the group's consumer keeps the types of another version");
+                    tracing::info!(consumer = %name, filters = ?filters, "the group's consumer keeps the types of another version");
                 }
                 config.filter_subjects = filters.into_iter().collect();
                 config.max_deliver = config.max_deliver.max(info.config.max_deliver);
@@ -219,10 +238,18 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             Err(e) => {
                 // Gone while this process knew where the group was (deleted by hand, lost with
                 // a server's store): start just above its ack floor rather than replaying the
-                // whole stream into the group.
-                let floor = self.ack_floor.load(Ordering::Acquire);
+                // whole stream into the group. A group that ran before partitions existed
+                // continues from its single consumer's ack floor.
+                let mut floor = self.ack_floors[p as usize].load(Ordering::Acquire);
+                if floor == 0
+                    && let Ok(old) = stream.consumer_info(&self.name).await
+                {
+                    floor = old.ack_floor.stream_sequence;
+                    tracing::info!(group = %self.name, consumer = %name, from_sequence = floor + 1, "the group's consumer from before partitions exists: the partition consumer starts at its ack floor");
+                } else if floor > 0 {
+                    tracing::warn!(consumer = %name, error = %e, from_sequence = floor + 1, "the group's consumer is gone; recreating it from its last known ack floor");
+                }
                 if floor > 0 {
-                    tracing::warn!(group = %self.name, error = %e, from_sequence = floor + 1, "the group's consumer is gone; recreating it from its last known ack floor");
                     config.deliver_policy = DeliverPolicy::ByStartSequence {
                         start_sequence: floor + 1,
                     };
@@ -230,12 +257,12 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             }
         }
         let consumer = stream.create_consumer(config).await?;
-        self.note_ack_floor(consumer.cached_info().ack_floor.stream_sequence);
+        self.note_ack_floor(p, consumer.cached_info().ack_floor.stream_sequence);
         Ok(consumer)
     }
 
-    fn note_ack_floor(&self, floor: u64) {
-        self.ack_floor.fetch_max(floor, Ordering::AcqRel);
+    fn note_ack_floor(&self, p: u32, floor: u64) {
+        self.ack_floors[p as usize].fetch_max(floor, Ordering::AcqRel);
     }
 
     fn heartbeat_every(&self) -> Duration {

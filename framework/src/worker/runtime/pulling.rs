@@ -6,37 +6,99 @@ use super::*;
 /// Dropping it releases the slots no message arrived for.
 struct Pull {
     batch: pull::Batch,
+    /// One slot fewer than the messages asked for: the last message of a pull (the partition's
+    /// probe) takes the next slot that frees up instead of holding one while the partition is
+    /// idle.
     slots: Vec<OwnedSemaphorePermit>,
+    received: usize,
 }
 
-/// How many pulls may be outstanding at once: one being consumed, one on its way.
-const MAX_PULLS: usize = 2;
+/// The handler slots of one group in this process, shared by its partition loops.
+pub(super) struct Slots {
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    /// Partitions whose last delivery said more of their events are waiting.
+    busy: AtomicUsize,
+}
 
-/// Polls every outstanding pull; returns the index of the one that yielded and what it yielded
-/// (`None`: that pull has ended).
-async fn next_from(
-    pulls: &mut [Pull],
-) -> (usize, Option<Result<jetstream::Message, async_nats::Error>>) {
-    futures::future::poll_fn(|cx| {
-        for (i, p) in pulls.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(item) = p.batch.poll_next_unpin(cx) {
-                return std::task::Poll::Ready((i, item));
-            }
+impl Slots {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            busy: AtomicUsize::new(0),
         }
-        std::task::Poll::Pending
-    })
-    .await
+    }
+
+    /// Reserves free slots for a pull on a partition with `pending` events waiting: at most its
+    /// share of the concurrency (all of it while no other partition has a backlog). Never
+    /// waits: a slot that frees up goes first to a partition's delivery waiting for one.
+    fn reserve(&self, pending: u64) -> Vec<OwnedSemaphorePermit> {
+        if pending == 0 {
+            return Vec::new();
+        }
+        let share = self
+            .concurrency
+            .div_ceil(self.busy.load(Ordering::Acquire).max(1));
+        let want = share
+            .min(usize::try_from(pending).unwrap_or(usize::MAX))
+            .min(self.permits.available_permits());
+        let Ok(n) = u32::try_from(want) else {
+            return Vec::new();
+        };
+        if n == 0 {
+            return Vec::new();
+        }
+        match self.permits.clone().try_acquire_many_owned(n) {
+            Ok(permit) => split_permit(permit),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
-/// Pulls and dispatches the group's events until `shutdown`, rebinding the consumer whenever a
-/// pull fails.
+/// A partition's backlog as its last delivery reported it, counted in [`Slots::busy`].
+struct Backlog<'a> {
+    slots: &'a Slots,
+    pending: u64,
+}
+
+impl Backlog<'_> {
+    fn set(&mut self, pending: u64) {
+        match (self.pending > 0, pending > 0) {
+            (false, true) => {
+                self.slots.busy.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.slots.busy.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        self.pending = pending;
+    }
+}
+
+impl Drop for Backlog<'_> {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// Runs the group's partition loops until `shutdown`: one task per partition consumer, all
+/// sharing the group's handler slots.
 ///
-/// Each pull asks for exactly as many messages as it has free handler slots for, so nothing is
-/// prefetched beyond what can start at once (a prefetched message's ack timer already runs).
-/// A second pull goes out once half the slots are free, so the next messages are on their way
-/// while the current ones are handled. A pull is a bounded request: it ends when its messages
-/// have arrived or it expires. On shutdown the loop reads the outstanding pulls to their end and
-/// hands every message back, so none is left in transit to a process that is going away.
+/// Fair share: every partition always has one pull outstanding. A pull asks for the slots the
+/// partition may reserve (nothing while its backlog is unknown or empty, at most its share
+/// while other partitions have backlogs too) plus one message that has no slot yet. That last
+/// message, when it arrives, waits for the next slot that frees up, in the order such messages
+/// arrived, heartbeating its delivery meanwhile; the partition pulls again once it has a slot.
+/// So an idle partition holds no slot, a busy one cannot take the slots another partition is
+/// waiting for, and a tenant with one event waiting gets a slot within about one handler run,
+/// whatever another partition's backlog. Nothing is prefetched beyond the free slots but that
+/// one message per partition.
+///
+/// A pull is a bounded request: it ends when its messages have arrived or it expires. On
+/// shutdown each loop reads its outstanding pull to its end and hands every message back, so
+/// none is left in transit to a process that is going away.
 ///
 /// A loop that panics (a bug, never bad input: deliveries contain their own panics) is not
 /// restarted: the group reports itself unbound, so `/readyz` fails and the process gets
@@ -47,118 +109,144 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
     abort: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let pulling = pull_loop(rt.clone(), shutdown, abort, tracker);
-    if let Err(panic) = AssertUnwindSafe(pulling).catch_unwind().await {
-        rt.set_bound(false);
-        tracing::error!(group = %rt.name, panic = %panic_message(&panic), "the group's pull loop died; the group is not ready");
+    let slots = Arc::new(Slots::new(rt.config.concurrency));
+    let loops: Vec<_> = (0..PARTITIONS)
+        .map(|p| {
+            let (rt, slots) = (rt.clone(), slots.clone());
+            let (shutdown, abort, tracker) = (shutdown.clone(), abort.clone(), tracker.clone());
+            tokio::spawn(async move {
+                let pulling = pull_loop(rt.clone(), p, &slots, shutdown, abort, tracker);
+                if let Err(panic) = AssertUnwindSafe(pulling).catch_unwind().await {
+                    rt.set_bound(Some(p), false);
+                    tracing::error!(group = %rt.name, partition = p, panic = %panic_message(&panic), "a partition's pull loop died; the group is not ready");
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        if let Err(e) = l.await {
+            tracing::error!(group = %rt.name, error = %e, "partition loop failed");
+        }
     }
 }
 
 async fn pull_loop<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
+    p: u32,
+    slots: &Slots,
     shutdown: CancellationToken,
     abort: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let concurrency = rt.config.concurrency;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let refill = u32::try_from((concurrency / 2).max(1)).unwrap_or(u32::MAX);
     let mut backoff = Duration::from_millis(250);
-    let mut pulls: Vec<Pull> = Vec::with_capacity(MAX_PULLS);
+    let mut pull: Option<Pull> = None;
+    let mut backlog = Backlog { slots, pending: 0 };
+    let consumer_name = consumer_name(&rt.name, p);
     // The server reports a refused ack only as a permission violation: watched here, so a user
     // without `$JS.ACK` rights stops the group (and fails readiness) instead of running every
     // event until its deliveries run out.
-    let ack_prefix = format!("$JS.ACK.{EVENTS_STREAM}.{}.", rt.name);
+    let ack_prefix = format!("$JS.ACK.{EVENTS_STREAM}.{consumer_name}.");
     let mut violations = rt.conn.violations().map(|v| v.subscribe());
     'bind: while !shutdown.is_cancelled() {
-        let consumer = match rt.ensure_consumer().await {
+        let consumer = match rt.ensure_consumer(p).await {
             Ok(consumer) => consumer,
             Err(e) => {
-                tracing::error!(group = %rt.name, error = %e, retry_in = ?backoff, "cannot bind consumer");
-                rt.set_bound(false);
+                tracing::error!(consumer = %consumer_name, error = %e, retry_in = ?backoff, "cannot bind consumer");
+                rt.set_bound(Some(p), false);
                 sleep_or_cancel(backoff, &shutdown).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
-        tracing::info!(group = %rt.name, "consumer bound");
-        rt.set_bound(true);
+        tracing::debug!(consumer = %consumer_name, "consumer bound");
+        rt.set_bound(Some(p), true);
         let mut floor_read = tokio::time::Instant::now();
         loop {
-            // The first pull needs one free slot; a second one waits until half are free.
-            let wanted = if pulls.is_empty() { 1 } else { refill };
+            if pull.is_none() {
+                if shutdown.is_cancelled() {
+                    break 'bind;
+                }
+                let reserved = slots.reserve(backlog.pending);
+                match consumer
+                    .batch()
+                    .max_messages(reserved.len() + 1)
+                    .expires(PULL_EXPIRES)
+                    .messages()
+                    .await
+                {
+                    Ok(batch) => {
+                        pull = Some(Pull {
+                            batch,
+                            slots: reserved,
+                            received: 0,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = %consumer_name, error = %e, retry_in = ?backoff, "pull failed; rebinding");
+                        rt.set_bound(Some(p), false);
+                        drop(reserved);
+                        sleep_or_cancel(backoff, &shutdown).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue 'bind;
+                    }
+                }
+            }
+            let Some(current) = pull.as_mut() else {
+                continue;
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break 'bind,
                 refused = refused_ack(&mut violations, &ack_prefix) => {
-                    tracing::error!(group = %rt.name, subject = %refused, retry_in = ?ACKS_REFUSED_PAUSE, "the server refuses this user's acks; the group stops pulling: allow it to publish to {ack_prefix}>");
-                    rt.set_bound(false);
-                    finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+                    tracing::error!(consumer = %consumer_name, subject = %refused, retry_in = ?ACKS_REFUSED_PAUSE, "the server refuses this user's acks; the group stops pulling: allow it to publish to {ack_prefix}>");
+                    rt.set_bound(Some(p), false);
+                    finish_pull(&rt, &mut pull).await;
                     sleep_or_cancel(ACKS_REFUSED_PAUSE, &shutdown).await;
                     continue 'bind;
                 }
-                first = permits.clone().acquire_many_owned(wanted), if pulls.len() < MAX_PULLS => {
-                    let Ok(first) = first else { break 'bind };
-                    let mut slots = Vec::with_capacity(concurrency);
-                    slots.push(first);
-                    while let Ok(p) = permits.clone().try_acquire_owned() {
-                        slots.push(p);
-                    }
-                    let slots: Vec<OwnedSemaphorePermit> =
-                        slots.into_iter().flat_map(split_permit).collect();
-                    match consumer
-                        .batch()
-                        .max_messages(slots.len())
-                        .expires(PULL_EXPIRES)
-                        .messages()
-                        .await
-                    {
-                        Ok(batch) => pulls.push(Pull { batch, slots }),
-                        Err(e) => {
-                            tracing::warn!(group = %rt.name, error = %e, retry_in = ?backoff, "pull failed; rebinding");
-                            rt.set_bound(false);
-                            drop(slots);
-                            finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
-                            sleep_or_cancel(backoff, &shutdown).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(10));
-                            continue 'bind;
+                item = current.batch.next() => match item {
+                    Some(Ok(msg)) => {
+                        current.received += 1;
+                        if let Ok(info) = msg.info() {
+                            backlog.set(info.pending);
                         }
+                        dispatch(&rt, slots, current, msg, &tracker, &abort, &shutdown).await;
                     }
-                }
-                (i, item) = next_from(&mut pulls), if !pulls.is_empty() => match item {
-                    Some(Ok(msg)) => dispatch(&rt, &mut pulls[i], msg, &tracker, &abort, &shutdown).await,
                     Some(Err(e)) => {
-                        tracing::warn!(group = %rt.name, error = %e, "pull ended with an error; rebinding");
-                        rt.set_bound(false);
-                        pulls.swap_remove(i);
-                        finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
+                        tracing::warn!(consumer = %consumer_name, error = %e, "pull ended with an error; rebinding");
+                        rt.set_bound(Some(p), false);
+                        pull = None;
                         sleep_or_cancel(backoff, &shutdown).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue 'bind;
                     }
                     None => {
-                        pulls.swap_remove(i);
+                        if current.received == 0 {
+                            backlog.set(0);
+                        }
+                        pull = None;
                         backoff = Duration::from_millis(250);
                         if floor_read.elapsed() >= ACK_FLOOR_EVERY {
                             floor_read = tokio::time::Instant::now();
-                            tokio::spawn(read_ack_floor(rt.clone(), consumer.clone()));
+                            tokio::spawn(read_ack_floor(rt.clone(), p, consumer.clone()));
                         }
                     }
                 },
             }
         }
     }
-    finish_pulls(&rt, &mut pulls, &tracker, &abort, &shutdown).await;
-    rt.set_bound(false);
+    finish_pull(&rt, &mut pull).await;
+    rt.set_bound(Some(p), false);
 }
 
 /// Reads the consumer's ack floor into the group's runtime.
 async fn read_ack_floor<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
+    p: u32,
     mut consumer: PullConsumer,
 ) {
     match consumer.info().await {
-        Ok(info) => rt.note_ack_floor(info.ack_floor.stream_sequence),
+        Ok(info) => rt.note_ack_floor(p, info.ack_floor.stream_sequence),
         Err(e) => {
             tracing::debug!(group = %rt.name, error = %e, "cannot read the consumer's ack floor")
         }
@@ -201,17 +289,26 @@ fn split_permit(mut permit: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
     out
 }
 
-/// Starts the handler for `msg` in one of the pull's slots, or hands it back when the worker is
-/// shutting down (or the server sent more than was asked for).
+/// Starts the handler for `msg` in one of the pull's slots, or, for the pull's last message,
+/// in the next slot that frees up; hands it back when the worker is shutting down.
 async fn dispatch<S: Clone + Send + Sync + 'static>(
     rt: &Arc<GroupRuntime<S>>,
+    slots: &Slots,
     pull: &mut Pull,
     msg: jetstream::Message,
     tracker: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
-    match pull.slots.pop() {
+    let permit = match pull.slots.pop() {
+        Some(permit) => Some(permit),
+        None if shutdown.is_cancelled() => None,
+        None => match slots.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => wait_for_slot(rt, slots, &msg, shutdown).await,
+        },
+    };
+    match permit {
         Some(permit) if !shutdown.is_cancelled() => {
             // Run the delivery here until it first waits: a handler that finishes at once
             // costs no task. One that waits continues as a task of its own.
@@ -223,25 +320,52 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
                 tokio::spawn(delivery);
             }
         }
-        _ => {
-            if let Some(reply) = msg.message.reply.clone() {
-                if let Ok(info) = msg.info() {
-                    let before = if info.delivered > 1 {
-                        rt.handbacks.count(&rt.name, info.stream_sequence).await
-                    } else {
-                        0
-                    };
-                    rt.handbacks
-                        .record(&rt.name, info.stream_sequence, before)
-                        .await;
-                }
-                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
-            }
-            if shutdown.is_cancelled() {
-                tracing::debug!(group = %rt.name, "shutdown: pulled event handed back");
-            }
-        }
+        _ => hand_back(rt, &msg).await,
     }
+}
+
+/// Hands `msg` back to the server undelivered (a Nak counted as a hand-back, not an attempt).
+async fn hand_back<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+) {
+    if let Some(reply) = msg.message.reply.clone() {
+        if let Ok(info) = msg.info() {
+            let before = if info.delivered > 1 {
+                rt.handbacks.count(&rt.name, info.stream_sequence).await
+            } else {
+                0
+            };
+            rt.handbacks
+                .record(&rt.name, info.stream_sequence, before)
+                .await;
+        }
+        send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+    }
+    tracing::debug!(group = %rt.name, "pulled event handed back");
+}
+
+/// Waits for a free handler slot for `msg`, heartbeating its delivery so its ack wait does not
+/// run out meanwhile; `None` when the worker shuts down first.
+async fn wait_for_slot<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    slots: &Slots,
+    msg: &jetstream::Message,
+    shutdown: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    let reply = msg.message.reply.as_ref()?;
+    let beat = settle::Heartbeat {
+        conn: &rt.conn,
+        reply,
+        every: rt.heartbeat_every(),
+    };
+    beat.during(async {
+        tokio::select! {
+            permit = slots.permits.clone().acquire_owned() => permit.ok(),
+            () = shutdown.cancelled() => None,
+        }
+    })
+    .await
 }
 
 /// Runs one delivery, containing a panic of the runtime's own code to that delivery: it is
@@ -253,21 +377,15 @@ async fn guarded<S>(rt: Arc<GroupRuntime<S>>, delivery: impl std::future::Future
     }
 }
 
-/// Reads every outstanding pull to its end, dispatching (or, on shutdown, handing back) what
-/// still arrives.
-async fn finish_pulls<S: Clone + Send + Sync + 'static>(
-    rt: &Arc<GroupRuntime<S>>,
-    pulls: &mut Vec<Pull>,
-    tracker: &TaskTracker,
-    abort: &CancellationToken,
-    shutdown: &CancellationToken,
+/// Reads the outstanding pull to its end and hands back what still arrives: the loop is
+/// stopping (shutdown, or acks refused), so nothing more is run.
+async fn finish_pull<S: Clone + Send + Sync + 'static>(
+    rt: &GroupRuntime<S>,
+    pull: &mut Option<Pull>,
 ) {
-    while !pulls.is_empty() {
-        match next_from(pulls).await {
-            (i, Some(Ok(msg))) => dispatch(rt, &mut pulls[i], msg, tracker, abort, shutdown).await,
-            (i, Some(Err(_)) | None) => {
-                pulls.swap_remove(i);
-            }
+    if let Some(mut current) = pull.take() {
+        while let Some(Ok(msg)) = current.batch.next().await {
+            hand_back(rt, &msg).await;
         }
     }
 }

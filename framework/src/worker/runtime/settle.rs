@@ -160,7 +160,8 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         Outcome::DeadLetter { kind, error } => {
             span.record("outcome", "dead-letter");
             let letter = DeadLetter {
-                original_subject: msg.message.subject.to_string(),
+                original_subject: crate::partition::published_subject(&msg.message.subject)
+                    .into_owned(),
                 stream_sequence,
                 group: rt.name.clone(),
                 attempts: attempt,
@@ -209,15 +210,15 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
 /// writes, dead-letter publishes), so its ack wait does not run out mid-settle. Never used once
 /// the final ack is sent: a heartbeat after a delayed Nak would restart the ack wait and undo the
 /// delay.
-struct Heartbeat<'a> {
-    conn: &'a Connection,
-    reply: &'a async_nats::Subject,
-    every: Duration,
+pub(super) struct Heartbeat<'a> {
+    pub(super) conn: &'a Connection,
+    pub(super) reply: &'a async_nats::Subject,
+    pub(super) every: Duration,
 }
 
 impl Heartbeat<'_> {
     /// Runs `work`, heartbeating while it waits. Work that completes at once costs no timer.
-    async fn during<F: std::future::Future>(&self, work: F) -> F::Output {
+    pub(super) async fn during<F: std::future::Future>(&self, work: F) -> F::Output {
         tokio::pin!(work);
         if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
             return out;

@@ -1,0 +1,271 @@
+//! Tenant fairness: a tenant's backlog or failures do not delay another tenant's events.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use conveyor::partition::{PARTITIONS, consumer_name, group_counts, partition_of};
+use conveyor::topology::{EVENTS_STREAM, Topology, provision};
+use conveyor::{Context, Group, HandlerError, HandlerOptions, Publisher, RetryPolicy, Worker};
+use conveyor_tests::{Ping, Recorder, eventually, publish_raw, server};
+use futures::StreamExt;
+
+/// A tenant whose partition differs from `acme`'s.
+fn quiet_tenant() -> &'static str {
+    ["quiet", "globex", "initech", "umbrella", "hooli"]
+        .into_iter()
+        .find(|t| partition_of(t) != partition_of("acme"))
+        .unwrap()
+}
+
+/// Records the run under the event's tenant, then takes `ms` milliseconds.
+async fn slow(ms: u64, ctx: &Context<Recorder>) {
+    ctx.state()
+        .record(ctx.event_id(), ctx.attempt(), ctx.tenant().as_str());
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tenant_overtakes_another_tenants_backlog() {
+    let (_server, conn) = server().await;
+    let quiet = quiet_tenant();
+    let publisher = Publisher::new(&conn);
+    // The noisy tenant's backlog is in the stream before the quiet tenant's one event.
+    for r in publisher
+        .publish_many((0..2000).map(|n| ("acme", Ping { n })))
+        .await
+    {
+        r.unwrap();
+    }
+    let quiet_event = publisher.publish(quiet, &Ping { n: 0 }).await.unwrap();
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(Group::new("alerts").concurrency(4).handle(
+            |_: Ping, ctx: Context<Recorder>| async move {
+                slow(5, &ctx).await;
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .build()
+        .unwrap()
+        .spawn();
+    recorder
+        .wait_for(Duration::from_secs(60), "the quiet tenant's event", |s| {
+            s.iter().any(|r| r.event_id == quiet_event.id)
+        })
+        .await;
+    let before = recorder
+        .all()
+        .iter()
+        .take_while(|r| r.event_id != quiet_event.id)
+        .count();
+    worker.shutdown().await;
+    // In stream order it would have run after all 2000; served fairly it runs within the first
+    // pulls (each partition has one event waiting for the next free slot of four).
+    assert!(
+        before < 100,
+        "{before} events of the noisy tenant ran before the quiet tenant's one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_tenant_does_not_take_the_groups_capacity() {
+    let (_server, conn) = server().await;
+    let quiet = quiet_tenant();
+    let recorder = Recorder::default();
+    // Every event of acme fails and waits a minute before its retry (a dead endpoint); with a
+    // limit of 8 unacknowledged deliveries per partition, its retries fill its own partition.
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("webhooks")
+                .concurrency(4)
+                .max_ack_pending(8)
+                .handle_with(
+                    |_: Ping, ctx: Context<Recorder>| async move {
+                        slow(1, &ctx).await;
+                        if ctx.tenant().as_str() == "acme" {
+                            return Err(HandlerError::retry_after(
+                                Duration::from_secs(60),
+                                "503 from the endpoint",
+                            ));
+                        }
+                        Ok(())
+                    },
+                    HandlerOptions::default()
+                        .retry(RetryPolicy::exponential(5, Duration::from_secs(60))),
+                ),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    let publisher = Publisher::new(&conn);
+    for r in publisher
+        .publish_many((0..40).map(|n| ("acme", Ping { n })))
+        .await
+    {
+        r.unwrap();
+    }
+    recorder
+        .wait_for(Duration::from_secs(20), "acme's partition full", |s| {
+            s.iter().filter(|r| r.worker == "acme").count() >= 8
+        })
+        .await;
+    let quiet_ids: Vec<String> = publisher
+        .publish_many((0..20).map(|n| (quiet, Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    recorder
+        .wait_for(
+            Duration::from_secs(20),
+            "every event of the healthy tenant",
+            |s| {
+                quiet_ids
+                    .iter()
+                    .all(|id| s.iter().any(|r| &r.event_id == id))
+            },
+        )
+        .await;
+    let acme_runs = recorder.all().iter().filter(|r| r.worker == "acme").count();
+    worker.shutdown().await;
+    assert_eq!(
+        acme_runs, 8,
+        "acme's retries wait outside the handler slots"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_number_of_consumers_does_not_grow_with_tenants() {
+    let (_server, conn) = server().await;
+    let tenants: Vec<String> = (0..300).map(|n| format!("tenant-{n}")).collect();
+    let ids: Vec<String> = Publisher::new(&conn)
+        .publish_many(tenants.iter().map(|t| (t.as_str(), Ping { n: 1 })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(Group::new("reports").concurrency(16).handle(
+            |_: Ping, ctx: Context<Recorder>| async move {
+                slow(0, &ctx).await;
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .group(Group::new("reports-high").lane("high").handle(
+            |_: Ping, ctx: Context<Recorder>| async move {
+                slow(0, &ctx).await;
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .build()
+        .unwrap()
+        .spawn();
+    recorder
+        .wait_for(Duration::from_secs(30), "every tenant's event", |s| {
+            ids.iter().all(|id| s.iter().any(|r| &r.event_id == id))
+        })
+        .await;
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    worker.shutdown().await;
+    assert_eq!(names.len(), 2 * PARTITIONS as usize, "{names:?}");
+    // Every tenant is stored in its partition: the tenants spread over all of them.
+    let used: std::collections::BTreeSet<u32> = tenants.iter().map(|t| partition_of(t)).collect();
+    assert_eq!(used.len(), PARTITIONS as usize);
+    let counts = group_counts(&conn, "reports").await.unwrap();
+    assert_eq!(counts.consumers, PARTITIONS);
+    assert_eq!(counts.pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_before_partitions_are_handled_once() {
+    conveyor_tests::init_tracing();
+    let server = conveyor::testing::NatsServer::start().unwrap();
+    let conn = server.connect().await.unwrap();
+    // A stream as it was provisioned before partitions: no subject transform.
+    let mut legacy = Topology::default().stream_configs()[0].clone();
+    legacy.subject_transform = None;
+    conn.jetstream().create_stream(legacy).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let id = format!("legacy-{n}");
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"shop","type":"test.ping","tenantid":"acme","datacontenttype":"application/json","data":{{"n":{n}}}}}"#
+        );
+        publish_raw(&conn, "events.acme.test.ping", body.as_bytes()).await;
+        ids.push(id);
+    }
+    // The group's single consumer of that time handled the first three.
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    let old = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("app".into()),
+            filter_subjects: vec!["events.*.test.ping".into()],
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = old.fetch().max_messages(3).messages().await.unwrap();
+    while let Some(m) = batch.next().await {
+        m.unwrap().double_ack().await.unwrap();
+    }
+    // The upgrade: the stream gets its transform, the group its partition consumers.
+    provision(&conn, &Topology::default()).await.unwrap();
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(
+            Group::new("app").handle(|_: Ping, ctx: Context<Recorder>| async move {
+                slow(0, &ctx).await;
+                Ok::<(), HandlerError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    let new = Publisher::new(&conn)
+        .publish("acme", &Ping { n: 6 })
+        .await
+        .unwrap();
+    recorder
+        .wait_for(Duration::from_secs(20), "the new event", |s| {
+            s.iter().any(|r| r.event_id == new.id)
+        })
+        .await;
+    eventually(Duration::from_secs(10), "the old backlog handled", || {
+        let recorder = recorder.clone();
+        let ids = ids.clone();
+        async move {
+            let all = recorder.all();
+            ids[3..]
+                .iter()
+                .all(|id| all.iter().any(|r| &r.event_id == id))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = recorder.all();
+    worker.shutdown().await;
+    assert!(
+        ids[..3]
+            .iter()
+            .all(|id| all.iter().all(|r| &r.event_id != id)),
+        "events the old consumer acked ran again: {all:?}"
+    );
+    assert_eq!(all.len(), 4, "{all:?}");
+    let stored = stream.direct_get(7).await.unwrap();
+    assert_eq!(
+        stored.subject.as_str(),
+        format!("events.acme.{}.test.ping", partition_of("acme"))
+    );
+    assert!(
+        stream
+            .consumer_info(&consumer_name("app", 0))
+            .await
+            .unwrap()
+            .config
+            .filter_subjects
+            .contains(&"events.*.test.ping".to_owned())
+    );
+}
