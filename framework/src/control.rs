@@ -23,13 +23,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -124,7 +123,7 @@ pub async fn cancel(
             Error::with_source(CancelErrorKind::InvalidGroup, e.message().to_owned(), e)
         })?;
     }
-    let store = cancel_bucket(conn).await.map_err(|e| {
+    let store = BUCKET.open(conn).await.map_err(|e| {
         Error::new(
             CancelErrorKind::Unavailable,
             format!("cannot open the cancellation bucket {CANCEL_BUCKET}: {e}"),
@@ -152,29 +151,12 @@ pub async fn cancel(
     Ok(cancellation)
 }
 
-/// Opens the cancellation bucket, creating it when missing.
-async fn cancel_bucket(
-    conn: &Connection,
-) -> Result<async_nats::jetstream::kv::Store, Box<dyn std::error::Error + Send + Sync>> {
-    let js = conn.jetstream();
-    if let Ok(store) = js.get_key_value(CANCEL_BUCKET).await {
-        return Ok(store);
-    }
-    match js
-        .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: CANCEL_BUCKET.into(),
-            description: "Conveyor cancelled events".into(),
-            history: 1,
-            max_age: DEFAULT_CANCEL_MAX_AGE,
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(store) => Ok(store),
-        // Another process created it meanwhile.
-        Err(e) => js.get_key_value(CANCEL_BUCKET).await.map_err(|_| e.into()),
-    }
-}
+/// The cancellation bucket, created on demand.
+const BUCKET: crate::kvwatch::Bucket = crate::kvwatch::Bucket {
+    name: CANCEL_BUCKET,
+    description: "Conveyor cancelled events",
+    max_age: DEFAULT_CANCEL_MAX_AGE,
+};
 
 /// A progress report of a running handler, as published on its progress subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,8 +193,7 @@ pub(crate) struct Cancellations {
     stored: RwLock<HashMap<String, HashSet<(String, String)>>>,
     count: AtomicUsize,
     generation: tokio::sync::watch::Sender<u64>,
-    ready: AtomicBool,
-    ready_notify: tokio::sync::Notify,
+    ready: crate::kvwatch::Ready,
 }
 
 impl Default for Cancellations {
@@ -221,8 +202,7 @@ impl Default for Cancellations {
             stored: RwLock::default(),
             count: AtomicUsize::new(0),
             generation: tokio::sync::watch::Sender::new(0),
-            ready: AtomicBool::new(false),
-            ready_notify: tokio::sync::Notify::new(),
+            ready: crate::kvwatch::Ready::default(),
         }
     }
 }
@@ -279,78 +259,24 @@ impl Cancellations {
         }
     }
 
-    fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
-        self.ready_notify.notify_waiters();
-    }
-
     /// Waits until the stored cancellations are loaded, at most `timeout`.
     pub(crate) async fn wait_ready(&self, timeout: Duration) {
-        let wait = async {
-            loop {
-                let notified = self.ready_notify.notified();
-                if self.ready.load(Ordering::Acquire) {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(timeout, wait).await.is_err() {
-            tracing::warn!("cancellations not loaded yet; starting without them");
-        }
+        self.ready.wait(timeout, "cancellations").await;
     }
 
     /// Watches the bucket until `shutdown`, re-watching after errors.
     pub(crate) async fn watch(self: Arc<Self>, conn: Connection, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
-        let mut warned = false;
-        while !shutdown.is_cancelled() {
-            match self.watch_once(&conn, &shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    if warned {
-                        tracing::debug!(error = %e, "cancellation watch failed");
-                    } else {
-                        tracing::warn!(error = %e, "cannot watch cancellations; retrying");
-                        warned = true;
-                    }
-                    // Do not hold the groups back while the bucket is unreachable.
-                    self.set_ready();
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        crate::kvwatch::watch(self, conn, BUCKET, shutdown).await;
+    }
+}
+
+impl crate::kvwatch::Watched for Cancellations {
+    fn apply(&self, key: &str, present: bool) {
+        Cancellations::apply(self, key, present);
     }
 
-    async fn watch_once(
-        &self,
-        conn: &Connection,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let store = cancel_bucket(conn).await?;
-        let mut watch = store.watch_with_history(">").await?;
-        let status = store.status().await?;
-        if status.values() == 0 {
-            self.set_ready();
-        }
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                entry = watch.next() => {
-                    let Some(entry) = entry else { return Err("watch ended".into()) };
-                    let entry = entry?;
-                    let cancelled = matches!(entry.operation, async_nats::jetstream::kv::Operation::Put);
-                    self.apply(&entry.key, cancelled);
-                    if entry.delta == 0 {
-                        self.set_ready();
-                    }
-                }
-            }
-        }
+    fn set_ready(&self) {
+        self.ready.set();
     }
 }
 

@@ -65,6 +65,8 @@ pub enum Outcome {
     HandedBack,
     /// A replay meant for another group: acked without running.
     Skipped,
+    /// The tenant is paused: the event was parked without running.
+    Paused,
 }
 
 impl Outcome {
@@ -77,16 +79,18 @@ impl Outcome {
             Self::Cancelled => "cancelled",
             Self::HandedBack => "handed_back",
             Self::Skipped => "skipped",
+            Self::Paused => "paused",
         }
     }
 
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Self::Ok,
         Self::Retry,
         Self::DeadLetter,
         Self::Cancelled,
         Self::HandedBack,
         Self::Skipped,
+        Self::Paused,
     ];
 }
 
@@ -587,7 +591,7 @@ pub(crate) struct RouteMetrics {
     telemetry: Telemetry,
     group: String,
     event_type: String,
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     pub(crate) duration: DurationHistogram,
     pub(crate) sla_breaches: Counter,
 }

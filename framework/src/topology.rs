@@ -93,7 +93,8 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 }
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
-/// tenant registry, run history (7 days), cancellations (7 days) and hand-back counts (7 days).
+/// tenant registry, run history (7 days), cancellations (7 days), paused tenants and hand-back
+/// counts (7 days).
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -121,6 +122,11 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             crate::control::CANCEL_BUCKET,
             "Conveyor cancelled events",
             crate::control::DEFAULT_CANCEL_MAX_AGE,
+        ),
+        bucket(
+            crate::pause::PAUSED_BUCKET,
+            "Conveyor paused tenants",
+            Duration::ZERO,
         ),
         bucket(
             crate::worker::HANDBACKS_BUCKET,
@@ -225,7 +231,7 @@ impl Topology {
     }
 
     /// The stream configurations this topology stands for.
-    pub fn stream_configs(&self) -> [stream::Config; 3] {
+    pub fn stream_configs(&self) -> [stream::Config; 4] {
         let storage = if self.file_storage {
             StorageType::File
         } else {
@@ -259,6 +265,16 @@ impl Topology {
                 ADVISORY_STREAM,
                 vec![MAX_DELIVERIES_ADVISORIES.into()],
                 &self.dead_letters,
+            ),
+            // A paused tenant's events are kept until it is resumed: no age or size limit.
+            base(
+                crate::pause::PARKED_STREAM,
+                vec!["parked.>".into()],
+                &StreamLimits {
+                    max_age: Duration::ZERO,
+                    max_bytes: -1,
+                    duplicate_window: self.dead_letters.duplicate_window,
+                },
             ),
         ]
     }

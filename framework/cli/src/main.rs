@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 success, 1 failure (one `error:` line says what and how to fix it), 2 usage.
 
+mod tenants;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -119,6 +121,9 @@ enum Command {
     /// Run history of groups that record it: the runs of an event, or recent failures.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Pause and resume tenants.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
     /// Cancel an event for a group: a running handler is told and stopped, a queued one is
     /// skipped; either way it is acked as cancelled, not dead-lettered.
     Cancel {
@@ -338,6 +343,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Runs(cmd) => {
             let conn = connect(&cli.conn).await?;
             explain(&conn, runs(&conn, cmd).await)
+        }
+        Command::Tenants(cmd) => {
+            let conn = connect(&cli.conn).await?;
+            explain(&conn, tenants::run(&conn, cmd).await)
         }
         Command::Cancel {
             event_id,
@@ -734,7 +743,9 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
             .and_then(|v| serde_json::from_slice::<Value>(&v).ok()),
         Err(_) => None,
     };
-    let report = json!({"streams": streams, "groups": groups, "scheduler_leader": leader});
+    let paused = conveyor::pause::paused(conn).await.unwrap_or_default();
+    let report = json!({"streams": streams, "groups": groups, "scheduler_leader": leader,
+        "paused": paused});
     if as_json {
         println!("{report}");
         return Ok(());
@@ -773,6 +784,9 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
             l["since"].as_str().unwrap_or("?")
         ),
         None => println!("scheduler leader: none"),
+    }
+    for p in &paused {
+        println!("{}", tenants::describe(p));
     }
     Ok(())
 }

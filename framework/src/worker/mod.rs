@@ -131,6 +131,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
             publisher = publisher.with_telemetry(t);
         }
         let cancels = Arc::new(Cancellations::default());
+        let pauses = Arc::new(crate::pause::Pauses::default());
         let handbacks = Arc::new(handback::HandBacks::new(self.conn.clone()));
         let mut names = HashSet::new();
         let mut groups = Vec::with_capacity(self.groups.len());
@@ -210,6 +211,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                 runtime::Shared {
                     metrics: group_metrics,
                     cancels: cancels.clone(),
+                    pauses: pauses.clone(),
                     handbacks: handbacks.clone(),
                 },
             )));
@@ -222,6 +224,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
             telemetry: self.telemetry,
             poll_interval: self.poll_interval,
             cancels,
+            pauses,
         })
     }
 }
@@ -259,6 +262,7 @@ pub struct Worker<S> {
     telemetry: Option<Telemetry>,
     poll_interval: Duration,
     cancels: Arc<Cancellations>,
+    pauses: Arc<crate::pause::Pauses>,
 }
 
 impl<S> fmt::Debug for Worker<S> {
@@ -351,7 +355,13 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 writer.ensure_bucket().await;
             }
         }
+        loops.push(tokio::spawn(
+            self.pauses
+                .clone()
+                .watch(self.conn.clone(), shutdown.clone()),
+        ));
         self.cancels.wait_ready(Duration::from_secs(5)).await;
+        self.pauses.wait_ready(Duration::from_secs(5)).await;
         for group in &self.groups {
             loops.push(tokio::spawn(runtime::run_group(
                 group.clone(),

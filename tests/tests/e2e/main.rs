@@ -9,6 +9,7 @@ mod dev_system;
 mod fairness;
 mod nats_config;
 mod observability;
+mod pause;
 mod permissions;
 mod publish;
 mod replay;

@@ -74,6 +74,7 @@ pub(crate) struct GroupRuntime<S> {
     unrouted: Option<RouteMetrics>,
     history: Option<HistoryWriter>,
     cancels: Arc<Cancellations>,
+    pauses: Arc<crate::pause::Pauses>,
     handbacks: Arc<HandBacks>,
     /// One bit per partition consumer this process is bound to.
     bound: Arc<AtomicU32>,
@@ -96,6 +97,7 @@ const ACK_FLOOR_EVERY: Duration = Duration::from_secs(2);
 pub(crate) struct Shared {
     pub(crate) metrics: Option<GroupMetrics>,
     pub(crate) cancels: Arc<Cancellations>,
+    pub(crate) pauses: Arc<crate::pause::Pauses>,
     pub(crate) handbacks: Arc<HandBacks>,
 }
 
@@ -165,6 +167,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             unrouted,
             history,
             cancels: shared.cancels,
+            pauses: shared.pauses,
             handbacks: shared.handbacks,
             bound: Arc::new(AtomicU32::new(0)),
             ack_floors: (0..PARTITIONS).map(|_| AtomicU64::new(0)).collect(),
@@ -298,6 +301,8 @@ enum Outcome {
     },
     /// A replayed dead letter of another group: acked, not run.
     NotForThisGroup,
+    /// The tenant is paused for this group: the event is parked (see [`crate::pause`]).
+    Park,
 }
 
 impl Outcome {
@@ -494,6 +499,9 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     if rt.metrics.is_some() {
         // Only the tenant allow-list of the metrics needs it.
         tracking.tenant = Some(tenant.clone());
+    }
+    if rt.pauses.is_paused(&rt.name, tenant.as_str()) {
+        return Outcome::Park;
     }
     if env.event_type != subject_type {
         tracking.metrics = rt.routes.get(subject_type).and_then(|r| r.metrics.as_ref());

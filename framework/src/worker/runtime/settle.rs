@@ -40,7 +40,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
                 Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
                 Outcome::HandBack => r.transition(RunState::HandedBack, None),
                 // Decided before a run record exists.
-                Outcome::NotForThisGroup | Outcome::Elsewhere { .. } => {}
+                Outcome::NotForThisGroup | Outcome::Elsewhere { .. } | Outcome::Park => {}
             }
             r.clone()
         });
@@ -56,6 +56,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::HandBack => TelemetryOutcome::HandedBack,
         Outcome::NotForThisGroup => TelemetryOutcome::Skipped,
         Outcome::Elsewhere { .. } => TelemetryOutcome::HandedBack,
+        Outcome::Park => TelemetryOutcome::Paused,
     };
     let dead_kind = match &outcome {
         Outcome::DeadLetter { kind, .. } => Some(*kind),
@@ -130,6 +131,38 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             tracing::debug!("replay for another group; skipped");
             send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
             true
+        }
+        Outcome::Park => {
+            span.record("outcome", "paused");
+            // Like a dead letter: only the park publish is retried, with heartbeats.
+            let parked = beat
+                .during(async {
+                    loop {
+                        match crate::pause::park(&rt.conn, &rt.name, &msg.message, stream_sequence)
+                            .await
+                        {
+                            Ok(()) => return true,
+                            Err(e) => {
+                                tracing::error!(error = %e, retry_in = ?DEAD_LETTER_RETRY, "could not park the paused tenant's event; retrying");
+                            }
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
+                            () = abort.cancelled() => return false,
+                        }
+                    }
+                })
+                .await;
+            if parked {
+                tracing::info!("tenant paused: event parked");
+                send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            } else {
+                rt.handbacks
+                    .record(&rt.name, stream_sequence, handed_back)
+                    .await;
+                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+            }
+            parked
         }
         Outcome::Cancelled { running } => {
             span.record("outcome", "cancelled");

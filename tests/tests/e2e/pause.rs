@@ -1,0 +1,112 @@
+//! Pausing a tenant: its events are kept and not run, others (even in its partition) are
+//! served, the pause survives a worker restart, and resuming runs the kept events in order.
+
+use std::time::Duration;
+
+use conveyor::partition::partition_of;
+use conveyor::pause::{PARKED_STREAM, pause, paused, resume};
+use conveyor::{Context, Group, HandlerError, Publisher, TenantId, Worker, WorkerHandle};
+use conveyor_tests::{Ping, Recorder, eventually, server};
+
+/// A tenant in the same partition as `acme`: parked events must not hold its partition.
+fn partition_mate() -> String {
+    (0..10_000)
+        .map(|n| format!("mate-{n}"))
+        .find(|t| partition_of(t) == partition_of("acme"))
+        .unwrap()
+}
+
+fn start(conn: &conveyor::Connection, recorder: &Recorder) -> WorkerHandle {
+    Worker::builder(conn, recorder.clone())
+        .group(
+            Group::new("orders")
+                .concurrency(1)
+                .max_ack_pending(2)
+                .handle(|_: Ping, ctx: Context<Recorder>| async move {
+                    ctx.state()
+                        .record(ctx.event_id(), ctx.attempt(), ctx.tenant().as_str());
+                    Ok::<(), HandlerError>(())
+                }),
+        )
+        .build()
+        .unwrap()
+        .spawn()
+}
+
+async fn parked(conn: &conveyor::Connection) -> u64 {
+    match conn.jetstream().get_stream(PARKED_STREAM).await {
+        Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_tenant_waits_others_run_and_resume_runs_its_events_in_order() {
+    let (_server, conn) = server().await;
+    let acme = TenantId::parse("acme").unwrap();
+    let mate = partition_mate();
+    pause(&conn, &acme, None, "migration").await.unwrap();
+    let recorder = Recorder::default();
+    let worker = start(&conn, &recorder);
+    let publisher = Publisher::new(&conn);
+    let mut acme_ids: Vec<String> = publisher
+        .publish_many((0..10).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    let mate_ids: Vec<String> = publisher
+        .publish_many((0..3).map(|n| (mate.as_str(), Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    // The partition's limit of 2 unacknowledged deliveries is not held by acme's events.
+    recorder
+        .wait_for(
+            Duration::from_secs(20),
+            "the partition mate's events",
+            |s| {
+                mate_ids
+                    .iter()
+                    .all(|id| s.iter().any(|r| &r.event_id == id))
+            },
+        )
+        .await;
+    eventually(Duration::from_secs(10), "acme's events parked", || async {
+        parked(&conn).await == 10
+    })
+    .await;
+    worker.shutdown().await;
+
+    // The pause survives a restart.
+    let worker = start(&conn, &recorder);
+    acme_ids.push(publisher.publish("acme", &Ping { n: 10 }).await.unwrap().id);
+    eventually(Duration::from_secs(10), "the new event parked", || async {
+        parked(&conn).await == 11
+    })
+    .await;
+    assert!(
+        recorder.all().iter().all(|r| r.worker != "acme"),
+        "a paused tenant's event ran"
+    );
+    assert_eq!(paused(&conn).await.unwrap().len(), 1);
+
+    let resumed = resume(&conn, &acme, None).await.unwrap();
+    assert_eq!(resumed, 11);
+    recorder
+        .wait_for(Duration::from_secs(20), "acme's events after resume", |s| {
+            s.iter().filter(|r| r.worker == "acme").count() == 11
+        })
+        .await;
+    let ran: Vec<String> = recorder
+        .all()
+        .into_iter()
+        .filter(|r| r.worker == "acme")
+        .map(|r| r.event_id)
+        .collect();
+    worker.shutdown().await;
+    assert_eq!(ran, acme_ids, "in the order they were published");
+    assert_eq!(parked(&conn).await, 0);
+    assert!(paused(&conn).await.unwrap().is_empty());
+}
