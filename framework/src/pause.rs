@@ -191,6 +191,48 @@ pub async fn resume(
     Ok(total)
 }
 
+/// Pauses a whole group: every partition consumer of `group` (the server's consumer pause,
+/// nats-server 2.11) until `until` (`None`: until [`resume_group`], in practice 100 years).
+/// Its events stay in `EVENTS` and are delivered in order once the pause ends; workers stay
+/// bound meanwhile. The pause is kept by the server and survives restarts.
+pub async fn pause_group(
+    conn: &Connection,
+    group: &str,
+    until: Option<DateTime<Utc>>,
+) -> Result<DateTime<Utc>, PauseError> {
+    check_group(Some(group))?;
+    let until = until.unwrap_or_else(|| Utc::now() + chrono::Duration::days(36_500));
+    let stream = conn
+        .jetstream()
+        .get_stream(crate::topology::EVENTS_STREAM)
+        .await
+        .map_err(|e| unavailable("cannot read EVENTS", e))?;
+    for name in crate::partition::consumer_names(group) {
+        stream
+            .pause_consumer(&name, until)
+            .await
+            .map_err(|e| unavailable(&format!("cannot pause consumer {name}"), e))?;
+    }
+    Ok(until)
+}
+
+/// Ends the pause of a whole group (see [`pause_group`]).
+pub async fn resume_group(conn: &Connection, group: &str) -> Result<(), PauseError> {
+    check_group(Some(group))?;
+    let stream = conn
+        .jetstream()
+        .get_stream(crate::topology::EVENTS_STREAM)
+        .await
+        .map_err(|e| unavailable("cannot read EVENTS", e))?;
+    for name in crate::partition::consumer_names(group) {
+        stream
+            .resume_consumer(&name)
+            .await
+            .map_err(|e| unavailable(&format!("cannot resume consumer {name}"), e))?;
+    }
+    Ok(())
+}
+
 /// Events read per request from `PARKED`.
 const UNPARK_BATCH: usize = 500;
 

@@ -176,7 +176,7 @@ async fn still_running(runs: &kv::Store, key: &str, max_run_secs: u64) -> Option
     if entry.operation != kv::Operation::Put {
         return None;
     }
-    let started: DateTime<Utc> = DateTime::from_timestamp(entry.created.unix_timestamp(), 0)?;
+    let started: DateTime<Utc> = entry.created;
     let age = (Utc::now() - started).num_seconds();
     (age >= 0 && (age as u64) < max_run_secs)
         .then(|| String::from_utf8_lossy(&entry.value).into_owned())

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 failure (one `error:` line says what and how to fix it), 2 usage.
 
+mod groups;
 mod tenants;
 
 use std::path::PathBuf;
@@ -124,6 +125,9 @@ enum Command {
     /// Pause and resume tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// Pause and resume whole groups.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Cancel an event for a group: a running handler is told and stopped, a queued one is
     /// skipped; either way it is acked as cancelled, not dead-lettered.
     Cancel {
@@ -343,6 +347,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Runs(cmd) => {
             let conn = connect(&cli.conn).await?;
             explain(&conn, runs(&conn, cmd).await)
+        }
+        Command::Groups(cmd) => {
+            let conn = connect(&cli.conn).await?;
+            explain(&conn, groups::run(&conn, cmd).await)
         }
         Command::Tenants(cmd) => {
             let conn = connect(&cli.conn).await?;
@@ -713,6 +721,7 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
                 "redelivered": 0u64,
                 "waiting": 0u64,
                 "consumers": 0u64,
+                "paused": false,
                 "last_active": Value::Null,
                 "dead_letters": dead.iter().filter(|(_, d)| d.group == group).count(),
             })
@@ -725,6 +734,9 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
             ("consumers", 1),
         ] {
             row[field] = json!(row[field].as_u64().unwrap_or(0) + n);
+        }
+        if info.paused {
+            row["paused"] = json!(true);
         }
         if let Some(t) = info.delivered.last_active {
             let t = t.to_string();
@@ -773,7 +785,10 @@ async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
             g["redelivered"],
             g["waiting"],
             g["dead_letters"],
-            g["last_active"].as_str().unwrap_or("-")
+            match g["paused"].as_bool() {
+                Some(true) => format!("{} (paused)", g["last_active"].as_str().unwrap_or("-")),
+                _ => g["last_active"].as_str().unwrap_or("-").to_owned(),
+            }
         );
     }
     println!();

@@ -269,3 +269,46 @@ async fn events_stored_before_partitions_are_handled_once() {
             .contains(&"events.*.test.ping".to_owned())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_never_waits_on_slots_it_reserved_itself() {
+    // Handlers that finish at once, mixed with some that wait, free their slots while the
+    // partition's probe is still on its way; the next pull then reserves them. The probe must
+    // not wait for a slot only its own partition loop could hand out (two workers share the
+    // group, as in a rolling deploy).
+    let (_server, conn) = server().await;
+    let ids: Vec<String> = Publisher::new(&conn)
+        .publish_many((0..2000).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    let recorder = Recorder::default();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            Worker::builder(&conn, recorder.clone())
+                .group(Group::new("tight").concurrency(8).handle(
+                    |p: Ping, ctx: Context<Recorder>| async move {
+                        ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
+                        if p.n.is_multiple_of(3) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Ok::<(), HandlerError>(())
+                    },
+                ))
+                .build()
+                .unwrap()
+                .spawn()
+        })
+        .collect();
+    recorder
+        .wait_for(Duration::from_secs(60), "every event", |s| {
+            let seen: std::collections::HashSet<&str> =
+                s.iter().map(|r| r.event_id.as_str()).collect();
+            ids.iter().all(|id| seen.contains(id.as_str()))
+        })
+        .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+}

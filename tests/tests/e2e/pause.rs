@@ -110,3 +110,71 @@ async fn a_paused_tenant_waits_others_run_and_resume_runs_its_events_in_order() 
     assert_eq!(parked(&conn).await, 0);
     assert!(paused(&conn).await.unwrap().is_empty());
 }
+
+fn start_two(conn: &conveyor::Connection, recorder: &Recorder) -> WorkerHandle {
+    let record = |group: &'static str| {
+        move |_: Ping, ctx: Context<Recorder>| async move {
+            ctx.state().record(ctx.event_id(), ctx.attempt(), group);
+            Ok::<(), HandlerError>(())
+        }
+    };
+    Worker::builder(conn, recorder.clone())
+        .group(Group::new("orders").concurrency(1).handle(record("orders")))
+        .group(Group::new("audit").handle(record("audit")))
+        .build()
+        .unwrap()
+        .spawn()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_group_keeps_its_events_across_a_restart_and_resumes_in_order() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = start_two(&conn, &recorder);
+    eventually(Duration::from_secs(10), "the consumers", || async {
+        conveyor::partition::group_counts(&conn, "orders")
+            .await
+            .is_ok_and(|c| c.consumers == conveyor::partition::PARTITIONS)
+    })
+    .await;
+    conveyor::pause::pause_group(&conn, "orders", None)
+        .await
+        .unwrap();
+    let ids: Vec<String> = Publisher::new(&conn)
+        .publish_many((0..5).map(|n| ("acme", Ping { n })))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    let ran_in = |group: &'static str| {
+        let recorder = recorder.clone();
+        move || {
+            recorder
+                .all()
+                .into_iter()
+                .filter(|r| r.worker == group)
+                .map(|r| r.event_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    recorder
+        .wait_for(Duration::from_secs(10), "the other group's runs", |s| {
+            s.iter().filter(|r| r.worker == "audit").count() == 5
+        })
+        .await;
+    // A restart re-creates the consumers' settings but keeps the pause.
+    worker.shutdown().await;
+    let worker = start_two(&conn, &recorder);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(ran_in("orders")().is_empty(), "the paused group ran");
+    conveyor::pause::resume_group(&conn, "orders")
+        .await
+        .unwrap();
+    recorder
+        .wait_for(Duration::from_secs(10), "the resumed group's runs", |s| {
+            s.iter().filter(|r| r.worker == "orders").count() == 5
+        })
+        .await;
+    worker.shutdown().await;
+    assert_eq!(ran_in("orders")(), ids, "in order, once each");
+}

@@ -90,6 +90,13 @@ const ALL_BOUND: u32 = if PARTITIONS >= 32 {
     (1 << PARTITIONS) - 1
 };
 
+/// The stream and the group's consumers as read once at start-up.
+pub(super) struct Known {
+    stream: jetstream::stream::Stream,
+    /// The group's consumers (partitions and the one from before partitions) by name.
+    infos: HashMap<String, jetstream::consumer::Info>,
+}
+
 /// How often a bound group re-reads its consumer's ack floor (when a pull ends, never per event).
 const ACK_FLOOR_EVERY: Duration = Duration::from_secs(2);
 
@@ -202,9 +209,13 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
 
     /// Creates the group's consumer for partition `p` or brings an existing one up to date.
     /// The deliver policy of an existing consumer is kept: it cannot change.
+    ///
+    /// `known`, when given, is what [`prefetch`](Self::prefetch) read for all partitions at
+    /// once (at start-up: two requests instead of three per partition).
     async fn ensure_consumer(
         &self,
         p: u32,
+        known: Option<&Known>,
     ) -> Result<PullConsumer, Box<dyn std::error::Error + Send + Sync>> {
         let name = consumer_name(&self.name, p);
         if self.config.bind_only {
@@ -216,11 +227,24 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             self.note_ack_floor(p, consumer.cached_info().ack_floor.stream_sequence);
             return Ok(consumer);
         }
-        let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await?;
+        let stream = match known {
+            Some(k) => k.stream.clone(),
+            None => self.conn.jetstream().get_stream(EVENTS_STREAM).await?,
+        };
         let mut config = self.consumer_config(p);
-        match stream.consumer_info(&name).await {
+        let existing = match known {
+            Some(k) => k
+                .infos
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| "not found".to_owned()),
+            None => stream.consumer_info(&name).await.map_err(|e| e.to_string()),
+        };
+        match existing {
             Ok(info) => {
                 config.deliver_policy = info.config.deliver_policy;
+                // An operator's pause of the group (`pause::pause_group`) outlives restarts.
+                config.pause_until = info.config.pause_until;
                 // Old and new versions of the group run side by side in a rolling deploy: keep
                 // the types the other version added, and its larger delivery limit, rather than
                 // overwriting each other's consumer back and forth. (A type removed from every
@@ -244,8 +268,13 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
                 // whole stream into the group. A group that ran before partitions existed
                 // continues from its single consumer's ack floor.
                 let mut floor = self.ack_floors[p as usize].load(Ordering::Acquire);
+                let old = match known {
+                    Some(k) => k.infos.get(&self.name).cloned(),
+                    None if floor == 0 => stream.consumer_info(&self.name).await.ok(),
+                    None => None,
+                };
                 if floor == 0
-                    && let Ok(old) = stream.consumer_info(&self.name).await
+                    && let Some(old) = old
                 {
                     floor = old.ack_floor.stream_sequence;
                     tracing::info!(group = %self.name, consumer = %name, from_sequence = floor + 1, "the group's consumer from before partitions exists: the partition consumer starts at its ack floor");
@@ -262,6 +291,25 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         let consumer = stream.create_consumer(config).await?;
         self.note_ack_floor(p, consumer.cached_info().ack_floor.stream_sequence);
         Ok(consumer)
+    }
+
+    /// Reads the stream and every consumer of it in one listing, for the first bind of all of
+    /// the group's partitions; `None` when it cannot (each partition then reads its own).
+    pub(super) async fn prefetch(&self) -> Option<Known> {
+        if self.config.bind_only {
+            return None;
+        }
+        let stream = self.conn.jetstream().get_stream(EVENTS_STREAM).await.ok()?;
+        let mut infos = HashMap::new();
+        let mut listing = stream.consumers();
+        while let Some(info) = listing.next().await {
+            let info = info.ok()?;
+            let (group, _) = crate::partition::group_of_consumer(&info.name);
+            if group == self.name {
+                infos.insert(info.name.clone(), info);
+            }
+        }
+        Some(Known { stream, infos })
     }
 
     fn note_ack_floor(&self, p: u32, floor: u64) {

@@ -6,11 +6,28 @@ use super::*;
 /// Dropping it releases the slots no message arrived for.
 struct Pull {
     batch: pull::Batch,
-    /// One slot fewer than the messages asked for: the last message of a pull (the partition's
-    /// probe) takes the next slot that frees up instead of holding one while the partition is
-    /// idle.
+    /// Slots reserved for the messages asked for. A pull with the partition's probe asks for
+    /// one message more: the last one takes the next slot that frees up instead of holding one
+    /// while the partition is idle.
     slots: Vec<OwnedSemaphorePermit>,
+    probe: bool,
     received: usize,
+}
+
+/// Polls every outstanding pull; returns the index of the one that yielded and what it yielded
+/// (`None`: that pull has ended). Never ready without a pull.
+async fn next_from(
+    pulls: &mut [Pull],
+) -> (usize, Option<Result<jetstream::Message, async_nats::Error>>) {
+    futures::future::poll_fn(|cx| {
+        for (i, p) in pulls.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(item) = p.batch.poll_next_unpin(cx) {
+                return std::task::Poll::Ready((i, item));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The handler slots of one group in this process, shared by its partition loops.
@@ -28,6 +45,15 @@ impl Slots {
             concurrency,
             busy: AtomicUsize::new(0),
         }
+    }
+
+    /// True when half of this partition's share of the slots is free: enough for a second pull
+    /// to be worth its round trip.
+    fn refill_ready(&self) -> bool {
+        let share = self
+            .concurrency
+            .div_ceil(self.busy.load(Ordering::Acquire).max(1));
+        self.permits.available_permits() >= (share / 2).max(1)
     }
 
     /// Reserves free slots for a pull on a partition with `pending` events waiting: at most its
@@ -110,12 +136,13 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Slots::new(rt.config.concurrency));
+    let known = rt.prefetch().await.map(Arc::new);
     let loops: Vec<_> = (0..PARTITIONS)
         .map(|p| {
-            let (rt, slots) = (rt.clone(), slots.clone());
+            let (rt, slots, known) = (rt.clone(), slots.clone(), known.clone());
             let (shutdown, abort, tracker) = (shutdown.clone(), abort.clone(), tracker.clone());
             tokio::spawn(async move {
-                let pulling = pull_loop(rt.clone(), p, &slots, shutdown, abort, tracker);
+                let pulling = pull_loop(rt.clone(), p, &slots, known, (shutdown, abort, tracker));
                 if let Err(panic) = AssertUnwindSafe(pulling).catch_unwind().await {
                     rt.set_bound(Some(p), false);
                     tracing::error!(group = %rt.name, partition = p, panic = %panic_message(&panic), "a partition's pull loop died; the group is not ready");
@@ -134,12 +161,11 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
     p: u32,
     slots: &Slots,
-    shutdown: CancellationToken,
-    abort: CancellationToken,
-    tracker: TaskTracker,
+    mut known: Option<Arc<super::Known>>,
+    (shutdown, abort, tracker): (CancellationToken, CancellationToken, TaskTracker),
 ) {
     let mut backoff = Duration::from_millis(250);
-    let mut pull: Option<Pull> = None;
+    let mut pulls: Vec<Pull> = Vec::with_capacity(2);
     let mut backlog = Backlog { slots, pending: 0 };
     let consumer_name = consumer_name(&rt.name, p);
     // The server reports a refused ack only as a permission violation: watched here, so a user
@@ -148,7 +174,8 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
     let ack_prefix = format!("$JS.ACK.{EVENTS_STREAM}.{consumer_name}.");
     let mut violations = rt.conn.violations().map(|v| v.subscribe());
     'bind: while !shutdown.is_cancelled() {
-        let consumer = match rt.ensure_consumer(p).await {
+        // What was read at start-up serves the first bind only.
+        let consumer = match rt.ensure_consumer(p, known.take().as_deref()).await {
             Ok(consumer) => consumer,
             Err(e) => {
                 tracing::error!(consumer = %consumer_name, error = %e, retry_in = ?backoff, "cannot bind consumer");
@@ -162,69 +189,78 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
         rt.set_bound(Some(p), true);
         let mut floor_read = tokio::time::Instant::now();
         loop {
-            if pull.is_none() {
-                if shutdown.is_cancelled() {
-                    break 'bind;
+            if shutdown.is_cancelled() {
+                break 'bind;
+            }
+            // A partition without a pull sends one with its probe. While it has a backlog, a pull
+            // with slots only follows as soon as half its share of the slots is free, so its
+            // next messages are on their way while it handles the current ones.
+            let next = match pulls.as_slice() {
+                [] => Some((slots.reserve(backlog.pending), true)),
+                [_] if backlog.pending > 0 && slots.refill_ready() => {
+                    Some((slots.reserve(backlog.pending), false)).filter(|(r, _)| !r.is_empty())
                 }
-                let reserved = slots.reserve(backlog.pending);
+                _ => None,
+            };
+            if let Some((reserved, probe)) = next {
+                let asked = reserved.len() + usize::from(probe);
                 match consumer
                     .batch()
-                    .max_messages(reserved.len() + 1)
+                    .max_messages(asked)
                     .expires(PULL_EXPIRES)
                     .messages()
                     .await
                 {
-                    Ok(batch) => {
-                        pull = Some(Pull {
-                            batch,
-                            slots: reserved,
-                            received: 0,
-                        })
-                    }
+                    Ok(batch) => pulls.push(Pull {
+                        batch,
+                        slots: reserved,
+                        probe,
+                        received: 0,
+                    }),
                     Err(e) => {
                         tracing::warn!(consumer = %consumer_name, error = %e, retry_in = ?backoff, "pull failed; rebinding");
                         rt.set_bound(Some(p), false);
                         drop(reserved);
+                        finish_pulls(&rt, &mut pulls).await;
                         sleep_or_cancel(backoff, &shutdown).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue 'bind;
                     }
                 }
             }
-            let Some(current) = pull.as_mut() else {
-                continue;
-            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break 'bind,
                 refused = refused_ack(&mut violations, &ack_prefix) => {
                     tracing::error!(consumer = %consumer_name, subject = %refused, retry_in = ?ACKS_REFUSED_PAUSE, "the server refuses this user's acks; the group stops pulling: allow it to publish to {ack_prefix}>");
                     rt.set_bound(Some(p), false);
-                    finish_pull(&rt, &mut pull).await;
+                    finish_pulls(&rt, &mut pulls).await;
                     sleep_or_cancel(ACKS_REFUSED_PAUSE, &shutdown).await;
                     continue 'bind;
                 }
-                item = current.batch.next() => match item {
+                (i, item) = next_from(&mut pulls) => match item {
                     Some(Ok(msg)) => {
-                        current.received += 1;
+                        pulls[i].received += 1;
                         if let Ok(info) = msg.info() {
                             backlog.set(info.pending);
                         }
-                        dispatch(&rt, slots, current, msg, &tracker, &abort, &shutdown).await;
+                        dispatch(&rt, slots, (&mut pulls, i), msg, &tracker, &abort, &shutdown).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(consumer = %consumer_name, error = %e, "pull ended with an error; rebinding");
                         rt.set_bound(Some(p), false);
-                        pull = None;
+                        pulls.swap_remove(i);
+                        finish_pulls(&rt, &mut pulls).await;
                         sleep_or_cancel(backoff, &shutdown).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue 'bind;
                     }
                     None => {
-                        if current.received == 0 {
+                        if pulls[i].received == 0 {
                             backlog.set(0);
                         }
-                        pull = None;
+                        // Keep the pull with the probe first.
+                        pulls.remove(i);
                         backoff = Duration::from_millis(250);
                         if floor_read.elapsed() >= ACK_FLOOR_EVERY {
                             floor_read = tokio::time::Instant::now();
@@ -235,7 +271,7 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
             }
         }
     }
-    finish_pull(&rt, &mut pull).await;
+    finish_pulls(&rt, &mut pulls).await;
     rt.set_bound(Some(p), false);
 }
 
@@ -291,21 +327,33 @@ fn split_permit(mut permit: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
 
 /// Starts the handler for `msg` in one of the pull's slots, or, for the pull's last message,
 /// in the next slot that frees up; hands it back when the worker is shutting down.
+///
+/// A probe that finds no free slot while the loop's other pull still holds reserved ones takes
+/// one of those, and the other pull carries the probe from then on: a waiting probe blocks the
+/// loop, so the loop never waits while it holds slots only it can use.
 async fn dispatch<S: Clone + Send + Sync + 'static>(
     rt: &Arc<GroupRuntime<S>>,
     slots: &Slots,
-    pull: &mut Pull,
+    (pulls, i): (&mut [Pull], usize),
     msg: jetstream::Message,
     tracker: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
-    let permit = match pull.slots.pop() {
+    let permit = match pulls[i].slots.pop() {
         Some(permit) => Some(permit),
-        None if shutdown.is_cancelled() => None,
+        None if shutdown.is_cancelled() || !pulls[i].probe => None,
         None => match slots.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => wait_for_slot(rt, slots, &msg, shutdown).await,
+            Err(_) => match pulls.iter_mut().find(|p| !p.slots.is_empty()) {
+                Some(other) => {
+                    other.probe = true;
+                    let permit = other.slots.pop();
+                    pulls[i].probe = false;
+                    permit
+                }
+                None => wait_for_slot(rt, slots, &msg, shutdown).await,
+            },
         },
     };
     match permit {
@@ -377,13 +425,13 @@ async fn guarded<S>(rt: Arc<GroupRuntime<S>>, delivery: impl std::future::Future
     }
 }
 
-/// Reads the outstanding pull to its end and hands back what still arrives: the loop is
+/// Reads the outstanding pulls to their end and hands back what still arrives: the loop is
 /// stopping (shutdown, or acks refused), so nothing more is run.
-async fn finish_pull<S: Clone + Send + Sync + 'static>(
+async fn finish_pulls<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
-    pull: &mut Option<Pull>,
+    pulls: &mut Vec<Pull>,
 ) {
-    if let Some(mut current) = pull.take() {
+    for mut current in pulls.drain(..) {
         while let Some(Ok(msg)) = current.batch.next().await {
             hand_back(rt, &msg).await;
         }
