@@ -332,6 +332,25 @@ impl<E: Event, S: Send + 'static, H: Handler<E, S>> ErasedHandler<S> for Typed<E
     }
 }
 
+/// A handler of a group that carries its own state ([`Group::with_state`](crate::Group::with_state)):
+/// runs the inner handler with that state in place of the worker's `()`.
+pub(crate) struct WithState<S> {
+    pub(crate) inner: std::sync::Arc<dyn ErasedHandler<S>>,
+    pub(crate) state: S,
+}
+
+impl<S: Clone + Send + Sync + 'static> ErasedHandler<()> for WithState<S> {
+    fn call(
+        &self,
+        data: &RawValue,
+        event_type: &str,
+        ctx: Context<()>,
+    ) -> Result<BoxFuture<'static, HandlerResult>, DecodeError> {
+        self.inner
+            .call(data, event_type, ctx.with_state(self.state.clone()))
+    }
+}
+
 /// Facts about the delivery a handler is running for.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
@@ -461,6 +480,18 @@ pub struct Context<S = ()> {
     follow_ups: FollowUps,
     hooks: Arc<RunHooks>,
     state: S,
+}
+
+impl Context<()> {
+    /// The same context with `state` as its state.
+    pub(crate) fn with_state<S>(self, state: S) -> Context<S> {
+        Context {
+            delivery: self.delivery,
+            follow_ups: self.follow_ups,
+            hooks: self.hooks,
+            state,
+        }
+    }
 }
 
 impl<S: Clone> Clone for Context<S> {

@@ -233,6 +233,53 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
         self
     }
 
+    /// Gives the group its own state and makes it a `Group<()>`, so groups of different crates
+    /// (each with its own state type) run in one [`Worker`](super::Worker) built with `()`:
+    /// one consumer loop per group, one cancellation watcher, one backstop for all of them.
+    /// Handlers still get a `Context<S>` with this state.
+    ///
+    /// ```
+    /// use conveyor::{Context, Group, HandlerResult};
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    /// # struct OrderCreated { order_id: String }
+    /// # impl conveyor::Event for OrderCreated { const TYPE: &'static str = "order.created"; }
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    /// # struct VideoUploaded { video_id: String }
+    /// # impl conveyor::Event for VideoUploaded { const TYPE: &'static str = "video.upload.completed"; }
+    /// #[derive(Clone)]
+    /// struct Billing { psp: String }
+    /// #[derive(Clone)]
+    /// struct Video { ai: String }
+    ///
+    /// async fn charge(e: OrderCreated, ctx: Context<Billing>) -> HandlerResult { Ok(()) }
+    /// async fn intake(e: VideoUploaded, ctx: Context<Video>) -> HandlerResult { Ok(()) }
+    ///
+    /// # async fn run(conn: conveyor::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let worker = conveyor::Worker::builder(&conn, ())
+    ///     .group(Group::new("billing").handle(charge).with_state(Billing { psp: "psp".into() }))
+    ///     .group(Group::new("video").handle(intake).with_state(Video { ai: "ai".into() }))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_state(self, state: S) -> Group<()> {
+        Group {
+            name: self.name,
+            config: self.config,
+            routes: self
+                .routes
+                .into_iter()
+                .map(|r| RouteSpec {
+                    event_type: r.event_type,
+                    handler: Arc::new(crate::handler::WithState {
+                        inner: r.handler,
+                        state: state.clone(),
+                    }) as Arc<dyn ErasedHandler<()>>,
+                    options: r.options,
+                })
+                .collect(),
+        }
+    }
+
     /// Sets the options of handlers registered with [`handle`](Self::handle).
     pub fn handler_defaults(mut self, options: HandlerOptions) -> Self {
         self.config.handler_defaults = options;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use conveyor::store::{FileStore, Store};
 use conveyor::telemetry::Telemetry;
-use conveyor::{Connection, Group, Worker, WorkerHandle};
+use conveyor::{Connection, Group, Worker, WorkerBuilder, WorkerHandle};
 
 /// Every group the worker knows, in start order.
 pub fn all_groups() -> Vec<&'static str> {
@@ -92,7 +92,7 @@ pub enum StartError {
 /// The running workers.
 #[derive(Debug)]
 pub struct Running {
-    handles: Vec<WorkerHandle>,
+    handle: WorkerHandle,
     groups: Vec<String>,
 }
 
@@ -102,9 +102,9 @@ impl Running {
         &self.groups
     }
 
-    /// Shuts every worker down gracefully, all at once.
+    /// Shuts the worker down gracefully.
     pub async fn shutdown(self) {
-        futures::future::join_all(self.handles.into_iter().map(WorkerHandle::shutdown)).await;
+        self.handle.shutdown().await;
     }
 }
 
@@ -130,37 +130,24 @@ fn setup<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     }
 }
 
-/// Builds and spawns one worker for the chosen groups of one crate; `None` when none is chosen.
-fn spawn<S: Clone + Send + Sync + 'static>(
-    conn: &Connection,
+/// Adds the chosen groups of one crate, each carrying that crate's state, to the worker.
+fn add<S: Clone + Send + Sync + 'static>(
+    builder: WorkerBuilder<()>,
     state: S,
     groups: Vec<Group<S>>,
     chosen: &[String],
     options: &WorkerOptions,
-    telemetry: &Telemetry,
-    backstop: &mut bool,
-) -> Result<Option<WorkerHandle>, StartError> {
-    let mut builder = Worker::builder(conn, state)
-        .telemetry(telemetry)
-        .shutdown_grace(options.shutdown_grace)
-        .backstop(*backstop);
-    let mut any = false;
-    for group in groups {
-        if !chosen.iter().any(|c| c == group.name()) {
-            continue;
-        }
-        let group = match options.concurrency {
-            Some(n) => group.concurrency(n),
-            None => group,
-        };
-        builder = builder.group(group);
-        any = true;
-    }
-    if !any {
-        return Ok(None);
-    }
-    *backstop = false;
-    Ok(Some(builder.build()?.spawn()))
+) -> WorkerBuilder<()> {
+    groups
+        .into_iter()
+        .filter(|g| chosen.iter().any(|c| c == g.name()))
+        .fold(builder, |builder, group| {
+            let group = match options.concurrency {
+                Some(n) => group.concurrency(n),
+                None => group,
+            };
+            builder.group(group.with_state(state.clone()))
+        })
 }
 
 /// Starts the chosen groups on `conn`, recording metrics in `telemetry`.
@@ -171,8 +158,11 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let chosen = selected(options)?;
     let store: Arc<dyn Store> = Arc::new(FileStore::new(&options.store_dir));
-    let mut backstop = true;
-    let mut handles = Vec::new();
+    // One worker for every crate: one consumer loop per group, one cancellation and pause
+    // watcher, one backstop.
+    let mut builder = Worker::builder(conn, ())
+        .telemetry(telemetry)
+        .shutdown_grace(options.shutdown_grace);
 
     let fraud = conveyor_fraud::Fraud::new(
         conveyor_fraud::FraudConfig {
@@ -183,15 +173,13 @@ pub async fn start(
         store.clone(),
     )
     .map_err(setup("fraud handlers"))?;
-    handles.extend(spawn(
-        conn,
+    builder = add(
+        builder,
         Arc::new(fraud),
         conveyor_fraud::groups(),
         &chosen,
         options,
-        telemetry,
-        &mut backstop,
-    )?);
+    );
 
     let notifications_config = conveyor_notifications::NotificationsConfig {
         webhook_secret: options.webhook_secret.clone(),
@@ -211,15 +199,13 @@ pub async fn start(
         outbox,
     )
     .map_err(setup("notification handlers"))?;
-    handles.extend(spawn(
-        conn,
+    builder = add(
+        builder,
         Arc::new(notifications),
         conveyor_notifications::groups(&notifications_config),
         &chosen,
         options,
-        telemetry,
-        &mut backstop,
-    )?);
+    );
 
     let video = conveyor_video::Video::new(
         conveyor_video::VideoConfig {
@@ -229,26 +215,22 @@ pub async fn start(
         store.clone(),
     )
     .map_err(setup("video handlers"))?;
-    handles.extend(spawn(
-        conn,
+    builder = add(
+        builder,
         Arc::new(video),
         conveyor_video::groups(),
         &chosen,
         options,
-        telemetry,
-        &mut backstop,
-    )?);
+    );
 
     let analysis = conveyor_analysis::Analysis::new(options.analysis.clone(), store.clone());
-    handles.extend(spawn(
-        conn,
+    builder = add(
+        builder,
         Arc::new(analysis),
         conveyor_analysis::groups(&options.analysis),
         &chosen,
         options,
-        telemetry,
-        &mut backstop,
-    )?);
+    );
 
     let reports = conveyor_reports::Reports::new(
         conveyor_reports::ReportsConfig {
@@ -258,18 +240,16 @@ pub async fn start(
         store,
     )
     .map_err(setup("report handlers"))?;
-    handles.extend(spawn(
-        conn,
+    builder = add(
+        builder,
         Arc::new(reports),
         conveyor_reports::groups(),
         &chosen,
         options,
-        telemetry,
-        &mut backstop,
-    )?);
+    );
 
     Ok(Running {
-        handles,
+        handle: builder.build()?.spawn(),
         groups: chosen,
     })
 }

@@ -364,3 +364,58 @@ async fn a_redelivered_handler_stores_its_follow_ups_once() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_runs_groups_with_states_of_different_types() {
+    let (_server, conn) = server().await;
+    #[derive(Clone)]
+    struct Billing {
+        recorder: Recorder,
+        label: &'static str,
+    }
+    #[derive(Clone)]
+    struct Shipping(Recorder, u32);
+    let recorder = Recorder::default();
+    let worker = conveyor::Worker::builder(&conn, ())
+        .group(
+            Group::new("billing")
+                .handle(|_: Ping, ctx: Context<Billing>| async move {
+                    let s = ctx.state();
+                    s.recorder.record(ctx.event_id(), ctx.attempt(), s.label);
+                    Ok::<(), conveyor::HandlerError>(())
+                })
+                .with_state(Billing {
+                    recorder: recorder.clone(),
+                    label: "billing-state",
+                }),
+        )
+        .group(
+            Group::new("shipping")
+                .handle(|_: Ping, ctx: Context<Shipping>| async move {
+                    let Shipping(r, n) = ctx.state();
+                    r.record(ctx.event_id(), ctx.attempt(), &format!("shipping-{n}"));
+                    Ok::<(), conveyor::HandlerError>(())
+                })
+                .with_state(Shipping(recorder.clone(), 7)),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    let id = Publisher::new(&conn)
+        .publish("acme", &Ping { n: 1 })
+        .await
+        .unwrap()
+        .id;
+    recorder
+        .wait_for(Duration::from_secs(10), "both groups", |s| s.len() == 2)
+        .await;
+    worker.shutdown().await;
+    let mut seen: Vec<String> = recorder
+        .all()
+        .into_iter()
+        .filter(|r| r.event_id == id)
+        .map(|r| r.worker)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["billing-state", "shipping-7"]);
+}
