@@ -200,24 +200,22 @@ pub async fn pause_group(
     group: &str,
     until: Option<DateTime<Utc>>,
 ) -> Result<DateTime<Utc>, PauseError> {
-    check_group(Some(group))?;
     let until = until.unwrap_or_else(|| Utc::now() + chrono::Duration::days(36_500));
-    let stream = conn
-        .jetstream()
-        .get_stream(crate::topology::EVENTS_STREAM)
-        .await
-        .map_err(|e| unavailable("cannot read EVENTS", e))?;
-    for name in crate::partition::consumer_names(group) {
-        stream
-            .pause_consumer(&name, until)
-            .await
-            .map_err(|e| unavailable(&format!("cannot pause consumer {name}"), e))?;
-    }
+    set_group_pause(conn, group, Some(until)).await?;
     Ok(until)
 }
 
 /// Ends the pause of a whole group (see [`pause_group`]).
 pub async fn resume_group(conn: &Connection, group: &str) -> Result<(), PauseError> {
+    set_group_pause(conn, group, None).await
+}
+
+/// Pauses (`Some(until)`) or resumes every partition consumer of `group`.
+async fn set_group_pause(
+    conn: &Connection,
+    group: &str,
+    until: Option<DateTime<Utc>>,
+) -> Result<(), PauseError> {
     check_group(Some(group))?;
     let stream = conn
         .jetstream()
@@ -225,10 +223,11 @@ pub async fn resume_group(conn: &Connection, group: &str) -> Result<(), PauseErr
         .await
         .map_err(|e| unavailable("cannot read EVENTS", e))?;
     for name in crate::partition::consumer_names(group) {
-        stream
-            .resume_consumer(&name)
-            .await
-            .map_err(|e| unavailable(&format!("cannot resume consumer {name}"), e))?;
+        match until {
+            Some(until) => stream.pause_consumer(&name, until).await,
+            None => stream.resume_consumer(&name).await,
+        }
+        .map_err(|e| unavailable(&format!("cannot pause or resume consumer {name}"), e))?;
     }
     Ok(())
 }
@@ -278,17 +277,11 @@ async fn unpark(
                         .payload(m.message.payload.clone())
                         .message_id(format!("{tenant}:resume:{sequence}"))
                         .header(crate::dlq::REPLAY_FOR_HEADER, group);
-                    if let Some(headers) = &m.message.headers {
-                        for (name, values) in headers.iter() {
-                            let name: &str = name.as_ref();
-                            if name == "Nats-Msg-Id" || name == crate::dlq::REPLAY_FOR_HEADER {
-                                continue;
-                            }
-                            for v in values {
-                                message = message.header(name, v.as_str());
-                            }
-                        }
-                    }
+                    message = copy_headers(
+                        message,
+                        m.message.headers.as_ref(),
+                        &["Nats-Msg-Id", crate::dlq::REPLAY_FOR_HEADER],
+                    );
                     conn.jetstream()
                         .send_publish(events, message)
                         .await
@@ -353,20 +346,13 @@ pub(crate) async fn park(
             format!("{:?} is not an event subject", msg.subject),
         )
     })?;
-    let mut message = Publish::build()
-        .payload(msg.payload.clone())
-        .message_id(format!("park:{group}:{stream_sequence}"));
-    if let Some(headers) = &msg.headers {
-        for (name, values) in headers.iter() {
-            let name: &str = name.as_ref();
-            if name == "Nats-Msg-Id" {
-                continue;
-            }
-            for v in values {
-                message = message.header(name, v.as_str());
-            }
-        }
-    }
+    let message = copy_headers(
+        Publish::build()
+            .payload(msg.payload.clone())
+            .message_id(format!("park:{group}:{stream_sequence}")),
+        msg.headers.as_ref(),
+        &["Nats-Msg-Id"],
+    );
     conn.jetstream()
         .send_publish(subject, message)
         .await
@@ -374,6 +360,24 @@ pub(crate) async fn park(
         .await
         .map_err(|e| unavailable("cannot park", e))?;
     Ok(())
+}
+
+/// Adds every header of `from` but those named in `skip` to `message`.
+fn copy_headers(
+    mut message: Publish,
+    from: Option<&async_nats::HeaderMap>,
+    skip: &[&str],
+) -> Publish {
+    for (name, values) in from.into_iter().flat_map(|h| h.iter()) {
+        let name: &str = name.as_ref();
+        if skip.contains(&name) {
+            continue;
+        }
+        for v in values {
+            message = message.header(name, v.as_str());
+        }
+    }
+    message
 }
 
 /// What a worker knows about paused tenants: (tenant, group token) pairs.

@@ -118,6 +118,16 @@ impl Recorder {
         counts
     }
 
+    /// Waits until every event of `ids` has run, or panics after `timeout`.
+    pub async fn wait_for_all(&self, timeout: Duration, what: &str, ids: &[String]) {
+        self.wait_for(timeout, what, |s| {
+            let seen: std::collections::HashSet<&str> =
+                s.iter().map(|r| r.event_id.as_str()).collect();
+            ids.iter().all(|id| seen.contains(id.as_str()))
+        })
+        .await;
+    }
+
     /// Waits until `cond` holds for the runs so far, or panics after `timeout`.
     pub async fn wait_for(&self, timeout: Duration, what: &str, cond: impl Fn(&[Seen]) -> bool) {
         let deadline = Instant::now() + timeout;
@@ -208,8 +218,13 @@ pub async fn consumer_state(conn: &Connection, group: &str) -> (u64, usize, usiz
 
 /// Publishes `n` pings for `acme` and returns their event ids, in order.
 pub async fn publish_pings(conn: &Connection, n: u32) -> Vec<String> {
+    publish_pings_of(conn, "acme", n).await
+}
+
+/// Publishes `n` pings for `tenant` and returns their event ids, in order.
+pub async fn publish_pings_of(conn: &Connection, tenant: &str, n: u32) -> Vec<String> {
     conveyor::Publisher::new(conn)
-        .publish_many((0..n).map(|n| ("acme", Ping { n })))
+        .publish_many((0..n).map(|n| (tenant, Ping { n })))
         .await
         .into_iter()
         .map(|r| r.unwrap().id)

@@ -109,21 +109,12 @@ async fn a_failing_tenant_does_not_take_the_groups_capacity() {
             s.iter().filter(|r| r.worker == "acme").count() >= 8
         })
         .await;
-    let quiet_ids: Vec<String> = publisher
-        .publish_many((0..20).map(|n| (quiet, Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let quiet_ids: Vec<String> = conveyor_tests::publish_pings_of(&conn, quiet, 20).await;
     recorder
-        .wait_for(
+        .wait_for_all(
             Duration::from_secs(20),
             "every event of the healthy tenant",
-            |s| {
-                quiet_ids
-                    .iter()
-                    .all(|id| s.iter().any(|r| &r.event_id == id))
-            },
+            &quiet_ids,
         )
         .await;
     let acme_runs = recorder.all().iter().filter(|r| r.worker == "acme").count();
@@ -162,9 +153,7 @@ async fn the_number_of_consumers_does_not_grow_with_tenants() {
         .unwrap()
         .spawn();
     recorder
-        .wait_for(Duration::from_secs(30), "every tenant's event", |s| {
-            ids.iter().all(|id| s.iter().any(|r| &r.event_id == id))
-        })
+        .wait_for_all(Duration::from_secs(30), "every tenant's event", &ids)
         .await;
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
     let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
@@ -277,12 +266,7 @@ async fn a_partition_never_waits_on_slots_it_reserved_itself() {
     // not wait for a slot only its own partition loop could hand out (two workers share the
     // group, as in a rolling deploy).
     let (_server, conn) = server().await;
-    let ids: Vec<String> = Publisher::new(&conn)
-        .publish_many((0..2000).map(|n| ("acme", Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let ids: Vec<String> = conveyor_tests::publish_pings(&conn, 2000).await;
     let recorder = Recorder::default();
     let workers: Vec<_> = (0..2)
         .map(|_| {
@@ -302,11 +286,7 @@ async fn a_partition_never_waits_on_slots_it_reserved_itself() {
         })
         .collect();
     recorder
-        .wait_for(Duration::from_secs(60), "every event", |s| {
-            let seen: std::collections::HashSet<&str> =
-                s.iter().map(|r| r.event_id.as_str()).collect();
-            ids.iter().all(|id| seen.contains(id.as_str()))
-        })
+        .wait_for_all(Duration::from_secs(60), "every event", &ids)
         .await;
     for w in workers {
         w.shutdown().await;

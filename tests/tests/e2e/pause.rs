@@ -49,28 +49,14 @@ async fn a_paused_tenant_waits_others_run_and_resume_runs_its_events_in_order() 
     let recorder = Recorder::default();
     let worker = start(&conn, &recorder);
     let publisher = Publisher::new(&conn);
-    let mut acme_ids: Vec<String> = publisher
-        .publish_many((0..10).map(|n| ("acme", Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
-    let mate_ids: Vec<String> = publisher
-        .publish_many((0..3).map(|n| (mate.as_str(), Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let mut acme_ids: Vec<String> = conveyor_tests::publish_pings(&conn, 10).await;
+    let mate_ids: Vec<String> = conveyor_tests::publish_pings_of(&conn, &mate, 3).await;
     // The partition's limit of 2 unacknowledged deliveries is not held by acme's events.
     recorder
-        .wait_for(
+        .wait_for_all(
             Duration::from_secs(20),
             "the partition mate's events",
-            |s| {
-                mate_ids
-                    .iter()
-                    .all(|id| s.iter().any(|r| &r.event_id == id))
-            },
+            &mate_ids,
         )
         .await;
     eventually(Duration::from_secs(10), "acme's events parked", || async {
@@ -140,12 +126,7 @@ async fn a_paused_group_keeps_its_events_across_a_restart_and_resumes_in_order()
     conveyor::pause::pause_group(&conn, "orders", None)
         .await
         .unwrap();
-    let ids: Vec<String> = Publisher::new(&conn)
-        .publish_many((0..5).map(|n| ("acme", Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let ids: Vec<String> = conveyor_tests::publish_pings(&conn, 5).await;
     let ran_in = |group: &'static str| {
         let recorder = recorder.clone();
         move || {

@@ -136,31 +136,17 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             span.record("outcome", "paused");
             // Like a dead letter: only the park publish is retried, with heartbeats.
             let parked = beat
-                .during(async {
-                    loop {
-                        match crate::pause::park(&rt.conn, &rt.name, &msg.message, stream_sequence)
-                            .await
-                        {
-                            Ok(()) => return true,
-                            Err(e) => {
-                                tracing::error!(error = %e, retry_in = ?DEAD_LETTER_RETRY, "could not park the paused tenant's event; retrying");
-                            }
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
-                            () = abort.cancelled() => return false,
-                        }
-                    }
-                })
+                .during(keep_trying(
+                    abort,
+                    "could not park the paused tenant's event",
+                    || crate::pause::park(&rt.conn, &rt.name, &msg.message, stream_sequence),
+                ))
                 .await;
             if parked {
                 tracing::info!("tenant paused: event parked");
                 send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
             } else {
-                rt.handbacks
-                    .record(&rt.name, stream_sequence, handed_back)
-                    .await;
-                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+                hand_back(rt, reply, stream_sequence, handed_back).await;
             }
             parked
         }
@@ -184,10 +170,7 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         Outcome::HandBack => {
             span.record("outcome", "handed-back");
             tracing::info!("shutdown: event handed back");
-            rt.handbacks
-                .record(&rt.name, stream_sequence, handed_back)
-                .await;
-            send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+            hand_back(rt, reply, stream_sequence, handed_back).await;
             false
         }
         Outcome::DeadLetter { kind, error } => {
@@ -208,20 +191,11 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             // its heartbeats meanwhile, so it is not redelivered to another process. Only a
             // shutdown past its grace hands it back unsettled.
             let stored = beat
-                .during(async {
-                    loop {
-                        match Box::pin(letter.publish(&rt.conn)).await {
-                            Ok(()) => return true,
-                            Err(e) => {
-                                tracing::error!(error = %e, retry_in = ?DEAD_LETTER_RETRY, "could not dead-letter; retrying the dead-letter publish");
-                            }
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
-                            () = abort.cancelled() => return false,
-                        }
-                    }
-                })
+                .during(keep_trying(
+                    abort,
+                    "could not dead-letter; retrying the dead-letter publish",
+                    || Box::pin(letter.publish(&rt.conn)),
+                ))
                 .await;
             if stored {
                 tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
@@ -229,12 +203,42 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 send_ack(&rt.conn, reply, body.into()).await;
             } else {
                 tracing::error!("shutdown: not dead-lettered yet; the event is handed back");
-                rt.handbacks
-                    .record(&rt.name, stream_sequence, handed_back)
-                    .await;
-                send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+                hand_back(rt, reply, stream_sequence, handed_back).await;
             }
             stored
+        }
+    }
+}
+
+/// Hands the delivery back without a result: counted as a hand-back, then `-NAK`.
+async fn hand_back<S>(
+    rt: &GroupRuntime<S>,
+    reply: async_nats::Subject,
+    stream_sequence: u64,
+    handed_back: u32,
+) {
+    rt.handbacks
+        .record(&rt.name, stream_sequence, handed_back)
+        .await;
+    send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+}
+
+/// Runs `attempt` until it succeeds, every [`DEAD_LETTER_RETRY`], logging each failure with
+/// `what`; false when `abort` (a shutdown past its grace) comes first.
+async fn keep_trying<F, Fut, E>(abort: &CancellationToken, what: &str, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        match attempt().await {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(error = %e, retry_in = ?DEAD_LETTER_RETRY, "{what}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DEAD_LETTER_RETRY) => {}
+            () = abort.cancelled() => return false,
         }
     }
 }
