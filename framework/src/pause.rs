@@ -69,6 +69,8 @@ pub struct Pause {
 pub enum PauseErrorKind {
     /// The group name breaks the `[A-Za-z0-9_-]{1,64}` rule.
     InvalidGroup,
+    /// The group has no consumers (no worker has run it yet).
+    UnknownGroup,
     /// The server could not store, read or re-publish.
     Unavailable,
 }
@@ -77,6 +79,7 @@ impl fmt::Display for PauseErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::InvalidGroup => "invalid group",
+            Self::UnknownGroup => "unknown group",
             Self::Unavailable => "pause store unavailable",
         })
     }
@@ -227,7 +230,17 @@ async fn set_group_pause(
             Some(until) => stream.pause_consumer(&name, until).await,
             None => stream.resume_consumer(&name).await,
         }
-        .map_err(|e| unavailable(&format!("cannot pause or resume consumer {name}"), e))?;
+        .map_err(|e| match e.kind() {
+            async_nats::jetstream::stream::ConsumerErrorKind::JetStream(j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+            {
+                Error::new(
+                    PauseErrorKind::UnknownGroup,
+                    format!("group {group:?} has no consumer {name}: run a worker of the group once first"),
+                )
+            }
+            _ => unavailable(&format!("cannot pause or resume consumer {name}"), e),
+        })?;
     }
     Ok(())
 }
