@@ -2,7 +2,10 @@
 //!
 //! Exit codes: 0 success, 1 failure (one `error:` line says what and how to fix it), 2 usage.
 
+mod dlq;
 mod groups;
+mod runs;
+mod status;
 mod tenants;
 
 use std::path::PathBuf;
@@ -11,8 +14,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use clap::{Args, Parser, Subcommand};
-use conveyor::topology::{DLQ_STREAM, EVENTS_STREAM, Topology, provision};
-use conveyor::{Connection, DeadLetter, EventOptions, Publisher};
+use conveyor::topology::{EVENTS_STREAM, Topology, provision};
+use conveyor::{Connection, EventOptions, Publisher};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -109,7 +112,7 @@ enum Command {
     },
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
-    Dlq(DlqCommand),
+    Dlq(dlq::DlqCommand),
     /// Follow events live, one line per event, until Ctrl-C.
     Tail {
         /// Only this tenant.
@@ -121,7 +124,7 @@ enum Command {
     },
     /// Run history of groups that record it: the runs of an event, or recent failures.
     #[command(subcommand)]
-    Runs(RunsCommand),
+    Runs(runs::RunsCommand),
     /// Pause and resume tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
@@ -142,94 +145,6 @@ enum Command {
         /// Why (kept with the cancellation).
         #[arg(long, default_value = "")]
         reason: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum RunsCommand {
-    /// Every recorded attempt at one event, in every group, with its state transitions.
-    Show {
-        /// The event id.
-        event_id: String,
-        /// Print JSON lines (one run record per line).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Events of a group whose latest attempt failed (retrying or dead-lettered), newest first.
-    Failed {
-        /// The group.
-        #[arg(long)]
-        group: String,
-        /// Only this tenant.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        /// Print JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Args, Clone, Default)]
-struct Filter {
-    /// Only this group.
-    #[arg(long)]
-    group: Option<String>,
-    /// Only this tenant.
-    #[arg(long)]
-    tenant: Option<String>,
-    /// Only this event type.
-    #[arg(long = "type")]
-    event_type: Option<String>,
-    /// Only this error kind (handler, decode, unknown-type, tenant-mismatch, type-mismatch, timeout, panic, max-deliveries).
-    #[arg(long)]
-    kind: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum DlqCommand {
-    /// List dead letters, newest first.
-    List {
-        #[command(flatten)]
-        filter: Filter,
-        /// Rows per page.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        /// Page number, from 1.
-        #[arg(long, default_value_t = 1)]
-        page: usize,
-        /// Print JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one dead letter: headers and body.
-    Show {
-        /// Its sequence in the DLQ stream.
-        seq: u64,
-    },
-    /// Re-publish dead letters to their original subjects; each is removed from the DLQ only
-    /// after the re-publish is acknowledged.
-    Replay {
-        /// One dead letter, by DLQ sequence.
-        seq: Option<u64>,
-        /// Every dead letter matching the filter (or all, without one).
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        filter: Filter,
-        /// Show what would be replayed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Delete dead letters matching the filter (all without one).
-    Purge {
-        #[command(flatten)]
-        filter: Filter,
-        /// Confirm; without it nothing is deleted.
-        #[arg(long)]
-        yes: bool,
     },
 }
 
@@ -337,16 +252,16 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Setup { topology, replicas } => setup(&cli.conn, &topology, replicas).await,
         Command::Status { json } => {
             let conn = connect(&cli.conn).await?;
-            explain(&conn, status(&conn, json).await)
+            explain(&conn, status::status(&conn, json).await)
         }
         Command::Dlq(cmd) => {
             let conn = connect(&cli.conn).await?;
-            explain(&conn, dlq(&conn, cmd).await)
+            explain(&conn, dlq::dlq(&conn, cmd).await)
         }
         Command::Tail { tenant, event_type } => tail(&cli.conn, tenant, event_type).await,
         Command::Runs(cmd) => {
             let conn = connect(&cli.conn).await?;
-            explain(&conn, runs(&conn, cmd).await)
+            explain(&conn, runs::runs(&conn, cmd).await)
         }
         Command::Groups(cmd) => {
             let conn = connect(&cli.conn).await?;
@@ -380,111 +295,6 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             explain(&conn, result)
         }
     }
-}
-
-async fn runs(conn: &Connection, cmd: RunsCommand) -> Result<(), Fail> {
-    use conveyor::history;
-    let (records, json, title) = match cmd {
-        RunsCommand::Show { event_id, json } => {
-            let records = history::runs_of_event(conn, &event_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            if records.is_empty() && !json {
-                println!(
-                    "no runs recorded for {event_id} (not handled yet, or its groups do not record history)"
-                );
-                return Ok(());
-            }
-            (records, json, false)
-        }
-        RunsCommand::Failed {
-            group,
-            tenant,
-            limit,
-            json,
-        } => {
-            // Group names follow the tenant id rule.
-            conveyor::TenantId::parse(group.as_str())
-                .map_err(|e| format!("invalid --group: {}", e.message()))?;
-            if let Some(t) = &tenant {
-                conveyor::TenantId::parse(t.as_str())
-                    .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
-            }
-            let records = history::recent_failures(conn, &group, tenant.as_deref(), limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            if records.is_empty() && !json {
-                println!("no failed runs in group {group}");
-                return Ok(());
-            }
-            (records, json, true)
-        }
-    };
-    if json {
-        for r in &records {
-            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
-        }
-        return Ok(());
-    }
-    if title {
-        println!(
-            "{:<24} {:<10} {:<22} {:>7} {:<14} EVENT / ERROR",
-            "UPDATED", "TENANT", "TYPE", "ATTEMPT", "STATE"
-        );
-        for r in &records {
-            println!(
-                "{:<24} {:<10} {:<22} {:>7} {:<14} {} {}",
-                r.updated_at()
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-                    .unwrap_or_default(),
-                r.tenant,
-                r.event_type,
-                format!("{}/{}", r.attempt, r.max_attempts),
-                r.state,
-                r.event_id,
-                r.error.as_deref().unwrap_or("")
-            );
-        }
-        return Ok(());
-    }
-    for r in &records {
-        println!(
-            "{} {} attempt {}/{} of {} ({}, tenant {}): {}",
-            r.group,
-            r.event_id,
-            r.attempt,
-            r.max_attempts,
-            r.event_type,
-            r.duration_ms
-                .map_or("running".to_owned(), |ms| format!("{ms} ms")),
-            r.tenant,
-            r.state
-        );
-        for t in &r.transitions {
-            println!(
-                "  {}  {:<14}{}",
-                t.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-                t.state.as_str(),
-                t.error
-                    .as_deref()
-                    .map(|e| format!(" {e}"))
-                    .unwrap_or_default()
-            );
-        }
-        if let Some(p) = &r.progress {
-            println!("  progress {}% {}", p.percent, p.message);
-        }
-        if let Some(at) = r.retry_at {
-            println!("  next attempt at {}", at.format("%Y-%m-%d %H:%M:%S%.3f"));
-        }
-        if r.sla_breached {
-            println!(
-                "  over its expected duration of {} ms",
-                r.expected_ms.unwrap_or(0)
-            );
-        }
-    }
-    Ok(())
 }
 
 async fn tail(
@@ -687,314 +497,4 @@ async fn setup(conn_args: &ConnArgs, path: &PathBuf, replicas: Option<usize>) ->
         report.len() - changed
     );
     Ok(())
-}
-
-async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail> {
-    let js = conn.jetstream();
-    let mut streams = Vec::new();
-    for name in [EVENTS_STREAM, DLQ_STREAM] {
-        let mut s = js
-            .get_stream(name)
-            .await
-            .map_err(|e| format!("stream {name} not found ({e}); run `conveyor setup`"))?;
-        let info = s.info().await.map_err(|e| e.to_string())?;
-        streams.push(
-            json!({"stream": name, "messages": info.state.messages, "bytes": info.state.bytes}),
-        );
-    }
-    let events = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| e.to_string())?;
-    // A group has one consumer per partition: its rows are summed.
-    let mut by_group: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
-    let mut infos = events.consumers();
-    let dead = dead_letters(conn).await?;
-    while let Some(info) = infos.next().await {
-        let info = info.map_err(|e| e.to_string())?;
-        let (group, _) = conveyor::partition::group_of_consumer(&info.name);
-        let row = by_group.entry(group.to_owned()).or_insert_with(|| {
-            json!({
-                "group": group,
-                "pending": 0u64,
-                "ack_pending": 0u64,
-                "redelivered": 0u64,
-                "waiting": 0u64,
-                "consumers": 0u64,
-                "paused": false,
-                "last_active": Value::Null,
-                "dead_letters": dead.iter().filter(|(_, d)| d.group == group).count(),
-            })
-        });
-        for (field, n) in [
-            ("pending", info.num_pending),
-            ("ack_pending", info.num_ack_pending as u64),
-            ("redelivered", info.num_redelivered as u64),
-            ("waiting", info.num_waiting as u64),
-            ("consumers", 1),
-        ] {
-            row[field] = json!(row[field].as_u64().unwrap_or(0) + n);
-        }
-        if info.paused {
-            row["paused"] = json!(true);
-        }
-        if let Some(t) = info.delivered.last_active {
-            let t = t.to_string();
-            if row["last_active"].as_str().is_none_or(|last| *last < *t) {
-                row["last_active"] = json!(t);
-            }
-        }
-    }
-    let groups: Vec<Value> = by_group.into_values().collect();
-    let leader = match js.get_key_value(conveyor::topology::LEASES_BUCKET).await {
-        Ok(store) => store
-            .get("scheduler")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_slice::<Value>(&v).ok()),
-        Err(_) => None,
-    };
-    let paused = conveyor::pause::paused(conn).await.unwrap_or_default();
-    let report = json!({"streams": streams, "groups": groups, "scheduler_leader": leader,
-        "paused": paused});
-    if as_json {
-        println!("{report}");
-        return Ok(());
-    }
-    println!("{:<10} {:>10} {:>12}", "stream", "messages", "bytes");
-    for s in &streams {
-        println!(
-            "{:<10} {:>10} {:>12}",
-            s["stream"].as_str().unwrap_or(""),
-            s["messages"],
-            s["bytes"]
-        );
-    }
-    println!();
-    println!(
-        "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12}  last active",
-        "group", "pending", "ack pending", "redelivered", "waiting", "dead letters"
-    );
-    for g in &groups {
-        println!(
-            "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12}  {}",
-            g["group"].as_str().unwrap_or(""),
-            g["pending"],
-            g["ack_pending"],
-            g["redelivered"],
-            g["waiting"],
-            g["dead_letters"],
-            match g["paused"].as_bool() {
-                Some(true) => format!("{} (paused)", g["last_active"].as_str().unwrap_or("-")),
-                _ => g["last_active"].as_str().unwrap_or("-").to_owned(),
-            }
-        );
-    }
-    println!();
-    match &leader {
-        Some(l) => println!(
-            "scheduler leader: {} (since {})",
-            l["node"].as_str().unwrap_or("?"),
-            l["since"].as_str().unwrap_or("?")
-        ),
-        None => println!("scheduler leader: none"),
-    }
-    for p in &paused {
-        println!("{}", tenants::describe(p));
-    }
-    Ok(())
-}
-
-/// Every dead letter with its DLQ sequence, oldest first.
-/// Every dead letter, oldest first, without bodies (for listings).
-async fn dead_letters(conn: &Connection) -> Result<Vec<(u64, DeadLetter)>, Fail> {
-    let mut out = Vec::new();
-    let mut letters = std::pin::pin!(conveyor::dlq::letters(conn, false));
-    while let Some(stored) = letters.next().await {
-        let stored = stored.map_err(|e| dlq_error(&e))?;
-        out.push((stored.sequence, stored.letter));
-    }
-    Ok(out)
-}
-
-/// The message `seq` of the `DLQ` stream.
-async fn dlq_message(
-    conn: &Connection,
-    seq: u64,
-) -> Result<async_nats::jetstream::message::StreamMessage, Fail> {
-    let stream = conn
-        .jetstream()
-        .get_stream(DLQ_STREAM)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .direct_get(seq)
-        .await
-        .map_err(|_| format!("no dead letter #{seq}; see `conveyor dlq list`"))
-}
-
-fn dlq_error(e: &conveyor::DeadLetterError) -> String {
-    match e.kind() {
-        conveyor::DeadLetterErrorKind::Read => {
-            format!("{e}; run `conveyor setup` if DLQ is missing")
-        }
-        _ => e.to_string(),
-    }
-}
-
-fn matches(f: &Filter, d: &DeadLetter) -> bool {
-    let (tenant, ty) =
-        conveyor::envelope::split_event_subject(&d.original_subject).unwrap_or(("", ""));
-    f.group.as_ref().is_none_or(|g| *g == d.group)
-        && f.tenant.as_ref().is_none_or(|t| t == tenant)
-        && f.event_type.as_ref().is_none_or(|t| t == ty)
-        && f.kind.as_ref().is_none_or(|k| k == d.kind.as_str())
-}
-
-fn filtered(all: Vec<(u64, DeadLetter)>, f: &Filter) -> Vec<(u64, DeadLetter)> {
-    all.into_iter().filter(|(_, d)| matches(f, d)).collect()
-}
-
-fn row(seq: u64, d: &DeadLetter) -> Value {
-    json!({
-        "seq": seq, "group": d.group, "subject": d.original_subject, "kind": d.kind.as_str(),
-        "attempts": d.attempts, "error": d.error, "failed_at": d.failed_at.to_rfc3339(),
-    })
-}
-
-async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> {
-    match cmd {
-        DlqCommand::List {
-            filter,
-            limit,
-            page,
-            json,
-        } => {
-            let mut rows = filtered(dead_letters(conn).await?, &filter);
-            rows.reverse();
-            let total = rows.len();
-            let start = limit.saturating_mul(page.max(1) - 1);
-            let shown: Vec<_> = rows.into_iter().skip(start).take(limit).collect();
-            if json {
-                for (seq, d) in &shown {
-                    println!("{}", row(*seq, d));
-                }
-                return Ok(());
-            }
-            println!(
-                "{:>6}  {:<16} {:<40} {:<15} {:>8}  error",
-                "seq", "group", "subject", "kind", "attempts"
-            );
-            for (seq, d) in &shown {
-                println!(
-                    "{seq:>6}  {:<16} {:<40} {:<15} {:>8}  {}",
-                    d.group,
-                    d.original_subject,
-                    d.kind.as_str(),
-                    d.attempts,
-                    d.error
-                );
-            }
-            println!("{} of {total} dead letters (page {page})", shown.len());
-            Ok(())
-        }
-        DlqCommand::Show { seq } => {
-            let m = dlq_message(conn, seq).await?;
-            println!("DLQ #{seq} on {}", m.subject);
-            for (name, values) in m.headers.iter() {
-                for v in values {
-                    println!("{name}: {v}");
-                }
-            }
-            println!();
-            println!("{}", String::from_utf8_lossy(&m.payload));
-            Ok(())
-        }
-        DlqCommand::Replay {
-            seq,
-            all,
-            filter,
-            dry_run,
-        } => {
-            if seq.is_some() == all {
-                return Err("give one DLQ sequence, or --all (with optional filters)".into());
-            }
-            let mut replayed = 0usize;
-            let mut matched = 0usize;
-            let mut replay_one = async |stored: conveyor::dlq::StoredLetter| -> Result<(), Fail> {
-                matched += 1;
-                let target = stored.replay_subject().map_err(|e| e.to_string())?;
-                if dry_run {
-                    println!(
-                        "would replay #{} to {target} for group {}",
-                        stored.sequence, stored.letter.group
-                    );
-                    return Ok(());
-                }
-                conveyor::dlq::replay(conn, &stored)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                replayed += 1;
-                if replayed.is_multiple_of(1000) {
-                    eprint!("\rreplayed {replayed}");
-                }
-                Ok(())
-            };
-            match seq {
-                Some(s) => {
-                    let m = dlq_message(conn, s).await?;
-                    let letter = DeadLetter::from_parts(&m.headers, m.payload.clone())
-                        .map_err(|e| format!("DLQ #{s} is not a dead letter: {e}"))?;
-                    replay_one(conveyor::dlq::StoredLetter {
-                        sequence: s,
-                        subject: m.subject.to_string(),
-                        letter,
-                    })
-                    .await?;
-                }
-                None => {
-                    // Streamed: each letter is replayed as it is read, none kept in memory.
-                    let mut letters = std::pin::pin!(conveyor::dlq::letters(conn, true));
-                    while let Some(stored) = letters.next().await {
-                        let stored = stored.map_err(|e| dlq_error(&e))?;
-                        if matches(&filter, &stored.letter) {
-                            replay_one(stored).await?;
-                        }
-                    }
-                }
-            }
-            if replayed >= 1000 {
-                eprintln!();
-            }
-            if dry_run {
-                println!("dry run: {matched} dead letters would be replayed");
-            } else {
-                println!("replayed {replayed} dead letters");
-            }
-            Ok(())
-        }
-        DlqCommand::Purge { filter, yes } => {
-            let chosen = filtered(dead_letters(conn).await?, &filter);
-            if !yes {
-                return Err(format!(
-                    "{} dead letters match; add --yes to delete them",
-                    chosen.len()
-                ));
-            }
-            let stream = conn
-                .jetstream()
-                .get_stream(DLQ_STREAM)
-                .await
-                .map_err(|e| e.to_string())?;
-            for (s, _) in &chosen {
-                stream
-                    .delete_message(*s)
-                    .await
-                    .map_err(|e| format!("could not delete #{s}: {e}"))?;
-            }
-            println!("purged {} dead letters", chosen.len());
-            Ok(())
-        }
-    }
 }
