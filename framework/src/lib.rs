@@ -4,7 +4,8 @@
 //! `events.<tenant>.<type>`; handler groups ([`Group`]) run plain async functions on them inside
 //! a [`Worker`], with acks, retries with backoff ([`RetryPolicy`]), heartbeats for long handlers,
 //! dead letters ([`dlq`]) and graceful shutdown. Any number of worker processes can run a group:
-//! they share its durable consumer.
+//! they share its durable consumers, one per tenant partition, served fairly
+//! ([`partition`]).
 //!
 //! # Quick tour
 //!

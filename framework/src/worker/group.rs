@@ -1,4 +1,5 @@
-//! Handler groups: a named set of handlers sharing one durable consumer, and their settings.
+//! Handler groups: a named set of handlers sharing the group's partition consumers, and their
+//! settings.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,8 +26,8 @@ pub enum StartFrom {
 pub struct GroupConfig {
     /// Handlers this process runs at once for the group (default 32). The pull batch follows it.
     pub concurrency: usize,
-    /// Deliveries without an ack across every process of the group: the cluster-wide limit
-    /// (default 1024).
+    /// Deliveries without an ack across every process of the group, per partition consumer
+    /// (default 1024): one tenant partition's cluster-wide limit.
     pub max_ack_pending: i64,
     /// How long the server waits for an ack before redelivering (default 30 s). Running
     /// handlers send in-progress heartbeats every third of it.
@@ -80,12 +81,14 @@ pub(crate) struct Route<S> {
     pub(crate) metrics: Option<RouteMetrics>,
 }
 
-/// A named set of handlers sharing one durable consumer.
+/// A named set of handlers sharing durable consumers: one per tenant partition
+/// (`<name>~p00` to `<name>~p15`, see [`crate::partition`]), so no tenant's backlog delays
+/// another's events.
 ///
-/// Every process that runs the group binds the same consumer, so starting more processes
+/// Every process that runs the group binds the same consumers, so starting more processes
 /// spreads the group's work; each event is delivered to one of them. Two groups that handle the
-/// same event type each get every event (fan-out). The name is the consumer's name: renaming a
-/// group starts a new consumer.
+/// same event type each get every event (fan-out). The name names the consumers: renaming a
+/// group starts new ones.
 ///
 /// ```
 /// use conveyor::{Context, Group, HandlerOptions, HandlerResult, RetryPolicy};
@@ -174,7 +177,7 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
         self
     }
 
-    /// Sets the cluster-wide limit of unacknowledged deliveries.
+    /// Sets the cluster-wide limit of unacknowledged deliveries of each partition consumer.
     pub fn max_ack_pending(mut self, n: i64) -> Self {
         self.config.max_ack_pending = n;
         self

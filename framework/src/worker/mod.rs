@@ -229,8 +229,9 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
     }
 }
 
-/// Runs handler groups: one durable pull consumer per group, with acks, retries with backoff,
-/// dead letters, heartbeats for long handlers and graceful shutdown.
+/// Runs handler groups: durable pull consumers per group (one per tenant partition, served
+/// fairly), with acks, retries with backoff, dead letters, heartbeats for long handlers and
+/// graceful shutdown.
 ///
 /// ```no_run
 /// use conveyor::{Connection, Context, Group, HandlerResult, Worker};

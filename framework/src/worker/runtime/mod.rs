@@ -1,4 +1,4 @@
-//! The per-group consumer loop and the handling of one delivery.
+//! A group's runtime: its partition loops and the handling of one delivery.
 
 mod consumer;
 mod pulling;

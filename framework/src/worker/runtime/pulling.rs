@@ -1,4 +1,4 @@
-//! Pulling: the group's consumer loop, pull requests sized to free handler slots, dispatch.
+//! Pulling: the group's partition loops, pull requests sized to free handler slots, fair dispatch.
 
 use super::*;
 
