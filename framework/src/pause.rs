@@ -168,6 +168,25 @@ pub async fn paused(conn: &Connection) -> Result<Vec<Pause>, PauseError> {
     Ok(out)
 }
 
+/// How many of `tenant`'s events wait in `PARKED` (for any group).
+pub async fn parked_count(conn: &Connection, tenant: &TenantId) -> Result<u64, PauseError> {
+    let stream = match conn.jetstream().get_stream(PARKED_STREAM).await {
+        Ok(s) => s,
+        // Nothing was ever parked.
+        Err(_) => return Ok(0),
+    };
+    let mut subjects = stream
+        .info_with_subjects(format!("parked.*.{tenant}.>"))
+        .await
+        .map_err(|e| unavailable("cannot read PARKED", e))?;
+    let mut total = 0u64;
+    while let Some(entry) = subjects.next().await {
+        let (_, n) = entry.map_err(|e| unavailable("cannot read PARKED", e))?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
 /// Removes the pause of `tenant` for `group` (`None`: the pause for every group), then
 /// re-publishes the tenant's events parked by that group (`None`: by any group), oldest first,
 /// and removes them from `PARKED`. Returns how many were re-published. A pause for every group

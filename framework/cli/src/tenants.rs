@@ -82,7 +82,13 @@ pub(crate) async fn run(conn: &Connection, cmd: TenantsCommand) -> Result<(), Fa
                 println!("no tenant is paused");
             }
             for p in &all {
-                println!("{}", describe(p));
+                let parked = match conveyor::TenantId::parse(&p.tenant) {
+                    Ok(t) => pause::parked_count(conn, &t)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    Err(_) => 0,
+                };
+                println!("{}; {parked} events parked", describe(p));
             }
             Ok(())
         }

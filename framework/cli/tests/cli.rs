@@ -646,11 +646,37 @@ async fn tenants_and_groups_are_paused_and_resumed_from_the_command_line() {
         "{:?}",
         text(&status)
     );
+    conveyor::Publisher::new(&conn)
+        .publish("acme", &Ping { n: 1 })
+        .await
+        .unwrap();
+    let worker = Worker::builder(&conn, Recorder::default())
+        .group(
+            Group::new("orders").handle(|_: Ping, ctx: Context<Recorder>| async move {
+                ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
+                Ok::<(), HandlerError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+        .spawn();
+    eventually(Duration::from_secs(10), "the event parked", || async {
+        text(&conveyor(&url, &["tenants", "paused"]))
+            .0
+            .contains("1 events parked")
+    })
+    .await;
+    worker.shutdown().await;
     let bad = conveyor(&url, &["tenants", "pause", "ac me"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).1.contains("invalid tenant"), "{:?}", text(&bad));
     let resume = conveyor(&url, &["tenants", "resume", "acme"]);
     assert!(resume.status.success(), "{:?}", text(&resume));
+    assert!(
+        text(&resume).0.contains("1 parked events re-published"),
+        "{:?}",
+        text(&resume)
+    );
     assert!(
         text(&conveyor(&url, &["tenants", "paused"]))
             .0
