@@ -19,6 +19,24 @@ fn conveyor(url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A worker running `group` with a handler that records every run in `recorder`.
+fn recording_worker(
+    conn: &conveyor::Connection,
+    group: &str,
+    recorder: &Recorder,
+) -> conveyor::WorkerHandle {
+    Worker::builder(conn, recorder.clone())
+        .group(
+            Group::new(group).handle(|_: Ping, ctx: Context<Recorder>| async move {
+                ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
+                Ok::<(), HandlerError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+        .spawn()
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -291,16 +309,7 @@ async fn dead_letters_can_be_listed_shown_replayed_and_purged() {
 
     // Now the handler works: replayed events are handled and leave the DLQ.
     let recorder = Recorder::default();
-    let fixed = Worker::builder(&conn, recorder.clone())
-        .group(
-            Group::new("billing").handle(|_: Ping, ctx: Context<Recorder>| async move {
-                ctx.state().record(ctx.event_id(), ctx.attempt(), "fixed");
-                Ok::<(), HandlerError>(())
-            }),
-        )
-        .build()
-        .unwrap()
-        .spawn();
+    let fixed = recording_worker(&conn, "billing", &recorder);
     let replay = conveyor(&url, &["dlq", "replay", "--all", "--group", "billing"]);
     assert!(replay.status.success(), "{:?}", text(&replay));
     assert!(text(&replay).0.contains("replayed 3 dead letters"));
@@ -650,16 +659,7 @@ async fn tenants_and_groups_are_paused_and_resumed_from_the_command_line() {
         .publish("acme", &Ping { n: 1 })
         .await
         .unwrap();
-    let worker = Worker::builder(&conn, Recorder::default())
-        .group(
-            Group::new("orders").handle(|_: Ping, ctx: Context<Recorder>| async move {
-                ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
-                Ok::<(), HandlerError>(())
-            }),
-        )
-        .build()
-        .unwrap()
-        .spawn();
+    let worker = recording_worker(&conn, "orders", &Recorder::default());
     eventually(Duration::from_secs(10), "the event parked", || async {
         text(&conveyor(&url, &["tenants", "paused"]))
             .0
@@ -691,17 +691,7 @@ async fn tenants_and_groups_are_paused_and_resumed_from_the_command_line() {
         "{:?}",
         text(&unknown)
     );
-    let recorder = Recorder::default();
-    let worker = Worker::builder(&conn, recorder.clone())
-        .group(
-            Group::new("billing").handle(|_: Ping, ctx: Context<Recorder>| async move {
-                ctx.state().record(ctx.event_id(), ctx.attempt(), "w");
-                Ok::<(), HandlerError>(())
-            }),
-        )
-        .build()
-        .unwrap()
-        .spawn();
+    let worker = recording_worker(&conn, "billing", &Recorder::default());
     eventually(Duration::from_secs(10), "the consumers", || async {
         conveyor::partition::group_counts(&conn, "billing")
             .await
