@@ -59,6 +59,11 @@ pub struct Cancellation {
     pub reason: String,
     /// When it was requested.
     pub requested_at: DateTime<Utc>,
+    /// How many schedules of the event (a delayed event, delayed retries; see
+    /// [`crate::delay`]) [`cancel`] removed before they fired; `None` when they could not be
+    /// removed (they are then skipped as cancelled when they fire). Not stored.
+    #[serde(skip)]
+    pub unscheduled: Option<u64>,
 }
 
 /// Why a cancellation could not be stored.
@@ -100,7 +105,8 @@ pub fn cancel_key(group: Option<&str>, tenant: &TenantId, event_id: &str) -> Str
 }
 
 /// Cancels `tenant`'s event `event_id` for `group` (`None`: for every group). Running handlers
-/// are told within moments; deliveries not yet started are skipped.
+/// are told within moments; deliveries not yet started are skipped; the event's schedules that
+/// have not fired (a delayed event, delayed retries) are removed.
 ///
 /// ```no_run
 /// # async fn run(conn: conveyor::Connection) -> Result<(), Box<dyn std::error::Error>> {
@@ -135,6 +141,7 @@ pub async fn cancel(
         group: group.map(str::to_owned),
         reason: reason.to_owned(),
         requested_at: Utc::now(),
+        unscheduled: None,
     };
     let body = serde_json::to_vec(&cancellation)
         .map_err(|e| Error::with_source(CancelErrorKind::Unavailable, "cannot encode", e))?;
@@ -148,6 +155,13 @@ pub async fn cancel(
                 e,
             )
         })?;
+    let mut cancellation = cancellation;
+    match crate::delay::unschedule(conn, tenant, event_id, group).await {
+        Ok(n) => cancellation.unscheduled = Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "cancellation stored; the event's schedules stay until they fire and are skipped")
+        }
+    }
     Ok(cancellation)
 }
 

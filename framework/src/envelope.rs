@@ -168,6 +168,9 @@ pub struct EventOptions {
     /// Groups bound to a lane ([`Group::lane`](crate::Group::lane)) handle it, so urgent events
     /// skip the backlog of the default lane.
     pub lane: Option<String>,
+    /// When the event becomes visible to groups (`None`: at once). A delayed event is stored
+    /// now, as a server message schedule (see [`crate::delay`]), and survives restarts.
+    pub deliver: Option<crate::delay::When>,
 }
 
 impl EventOptions {
@@ -199,6 +202,24 @@ impl EventOptions {
     /// Publishes on a lane (see [`EventOptions::lane`](Self#structfield.lane)).
     pub fn lane(mut self, lane: impl Into<String>) -> Self {
         self.lane = Some(lane.into());
+        self
+    }
+    /// Delivers the event `delay` after it is published (see [`crate::delay`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let in_three_days = conveyor::EventOptions::default()
+    ///     .id("review-reminder:order-1001")
+    ///     .delay(Duration::from_secs(3 * 24 * 3600));
+    /// # let _ = in_three_days;
+    /// ```
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.deliver = Some(crate::delay::When::After(delay));
+        self
+    }
+    /// Delivers the event at `time` (at once when `time` is not in the future).
+    pub fn deliver_at(mut self, time: DateTime<Utc>) -> Self {
+        self.deliver = Some(crate::delay::When::At(time));
         self
     }
     /// Adds a NATS header to the message.

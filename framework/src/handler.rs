@@ -462,6 +462,8 @@ pub struct RecordedEvent {
     pub traceparent: Option<String>,
     /// The lane it was published on (`None`: the default lane).
     pub lane: Option<String>,
+    /// When it becomes visible, for a delayed follow-up.
+    pub deliver_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone)]
@@ -724,11 +726,13 @@ fn record<E: Event>(
         causation_id: options.causation_id,
         traceparent: options.traceparent,
         lane: options.lane,
+        deliver_at: prepared.deliver_at,
     });
     Ok(Published {
         id: prepared.id,
         subject: prepared.subject,
         stream_sequence: log.len() as u64,
         duplicate: false,
+        deliver_at: prepared.deliver_at,
     })
 }

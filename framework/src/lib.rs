@@ -53,6 +53,7 @@
 
 pub mod connection;
 pub mod control;
+pub mod delay;
 pub mod dlq;
 pub mod envelope;
 pub mod error;

@@ -256,7 +256,18 @@ impl Topology {
                 source: crate::partition::SUBJECT_TRANSFORM_SOURCE.into(),
                 destination: crate::partition::SUBJECT_TRANSFORM_DESTINATION.into(),
             }),
-            ..base(EVENTS_STREAM, vec!["events.>".into()], &self.events)
+            // Delayed events and retries wait as message schedules in the stream their targets
+            // are in (see `crate::delay`); schedules outlive `max_age` with `Nats-TTL: never`.
+            allow_message_schedules: true,
+            allow_message_ttl: true,
+            ..base(
+                EVENTS_STREAM,
+                vec![
+                    "events.>".into(),
+                    format!("{}.>", crate::delay::DELAYED_SUBJECT_PREFIX),
+                ],
+                &self.events,
+            )
         };
         [
             events,
@@ -384,6 +395,8 @@ fn same_settings(actual: &stream::Config, desired: &stream::Config) -> bool {
         && actual.allow_direct == desired.allow_direct
         && actual.discard == desired.discard
         && actual.subject_transform == desired.subject_transform
+        && actual.allow_message_schedules == desired.allow_message_schedules
+        && actual.allow_message_ttl == desired.allow_message_ttl
 }
 
 fn rejected(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {

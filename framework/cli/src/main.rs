@@ -4,7 +4,9 @@
 
 mod dlq;
 mod groups;
+mod publish;
 mod runs;
+mod scheduled;
 mod status;
 mod tenants;
 
@@ -103,6 +105,12 @@ enum Command {
         /// Validate only; send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Deliver it this long from now (e.g. 10m, 3d): stored now, visible to groups then.
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
+        delay: Option<Duration>,
+        /// Deliver it at this time (RFC 3339, e.g. 2026-12-24T09:00:00Z).
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
     /// Streams, groups (consumers) and dead letters per group.
     Status {
@@ -131,8 +139,12 @@ enum Command {
     /// Pause and resume whole groups.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Delayed events and delayed retries waiting for their time.
+    #[command(subcommand)]
+    Scheduled(scheduled::ScheduledCommand),
     /// Cancel an event for a group: a running handler is told and stopped, a queued one is
-    /// skipped; either way it is acked as cancelled, not dead-lettered.
+    /// skipped, a delayed one is removed before it fires; either way it is acked as cancelled,
+    /// not dead-lettered.
     Cancel {
         /// The event id.
         event_id: String,
@@ -248,7 +260,30 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             id,
             source,
             dry_run,
-        } => publish(&cli.conn, &event_type, &tenant, &data, id, &source, dry_run).await,
+            delay,
+            at,
+        } => {
+            let request = publish::Request {
+                event_type,
+                tenant,
+                data,
+                id,
+                source,
+                dry_run,
+                deliver: match (delay, at) {
+                    (Some(d), _) => Some(conveyor::delay::When::After(d)),
+                    (None, Some(t)) => {
+                        Some(conveyor::delay::When::At(t.with_timezone(&chrono::Utc)))
+                    }
+                    (None, None) => None,
+                },
+            };
+            publish::publish(&cli.conn, request).await
+        }
+        Command::Scheduled(cmd) => {
+            let conn = connect(&cli.conn).await?;
+            explain(&conn, scheduled::run(&conn, cmd).await)
+        }
         Command::Setup { topology, replicas } => setup(&cli.conn, &topology, replicas).await,
         Command::Status { json } => {
             let conn = connect(&cli.conn).await?;
@@ -280,18 +315,30 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let tenant = conveyor::TenantId::parse(&tenant)
                 .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
             let conn = connect(&cli.conn).await?;
-            let result =
-                conveyor::control::cancel(&conn, &tenant, &event_id, group.as_deref(), &reason)
-                    .await
-                    .map(|_| {
-                        println!(
-                            "cancelled {event_id} of {tenant} for {}",
-                            group
-                                .as_deref()
-                                .map_or("every group".to_owned(), |g| format!("group {g}"))
-                        );
-                    })
-                    .map_err(|e| e.to_string());
+            let result = conveyor::control::cancel(
+                &conn,
+                &tenant,
+                &event_id,
+                group.as_deref(),
+                &reason,
+            )
+            .await
+            .map(|c| {
+                println!(
+                    "cancelled {event_id} of {tenant} for {}{}",
+                    group
+                        .as_deref()
+                        .map_or("every group".to_owned(), |g| format!("group {g}")),
+                    match c.unscheduled {
+                        Some(0) => String::new(),
+                        Some(n) => format!("; {n} schedule(s) removed before firing"),
+                        None =>
+                            "; its schedules could not be removed (they are skipped when they fire)"
+                                .to_owned(),
+                    }
+                );
+            })
+            .map_err(|e| e.to_string());
             explain(&conn, result)
         }
     }
@@ -361,69 +408,6 @@ fn explain(conn: &Connection, result: Result<(), Fail>) -> Result<(), Fail> {
         ),
         None => e,
     })
-}
-
-async fn publish(
-    conn_args: &ConnArgs,
-    event_type: &str,
-    tenant: &str,
-    data: &str,
-    id: Option<String>,
-    source: &str,
-    dry_run: bool,
-) -> Result<(), Fail> {
-    let tenant = conveyor::TenantId::parse(tenant)
-        .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
-    if conveyor_schemas::find(event_type).is_none() {
-        return Err(format!(
-            "unknown event type {event_type:?}; the catalog's types are in schemas/json/catalog.json"
-        ));
-    }
-    let text = match data.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
-        }
-        None => data.to_owned(),
-    };
-    let payload: Value =
-        serde_json::from_str(&text).map_err(|e| format!("--data is not JSON: {e}"))?;
-    conveyor_schemas::validate(event_type, &payload)
-        .map_err(|e| format!("invalid {event_type} payload: {e}"))?;
-    if dry_run {
-        println!("valid {event_type} event for tenant {tenant} (dry run: nothing sent)");
-        return Ok(());
-    }
-    // The id is chosen here, so a failure can name it for a retry without a duplicate.
-    let id = match id {
-        Some(id) => {
-            conveyor::envelope::validate_event_id(&id).map_err(|e| format!("invalid --id: {e}"))?;
-            id
-        }
-        None => conveyor::envelope::new_event_id(),
-    };
-    let conn = connect(conn_args).await?;
-    let published = Publisher::new(&conn)
-        .with_source(source)
-        .publish_untyped(tenant, event_type, &payload, EventOptions::default().id(id.clone()))
-        .await
-        .map_err(|e| match e.kind() {
-            conveyor::PublishErrorKind::Timeout => format!(
-                "{e}\nevent {id} may have been stored; to retry without a duplicate, run the same command with --id {id}"
-            ),
-            _ => e.to_string(),
-        })?;
-    println!(
-        "{} {} on {} (EVENTS #{})",
-        if published.duplicate {
-            "duplicate of"
-        } else {
-            "published"
-        },
-        published.id,
-        published.subject,
-        published.stream_sequence
-    );
-    Ok(())
 }
 
 async fn setup(conn_args: &ConnArgs, path: &PathBuf, replicas: Option<usize>) -> Result<(), Fail> {

@@ -42,6 +42,8 @@ pub enum PublishErrorKind {
     /// An extra header has an invalid name, or a value with control characters (CR, LF, ...);
     /// nothing was sent.
     InvalidHeader,
+    /// The delay is past any representable time; nothing was sent.
+    InvalidDelay,
     /// No stream captures the subject (the topology is not set up).
     NoStream,
     /// No ack arrived in time. The event may still have been stored: retrying with the same
@@ -63,6 +65,7 @@ impl fmt::Display for PublishErrorKind {
             Self::Encode => "encode failed",
             Self::InvalidId => "invalid event id",
             Self::InvalidHeader => "invalid header",
+            Self::InvalidDelay => "invalid delay",
             Self::NoStream => "no stream",
             Self::Timeout => "publish timed out",
             Self::PermissionDenied => "permission denied",
@@ -81,6 +84,7 @@ impl PublishErrorKind {
             Self::Encode => "encode",
             Self::InvalidId => "invalid_id",
             Self::InvalidHeader => "invalid_header",
+            Self::InvalidDelay => "invalid_delay",
             Self::NoStream => "no_stream",
             Self::Timeout => "timeout",
             Self::PermissionDenied => "permission_denied",
@@ -98,13 +102,16 @@ pub type PublishError = Error<PublishErrorKind>;
 pub struct Published {
     /// The event id (also its `Nats-Msg-Id`).
     pub id: String,
-    /// The subject it was stored under.
+    /// The subject it was stored under: `events.<tenant>.<type>`, or for a delayed event its
+    /// schedule's subject (see [`crate::delay`]).
     pub subject: String,
     /// Its sequence in the stream.
     pub stream_sequence: u64,
     /// True when the stream already held an event with this id (inside the duplicate window):
     /// nothing new was stored.
     pub duplicate: bool,
+    /// When a delayed event becomes visible; `None` for an event visible at once.
+    pub deliver_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Publishes typed, tenant-scoped events as CloudEvents to `events.<tenant>.<type>`.
@@ -313,6 +320,7 @@ impl Publisher {
             subject,
             body,
             headers,
+            deliver_at,
         } = prepared;
         let mut message = Publish::build()
             .payload(body)
@@ -322,7 +330,11 @@ impl Publisher {
             message = message.header(name.as_str(), value.as_str());
         }
         match send_message(&self.conn, subject, message).await {
-            Ok(sent) => Ok(PendingAck { id, sent }),
+            Ok(sent) => Ok(PendingAck {
+                id,
+                sent,
+                deliver_at,
+            }),
             Err(e) => Err(e.for_event(id)),
         }
     }
@@ -345,11 +357,16 @@ pub fn message_id(tenant: &TenantId, id: &str) -> String {
 struct PendingAck {
     id: String,
     sent: Sent,
+    deliver_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PendingAck {
     async fn finish(self) -> Result<Published, PublishError> {
-        let Self { id, sent } = self;
+        let Self {
+            id,
+            sent,
+            deliver_at,
+        } = self;
         let subject = sent.subject().to_owned();
         let ack = match sent.acked().await {
             Ok(ack) => ack,
@@ -360,6 +377,7 @@ impl PendingAck {
             subject,
             stream_sequence: ack.sequence,
             duplicate: ack.duplicate,
+            deliver_at,
         })
     }
 }

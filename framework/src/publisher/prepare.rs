@@ -20,6 +20,8 @@ pub(crate) struct Prepared {
     pub(crate) subject: String,
     pub(crate) body: Bytes,
     pub(crate) headers: Vec<(String, String)>,
+    /// When a delayed event becomes visible (it is then sent as a schedule).
+    pub(crate) deliver_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// Encodes a typed event. The payload is decoded back as `E` before anything is sent, so a
@@ -89,7 +91,14 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
     for (name, value) in &options.headers {
         check_header(name, value)?;
     }
-    let time = options.time.unwrap_or_else(Utc::now);
+    let now = Utc::now();
+    let deliver_at = match options.deliver {
+        Some(when) => when
+            .resolve(now)
+            .map_err(|m| Error::new(PublishErrorKind::InvalidDelay, m))?,
+        None => None,
+    };
+    let time = options.time.unwrap_or(now);
     let generated;
     let traceparent = match options.traceparent.as_deref() {
         Some(tp) => tp,
@@ -127,12 +136,22 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
             )
         })?;
     }
+    let target = envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref());
+    let mut headers = options.headers.clone();
+    let subject = match deliver_at {
+        Some(at) => {
+            headers.extend(crate::delay::schedule_headers(at, &target));
+            crate::delay::delayed_subject(&tenant, &id)
+        }
+        None => target,
+    };
     Ok(Prepared {
-        subject: envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref()),
+        subject,
         message_id: message_id(&tenant, &id),
         id,
         body: body.into(),
-        headers: options.headers.clone(),
+        headers,
+        deliver_at,
     })
 }
 

@@ -51,7 +51,15 @@ pub struct GroupConfig {
     /// process that handles it, in 8 delayed hand-backs, before it is dead-lettered as
     /// `unknown-type` (default 4 min). Hand-backs do not count as attempts.
     pub unknown_type_grace: Duration,
+    /// A retry that waits at least this long (default 10 s) is not a delayed Nak, which would
+    /// hold one of the partition's `max_ack_pending` deliveries for the whole wait: the delivery
+    /// is acked and a delayed copy for this group only is scheduled (see [`crate::delay`]). The
+    /// handler sees the same event id, attempt number, trace and correlation either way.
+    pub delayed_retry_after: Duration,
 }
+
+/// Default of [`GroupConfig::delayed_retry_after`].
+pub const DEFAULT_DELAYED_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 impl Default for GroupConfig {
     fn default() -> Self {
@@ -65,6 +73,7 @@ impl Default for GroupConfig {
             history: false,
             lane: None,
             unknown_type_grace: Duration::from_secs(240),
+            delayed_retry_after: DEFAULT_DELAYED_RETRY_AFTER,
         }
     }
 }
@@ -227,6 +236,13 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
     /// back before they are dead-lettered (see [`GroupConfig::unknown_type_grace`]).
     pub fn unknown_type_grace(mut self, grace: Duration) -> Self {
         self.config.unknown_type_grace = grace;
+        self
+    }
+
+    /// Sets from which retry delay on a retry is a delayed copy rather than a delayed Nak (see
+    /// [`GroupConfig::delayed_retry_after`]).
+    pub fn delayed_retry_after(mut self, after: Duration) -> Self {
+        self.config.delayed_retry_after = after;
         self
     }
 

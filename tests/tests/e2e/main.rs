@@ -5,6 +5,7 @@ mod bad_input;
 mod catalog_examples;
 mod cluster;
 mod dead_letters;
+mod delayed;
 mod dev_system;
 mod fairness;
 mod nats_config;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use conveyor::testing::NatsServer;
 use conveyor::topology::{Topology, provision};
-use conveyor::{Connection, Context, Group, HandlerError, PublishErrorKind, Publisher, Worker};
+use conveyor::{
+    Connection, Context, EventOptions, Group, HandlerError, PublishErrorKind, Publisher, Worker,
+};
 use conveyor_tests::{Ping, Recorder, eventually};
 
 async fn login(server: &NatsServer, user: &str, password: &str) -> Connection {
@@ -19,8 +21,15 @@ async fn login(server: &NatsServer, user: &str, password: &str) -> Connection {
     .with_timeout(Duration::from_secs(2))
 }
 
-async fn record(_: Ping, ctx: Context<Recorder>) -> Result<(), HandlerError> {
+async fn record(p: Ping, ctx: Context<Recorder>) -> Result<(), HandlerError> {
     ctx.state().record(ctx.event_id(), ctx.attempt(), "billing");
+    // Ping 5 is retried once, as a delayed copy the worker schedules with its own permissions.
+    if p.n == 5 && ctx.attempt() == 1 {
+        return Err(HandlerError::retry_after(
+            Duration::from_secs(1),
+            "partner busy",
+        ));
+    }
     Ok(())
 }
 
@@ -61,6 +70,22 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         PublishErrorKind::PermissionDenied,
         "{denied}"
     );
+    // Delayed events too: its own tenant's schedules only.
+    let later = EventOptions::default().delay(Duration::from_millis(500));
+    let delayed = publisher
+        .publish_with("acme", &Ping { n: 4 }, later.clone())
+        .await
+        .unwrap();
+    let denied = publisher
+        .publish_with("globex", &Ping { n: 4 }, later)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.kind(),
+        PublishErrorKind::PermissionDenied,
+        "{denied}"
+    );
+    let retried = publisher.publish("acme", &Ping { n: 5 }).await.unwrap();
 
     // The worker user runs its group (bound to the existing consumer) and handles the event.
     let worker_conn = login(&server, "worker_billing", "change-me-billing").await;
@@ -70,6 +95,7 @@ async fn each_user_can_do_its_job_and_nothing_else() {
             Group::new("billing")
                 .bind_only(true)
                 .history(true)
+                .delayed_retry_after(Duration::from_millis(500))
                 .handle(record),
         )
         .build()
@@ -79,7 +105,11 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         .wait_for(
             Duration::from_secs(10),
             "the restricted worker to handle the event",
-            |s| s.iter().any(|r| r.event_id == ok.id),
+            |s| {
+                s.iter().any(|r| r.event_id == ok.id)
+                    && s.iter().any(|r| r.event_id == delayed.id)
+                    && s.iter().any(|r| r.event_id == retried.id && r.attempt == 2)
+            },
         )
         .await;
     // It records run history (and watches cancellations) with its own permissions.

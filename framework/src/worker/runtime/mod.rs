@@ -52,6 +52,22 @@ static REPLAY_FOR: std::sync::LazyLock<Option<async_nats::HeaderName>> =
     std::sync::LazyLock::new(|| crate::dlq::REPLAY_FOR_HEADER.parse().ok());
 static RUN_KEY: std::sync::LazyLock<Option<async_nats::HeaderName>> =
     std::sync::LazyLock::new(|| crate::runs::RUN_KEY_HEADER.parse().ok());
+static ATTEMPTS_MADE: std::sync::LazyLock<Option<async_nats::HeaderName>> =
+    std::sync::LazyLock::new(|| crate::delay::ATTEMPT_HEADER.parse().ok());
+static SCHEDULER: std::sync::LazyLock<Option<async_nats::HeaderName>> =
+    std::sync::LazyLock::new(|| crate::delay::SCHEDULER_HEADER.parse().ok());
+
+/// The value of header `name` of `msg`, if any.
+fn header<'m>(
+    msg: &'m jetstream::Message,
+    name: &std::sync::LazyLock<Option<async_nats::HeaderName>>,
+) -> Option<&'m async_nats::HeaderValue> {
+    msg.message
+        .headers
+        .as_ref()
+        .zip(name.as_ref())
+        .and_then(|(h, name)| h.get(name.clone()))
+}
 
 /// Deliveries of a type this process has no handler for before it is dead-lettered as
 /// `unknown-type` (see [`GroupConfig::unknown_type_grace`]).
@@ -265,10 +281,15 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
     } else {
         0
     };
+    // A delayed retry copy carries the attempts made before it (see `crate::delay`).
+    let made_before = header(&msg, &ATTEMPTS_MADE)
+        .and_then(|v| v.as_str().parse::<u32>().ok())
+        .unwrap_or(0);
     let attempt = u32::try_from(delivered)
         .unwrap_or(u32::MAX)
         .saturating_sub(handed_back)
-        .max(1);
+        .max(1)
+        .saturating_add(made_before);
     let span = tracing::info_span!(
         "conveyor.delivery",
         group = %rt.name,
@@ -370,12 +391,7 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     tracking: &mut Tracking<'a>,
 ) -> Outcome {
     let span = tracing::Span::current();
-    if let Some(group) = msg
-        .message
-        .headers
-        .as_ref()
-        .zip(REPLAY_FOR.as_ref())
-        .and_then(|(h, name)| h.get(name.clone()))
+    if let Some(group) = header(msg, &REPLAY_FOR)
         && group.as_str() != rt.name
     {
         return Outcome::NotForThisGroup;
@@ -402,6 +418,17 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         return Outcome::dead(
             DeadLetterKind::TenantMismatch,
             format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
+        );
+    }
+    if let Some(scheduler) = header(msg, &SCHEDULER)
+        && crate::delay::scheduled_by_other_tenant(scheduler.as_str(), subject_tenant)
+    {
+        return Outcome::dead(
+            DeadLetterKind::TenantMismatch,
+            format!(
+                "the event was scheduled by {:?}, which is not a schedule of tenant {subject_tenant:?}",
+                scheduler.as_str()
+            ),
         );
     }
     if rt.metrics.is_some() {

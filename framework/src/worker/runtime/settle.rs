@@ -62,7 +62,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::DeadLetter { kind, .. } => Some(*kind),
         _ => None,
     };
-    let finished = settle_delivery(
+    let settled = settle_delivery(
         rt,
         msg,
         (&beat, abort),
@@ -71,7 +71,8 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
         outcome,
     )
     .await;
-    if finished && tracking.handed_back > 0 {
+    let finished = settled == Settled::Finished;
+    if settled != Settled::Pending && tracking.handed_back > 0 {
         rt.handbacks.forget(&rt.name, stream_sequence).await;
     }
     if let Some(m) = metrics {
@@ -98,8 +99,28 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     }
 }
 
-/// Acks, Naks or dead-letters the delivery. Returns true when the event is finished: acked, or
-/// stored as a dead letter.
+/// What settling left of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// The event is done: acked, or stored as a dead letter.
+    Finished,
+    /// The delivery is acked and the event waits as a delayed copy (a long retry).
+    Rescheduled,
+    /// The delivery is Nak'ed or handed back: the server delivers it again.
+    Pending,
+}
+
+impl From<bool> for Settled {
+    fn from(finished: bool) -> Self {
+        if finished {
+            Self::Finished
+        } else {
+            Self::Pending
+        }
+    }
+}
+
+/// Acks, Naks or dead-letters the delivery.
 async fn settle_delivery<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
     msg: &jetstream::Message,
@@ -107,10 +128,10 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
     (stream_sequence, handed_back): (u64, u32),
     attempt: u32,
     outcome: Outcome,
-) -> bool {
+) -> Settled {
     let span = tracing::Span::current();
     let reply = beat.reply.clone();
-    match outcome {
+    let finished = match outcome {
         Outcome::Ack => {
             span.record("outcome", "ack");
             tracing::debug!("handled");
@@ -163,6 +184,28 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         Outcome::Retry { delay, error } => {
             span.record("outcome", "retry");
             tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
+            if delay >= rt.config.delayed_retry_after {
+                // A long wait as a delayed Nak would hold a `max_ack_pending` slot throughout
+                // (nats-server#6093): the retry waits as a delayed copy instead.
+                let copied = beat
+                    .during(crate::delay::schedule_retry(
+                        &rt.conn,
+                        &rt.name,
+                        &msg.message,
+                        attempt,
+                        delay,
+                    ))
+                    .await;
+                match copied {
+                    Ok(()) => {
+                        send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+                        return Settled::Rescheduled;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not schedule the retry; it waits as a delayed Nak");
+                    }
+                }
+            }
             let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
             send_ack(&rt.conn, reply, body.into()).await;
             false
@@ -207,7 +250,8 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             }
             stored
         }
-    }
+    };
+    finished.into()
 }
 
 /// Hands the delivery back without a result: counted as a hand-back, then `-NAK`.
