@@ -128,15 +128,26 @@ pub(crate) fn scheduled_by_other_tenant(scheduler: &str, tenant: &str) -> bool {
     !(matches!(first, Some(DELAYED_SUBJECT_PREFIX | "events")) && second == Some(tenant))
 }
 
-/// Schedules a delayed copy of `msg` (a delivery of `group` whose attempt `attempt` failed) to
-/// be delivered to `group` only, `delay` from now, keeping its body (the event id, trace and
-/// correlation) and its headers. Awaits the stream's ack.
-pub(crate) async fn schedule_retry(
+/// A delayed copy of a delivery, for its group only.
+pub(crate) struct Copy {
+    /// Attempts the group made for the event so far.
+    pub(crate) attempts_made: u32,
+    /// When it is delivered.
+    pub(crate) at: DateTime<Utc>,
+    /// Its `Nats-Msg-Id` after the tenant, e.g. `retry:<group>:<id>:<attempt>`: the same for a
+    /// copy scheduled again after a crash, so it is stored once.
+    pub(crate) dedup: String,
+    /// The rate-limit slot it was given, if it waits for one.
+    pub(crate) rate_slot: Option<DateTime<Utc>>,
+}
+
+/// Schedules a delayed copy of `msg` (a delivery of `group`) for `group` only, keeping its body
+/// (the event id, trace and correlation) and its headers. Awaits the stream's ack.
+pub(crate) async fn schedule_copy(
     conn: &Connection,
     group: &str,
     msg: &async_nats::Message,
-    attempt: u32,
-    delay: Duration,
+    copy: Copy,
 ) -> Result<(), crate::PublishError> {
     use crate::publisher::PublishErrorKind as K;
     let stored = msg.subject.as_str();
@@ -153,22 +164,16 @@ pub(crate) async fn schedule_retry(
         .map_err(|e| Error::with_source(K::Encode, e.message().to_owned(), e))?
         .id
         .into_owned();
-    let at = When::After(delay)
-        .resolve(Utc::now())
-        .map_err(|m| Error::new(K::InvalidDelay, m))?
-        .unwrap_or_else(Utc::now);
     let mut message = async_nats::jetstream::message::PublishMessage::build()
         .payload(msg.payload.clone())
-        .message_id(format!(
-            "{tenant}:retry:{group}:{}:{attempt}",
-            escape_token(&id)
-        ));
+        .message_id(format!("{tenant}:{}", copy.dedup));
     if let Some(headers) = &msg.headers {
         for (name, values) in headers.iter() {
             let name: &str = name.as_ref();
             let ours = name.starts_with("Nats-")
                 || name.eq_ignore_ascii_case(ATTEMPT_HEADER)
-                || name.eq_ignore_ascii_case(crate::dlq::REPLAY_FOR_HEADER);
+                || name.eq_ignore_ascii_case(crate::dlq::REPLAY_FOR_HEADER)
+                || name.eq_ignore_ascii_case(crate::rate::RATE_SLOT_HEADER);
             if !ours {
                 for value in values {
                     message = message.header(name, value.as_str());
@@ -178,8 +183,14 @@ pub(crate) async fn schedule_retry(
     }
     message = message
         .header(crate::dlq::REPLAY_FOR_HEADER, group)
-        .header(ATTEMPT_HEADER, attempt.to_string().as_str());
-    for (name, value) in schedule_headers(at, &target) {
+        .header(ATTEMPT_HEADER, copy.attempts_made.to_string().as_str());
+    if let Some(slot) = copy.rate_slot {
+        message = message.header(
+            crate::rate::RATE_SLOT_HEADER,
+            slot.to_rfc3339_opts(SecondsFormat::Micros, true).as_str(),
+        );
+    }
+    for (name, value) in schedule_headers(copy.at, &target) {
         message = message.header(name.as_str(), value.as_str());
     }
     let subject = retry_subject(&tenant, &id, group);
@@ -188,6 +199,18 @@ pub(crate) async fn schedule_retry(
         .acked()
         .await
         .map(|_| ())
+}
+
+/// True when `scheduler` (a fired message's `Nats-Scheduler`) is a copy schedule of `group` for
+/// `tenant`: `delayed.<tenant>.r.<id>.<group>`. Only workers of the group may publish there.
+pub(crate) fn is_copy_of(scheduler: &str, tenant: &str, group: &str) -> bool {
+    scheduler
+        .strip_prefix(DELAYED_SUBJECT_PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+        .and_then(|s| s.strip_prefix(tenant))
+        .and_then(|s| s.strip_prefix(".r."))
+        .and_then(|s| s.strip_suffix(group))
+        .is_some_and(|id| id.ends_with('.') && id.len() > 1 && !id[..id.len() - 1].contains('.'))
 }
 
 /// Why listing or removing schedules failed.
@@ -424,6 +447,16 @@ mod tests {
         assert!(scheduled_by_other_tenant("delayed.globex.e.x", "acme"));
         assert!(scheduled_by_other_tenant("other.acme.e.x", "acme"));
         assert!(scheduled_by_other_tenant("", "acme"));
+    }
+
+    #[test]
+    fn copies_are_recognised_by_their_schedule() {
+        assert!(is_copy_of("delayed.acme.r.id-1.billing", "acme", "billing"));
+        assert!(!is_copy_of("delayed.acme.r.id-1.billing", "acme", "ledger"));
+        assert!(!is_copy_of("delayed.acme.r.id-1.billing", "acm", "billing"));
+        assert!(!is_copy_of("delayed.acme.e.id-1", "acme", "billing"));
+        assert!(!is_copy_of("delayed.acme.r.a.b.billing", "acme", "billing"));
+        assert!(!is_copy_of("delayed.acme.r..billing", "acme", "billing"));
     }
 
     #[test]

@@ -64,6 +64,7 @@ mod kvwatch;
 pub mod partition;
 pub mod pause;
 pub mod publisher;
+pub mod rate;
 pub mod retry;
 pub mod runs;
 pub mod sla;

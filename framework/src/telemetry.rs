@@ -67,6 +67,8 @@ pub enum Outcome {
     Skipped,
     /// The tenant is paused: the event was parked without running.
     Paused,
+    /// Over the group's rate limit: the event waits for its slot without running yet.
+    RateLimited,
 }
 
 impl Outcome {
@@ -80,10 +82,11 @@ impl Outcome {
             Self::HandedBack => "handed_back",
             Self::Skipped => "skipped",
             Self::Paused => "paused",
+            Self::RateLimited => "rate_limited",
         }
     }
 
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Self::Ok,
         Self::Retry,
         Self::DeadLetter,
@@ -91,6 +94,7 @@ impl Outcome {
         Self::HandedBack,
         Self::Skipped,
         Self::Paused,
+        Self::RateLimited,
     ];
 }
 
@@ -591,7 +595,7 @@ pub(crate) struct RouteMetrics {
     telemetry: Telemetry,
     group: String,
     event_type: String,
-    outcomes: [Counter; 7],
+    outcomes: [Counter; 8],
     pub(crate) duration: DurationHistogram,
     pub(crate) sla_breaches: Counter,
 }

@@ -315,16 +315,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let tenant = conveyor::TenantId::parse(&tenant)
                 .map_err(|e| format!("invalid --tenant: {}", e.message()))?;
             let conn = connect(&cli.conn).await?;
-            let result = conveyor::control::cancel(
-                &conn,
-                &tenant,
-                &event_id,
-                group.as_deref(),
-                &reason,
-            )
-            .await
-            .map(|c| {
-                println!(
+            let result =
+                conveyor::control::cancel(&conn, &tenant, &event_id, group.as_deref(), &reason)
+                    .await
+                    .map(|c| {
+                        println!(
                     "cancelled {event_id} of {tenant} for {}{}",
                     group
                         .as_deref()
@@ -337,8 +332,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                                 .to_owned(),
                     }
                 );
-            })
-            .map_err(|e| e.to_string());
+                    })
+                    .map_err(|e| e.to_string());
             explain(&conn, result)
         }
     }

@@ -709,3 +709,65 @@ async fn tenants_and_groups_are_paused_and_resumed_from_the_command_line() {
     assert!(resumed.status.success(), "{:?}", text(&resumed));
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_events_are_published_listed_and_cancelled_from_the_command_line() {
+    let (server, _conn) = server().await;
+    let url = server.url();
+    let data = r#"{"order_id":"o-1","fulfilled_at":"2026-11-22T09:00:00Z"}"#;
+    let publish = |extra: &[&str]| {
+        let mut args = vec![
+            "publish",
+            "order.fulfilled",
+            "--tenant",
+            "acme",
+            "--data",
+            data,
+        ];
+        args.extend_from_slice(extra);
+        conveyor(&url, &args)
+    };
+    let delayed = publish(&["--id", "review-1", "--delay", "1h"]);
+    let (out, err) = text(&delayed);
+    assert!(delayed.status.success(), "{out}{err}");
+    assert!(
+        out.contains("published review-1 on delayed.acme.e.review-1")
+            && out.contains("delivered at"),
+        "{out}"
+    );
+    let at = publish(&["--id", "review-2", "--at", "2099-01-01T09:00:00+01:00"]);
+    let (out, err) = text(&at);
+    assert!(at.status.success(), "{out}{err}");
+    assert!(out.contains("delivered at 2099-01-01T08:00:00"), "{out}");
+    let bad = publish(&["--at", "tomorrow"]);
+    assert_eq!(bad.status.code(), Some(2), "{:?}", text(&bad));
+
+    let list = conveyor(&url, &["scheduled", "list", "--tenant", "acme"]);
+    let (out, err) = text(&list);
+    assert!(list.status.success(), "{out}{err}");
+    assert!(
+        out.contains("acme order.fulfilled review-1 (delayed event)"),
+        "{out}"
+    );
+    assert!(
+        out.starts_with("2099-01-01T08:00:00") || out.contains("\n2099-01-01T08:00:00"),
+        "{out}"
+    );
+    let json = conveyor(&url, &["scheduled", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(rows[0]["target"], "events.acme.order.fulfilled");
+
+    let cancel = conveyor(&url, &["cancel", "review-1", "--tenant", "acme"]);
+    let (out, err) = text(&cancel);
+    assert!(cancel.status.success(), "{out}{err}");
+    assert!(out.contains("1 schedule(s) removed before firing"), "{out}");
+    let list = conveyor(&url, &["scheduled", "list", "--tenant", "globex"]);
+    assert_eq!(text(&list).0.trim(), "nothing scheduled");
+    let list = conveyor(&url, &["scheduled", "list"]);
+    let (out, _) = text(&list);
+    assert!(
+        !out.contains("review-1") && out.contains("review-2"),
+        "{out}"
+    );
+}

@@ -56,6 +56,8 @@ pub struct GroupConfig {
     /// is acked and a delayed copy for this group only is scheduled (see [`crate::delay`]). The
     /// handler sees the same event id, attempt number, trace and correlation either way.
     pub delayed_retry_after: Duration,
+    /// A cluster-wide rate limit of the group's runs (see [`crate::rate`]); default none.
+    pub rate_limit: Option<crate::rate::RateLimit>,
 }
 
 /// Default of [`GroupConfig::delayed_retry_after`].
@@ -74,6 +76,7 @@ impl Default for GroupConfig {
             lane: None,
             unknown_type_grace: Duration::from_secs(240),
             delayed_retry_after: DEFAULT_DELAYED_RETRY_AFTER,
+            rate_limit: None,
         }
     }
 }
@@ -243,6 +246,13 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
     /// [`GroupConfig::delayed_retry_after`]).
     pub fn delayed_retry_after(mut self, after: Duration) -> Self {
         self.config.delayed_retry_after = after;
+        self
+    }
+
+    /// Limits the group's runs across every process (see [`crate::rate`]): an event over the
+    /// limit waits for its slot as a delayed copy, holding no handler or `max_ack_pending` slot.
+    pub fn rate_limit(mut self, limit: crate::rate::RateLimit) -> Self {
+        self.config.rate_limit = Some(limit);
         self
     }
 

@@ -17,11 +17,15 @@
 //!   backlog of 400 waits, on the `high` lane and on the default lane;
 //! - `fairness` (run on its own: `-- fairness`): a quiet tenant's latency behind a noisy
 //!   tenant's backlog of 10 000 and 100 000 events, next to a plain single-consumer group of raw
-//!   async-nats, and the consumers of one group on two lanes with 100 000 tenants.
+//!   async-nats, and the consumers of one group on two lanes with 100 000 tenants;
+//! - `flow` (run on its own: `-- flow`): lateness of 1 000 delayed events (delays of 1 to 10 s)
+//!   next to raw schedule messages read by a raw consumer, and a group's throughput while 1 000
+//!   events wait for a retry in an hour, as delayed copies and as delayed Naks.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
 mod fairness;
+mod flow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -735,8 +739,9 @@ async fn main() -> BoxResult<()> {
         "observability" => observability(&conn).await,
         "priority" => priority(&conn).await,
         "fairness" => fairness::fairness(&conn).await,
+        "flow" => flow::flow(&conn).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow"
         )
         .into()),
     }

@@ -13,6 +13,7 @@ mod observability;
 mod pause;
 mod permissions;
 mod publish;
+mod rate_limits;
 mod replay;
 mod resilience;
 mod rolling_deploy;

@@ -56,6 +56,11 @@ static ATTEMPTS_MADE: std::sync::LazyLock<Option<async_nats::HeaderName>> =
     std::sync::LazyLock::new(|| crate::delay::ATTEMPT_HEADER.parse().ok());
 static SCHEDULER: std::sync::LazyLock<Option<async_nats::HeaderName>> =
     std::sync::LazyLock::new(|| crate::delay::SCHEDULER_HEADER.parse().ok());
+static RATE_SLOT: std::sync::LazyLock<Option<async_nats::HeaderName>> =
+    std::sync::LazyLock::new(|| crate::rate::RATE_SLOT_HEADER.parse().ok());
+
+/// A wait for a rate-limit slot this short is slept through in place rather than scheduled.
+const SHORT_RATE_WAIT: Duration = Duration::from_millis(20);
 
 /// The value of header `name` of `msg`, if any.
 fn header<'m>(
@@ -94,6 +99,8 @@ pub(crate) struct GroupRuntime<S> {
     cancels: Arc<Cancellations>,
     pauses: Arc<crate::pause::Pauses>,
     handbacks: Arc<HandBacks>,
+    /// The group's rate limit, if it has one.
+    limiter: Option<crate::rate::Limiter>,
     /// One bit per partition consumer this process is bound to.
     bound: Arc<AtomicU32>,
     /// Each partition consumer's ack floor (stream sequence) last read from the server; 0 when
@@ -173,7 +180,12 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             .unwrap_or(1);
         let history = config.history.then(|| HistoryWriter::new(conn.clone()));
         let unrouted = shared.metrics.as_ref().map(|m| m.route("unknown"));
+        let limiter = config
+            .rate_limit
+            .clone()
+            .map(|limit| crate::rate::Limiter::new(conn.clone(), limit));
         Self {
+            limiter,
             name,
             config,
             routes,
@@ -227,6 +239,10 @@ enum Outcome {
     NotForThisGroup,
     /// The tenant is paused for this group: the event is parked (see [`crate::pause`]).
     Park,
+    /// Over the group's rate limit: acked and copied to run at its slot (see [`crate::rate`]).
+    RateLimited {
+        slot: chrono::DateTime<Utc>,
+    },
 }
 
 impl Outcome {
@@ -342,6 +358,23 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
     .instrument(span)
     .await;
 }
+
+/// True when the delivery is a copy that already took its rate-limit slot: it carries the slot,
+/// was fired by the group's own copy schedule (which only the group's workers may publish), and
+/// is on time. A copy much later than its slot (its schedule fired while a server was down, with
+/// others) takes a new slot, so copies that fire together do not run together.
+fn holds_rate_slot(msg: &jetstream::Message, tenant: &str, group: &str) -> bool {
+    let on_time = header(msg, &RATE_SLOT)
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.as_str()).ok())
+        .is_some_and(|slot| Utc::now() <= slot + RATE_SLOT_GRACE);
+    on_time
+        && header(msg, &SCHEDULER)
+            .is_some_and(|s| crate::delay::is_copy_of(s.as_str(), tenant, group))
+}
+
+/// How late after its slot a rate-limited copy still runs on it: about two firing ticks of the
+/// server's schedules.
+const RATE_SLOT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
 
 /// The trace context of a handler run: a child of the event's `traceparent`, or a new trace.
 /// Records the span fields.
@@ -479,6 +512,34 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
                 policy.max_attempts
             ),
         );
+    }
+    if let Some(limiter) = &rt.limiter
+        && !holds_rate_slot(msg, subject_tenant, &rt.name)
+        && !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id)
+    {
+        let input = crate::rate::KeyInput {
+            tenant: &tenant,
+            event_type: &env.event_type,
+            data: env.data,
+        };
+        if let Some(key) = limiter.limit().key(&rt.name, input) {
+            match limiter.take(&key).await {
+                Ok(slot) => {
+                    let wait = (slot - Utc::now()).to_std().unwrap_or_default();
+                    if wait > SHORT_RATE_WAIT {
+                        return Outcome::RateLimited { slot };
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    // Never run over the limit: handed back (not an attempt) and asked again.
+                    tracing::warn!(error = %e, "rate limit unavailable; handed back");
+                    return Outcome::Elsewhere {
+                        delay: Duration::from_secs(1),
+                    };
+                }
+            }
+        }
     }
     if rt.history.is_some() {
         let mut record = RunRecord {

@@ -40,7 +40,10 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
                 Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
                 Outcome::HandBack => r.transition(RunState::HandedBack, None),
                 // Decided before a run record exists.
-                Outcome::NotForThisGroup | Outcome::Elsewhere { .. } | Outcome::Park => {}
+                Outcome::NotForThisGroup
+                | Outcome::Elsewhere { .. }
+                | Outcome::Park
+                | Outcome::RateLimited { .. } => {}
             }
             r.clone()
         });
@@ -57,6 +60,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::NotForThisGroup => TelemetryOutcome::Skipped,
         Outcome::Elsewhere { .. } => TelemetryOutcome::HandedBack,
         Outcome::Park => TelemetryOutcome::Paused,
+        Outcome::RateLimited { .. } => TelemetryOutcome::RateLimited,
     };
     let dead_kind = match &outcome {
         Outcome::DeadLetter { kind, .. } => Some(*kind),
@@ -187,13 +191,26 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             if delay >= rt.config.delayed_retry_after {
                 // A long wait as a delayed Nak would hold a `max_ack_pending` slot throughout
                 // (nats-server#6093): the retry waits as a delayed copy instead.
+                let copy = crate::delay::Copy {
+                    attempts_made: attempt,
+                    at: crate::delay::When::After(delay)
+                        .resolve(Utc::now())
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(Utc::now),
+                    dedup: format!(
+                        "retry:{}:{}:{attempt}",
+                        rt.name,
+                        crate::history::escape_token(&tracking_event_id(msg))
+                    ),
+                    rate_slot: None,
+                };
                 let copied = beat
-                    .during(crate::delay::schedule_retry(
+                    .during(crate::delay::schedule_copy(
                         &rt.conn,
                         &rt.name,
                         &msg.message,
-                        attempt,
-                        delay,
+                        copy,
                     ))
                     .await;
                 match copied {
@@ -209,6 +226,41 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
             let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
             send_ack(&rt.conn, reply, body.into()).await;
             false
+        }
+        Outcome::RateLimited { slot } => {
+            span.record("outcome", "rate-limited");
+            tracing::debug!(%slot, "over the group's rate limit; waits for its slot");
+            let copy = crate::delay::Copy {
+                attempts_made: attempt.saturating_sub(1),
+                at: slot,
+                dedup: format!("wait:{}:{stream_sequence}", rt.name),
+                rate_slot: Some(slot),
+            };
+            let copied = beat
+                .during(crate::delay::schedule_copy(
+                    &rt.conn,
+                    &rt.name,
+                    &msg.message,
+                    copy,
+                ))
+                .await;
+            match copied {
+                Ok(()) => {
+                    send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+                    return Settled::Rescheduled;
+                }
+                Err(e) => {
+                    // Handed back until its slot instead: it waits holding a slot, is not lost.
+                    tracing::warn!(error = %e, "could not schedule the rate-limited event; handed back until its slot");
+                    rt.handbacks
+                        .record(&rt.name, stream_sequence, handed_back)
+                        .await;
+                    let wait = (slot - Utc::now()).to_std().unwrap_or_default();
+                    let body = format!("-NAK {{\"delay\":{}}}", wait.as_nanos());
+                    send_ack(&rt.conn, reply, body.into()).await;
+                    false
+                }
+            }
         }
         Outcome::HandBack => {
             span.record("outcome", "handed-back");
@@ -252,6 +304,13 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         }
     };
     finished.into()
+}
+
+/// The event id of a delivery (empty when its envelope does not parse).
+fn tracking_event_id(msg: &jetstream::Message) -> String {
+    RawEnvelope::parse(&msg.message.payload)
+        .map(|e| e.id.into_owned())
+        .unwrap_or_default()
 }
 
 /// Hands the delivery back without a result: counted as a hand-back, then `-NAK`.

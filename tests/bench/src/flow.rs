@@ -1,0 +1,290 @@
+//! `flow`: flow control in time. How late delayed events run (Conveyor's publisher and worker
+//! next to raw async-nats schedule messages and a raw pull consumer), and the throughput of a
+//! group while many events wait for a retry in an hour: as delayed copies, as delayed Naks, and
+//! with no such events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use chrono::Utc;
+use conveyor::topology::EVENTS_STREAM;
+use conveyor::{
+    Connection, Context, Event, EventOptions, Group, HandlerError, HandlerOptions, HandlerResult,
+    Publisher, RetryPolicy, Worker,
+};
+use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{BoxResult, IN_FLIGHT, Tick, median, percentile, reset, round2, tick};
+
+/// Delayed events per lateness round.
+const DELAYED: u64 = 1000;
+/// Their delays are spread over 1 to 10 s.
+const MAX_DELAY_MS: u64 = 10_000;
+/// Events waiting for a retry in an hour.
+const WAITING: u64 = 1000;
+/// Fresh events handled next to them.
+const FRESH: u64 = 10_000;
+/// The group's limit of unacknowledged deliveries per partition consumer.
+const MAX_ACK_PENDING: i64 = 1024;
+const CONCURRENCY: usize = 64;
+/// Each fresh run's work.
+const WORK: Duration = Duration::from_millis(2);
+const ROUNDS: usize = 3;
+
+/// A delayed event carrying its due time.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Due {
+    seq: u64,
+    due_ms: i64,
+}
+
+impl Event for Due {
+    const TYPE: &'static str = "bench.due";
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn delay_of(seq: u64) -> u64 {
+    1000 + (seq * 7919) % (MAX_DELAY_MS - 1000)
+}
+
+type Lateness = Arc<std::sync::Mutex<Vec<f64>>>;
+
+async fn wait_len(l: &Lateness, n: usize, what: &str) -> BoxResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while l.lock().map(|l| l.len()).unwrap_or(0) < n {
+        if Instant::now() > deadline {
+            return Err(format!("{what}: not every delayed event ran").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn p50_p99(l: &Lateness) -> (f64, f64) {
+    let mut v = l.lock().map(|l| l.clone()).unwrap_or_default();
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+/// Conveyor: lateness (ms) of `DELAYED` delayed events, handler run time minus due time.
+async fn conveyor_lateness(conn: &Connection) -> BoxResult<(f64, f64)> {
+    reset(conn).await?;
+    let late: Lateness = Arc::default();
+    let worker = Worker::builder(conn, late.clone())
+        .backstop(false)
+        .group(Group::new("delays").concurrency(256).handle(
+            |e: Due, ctx: Context<Lateness>| async move {
+                if let Ok(mut l) = ctx.state().lock() {
+                    l.push((now_ms() - e.due_ms) as f64);
+                }
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .build()?
+        .spawn();
+    let start = now_ms();
+    let results = Publisher::new(conn)
+        .with_max_in_flight(IN_FLIGHT)
+        .publish_many_with((0..DELAYED).map(|seq| {
+            let delay = delay_of(seq);
+            let due = Due {
+                seq,
+                due_ms: start + delay as i64,
+            };
+            let at = chrono::DateTime::from_timestamp_millis(due.due_ms).unwrap_or_default();
+            ("acme", due, EventOptions::default().deliver_at(at))
+        }))
+        .await;
+    for r in results {
+        r?;
+    }
+    wait_len(&late, DELAYED as usize, "conveyor").await?;
+    worker.shutdown().await;
+    Ok(p50_p99(&late))
+}
+
+/// Raw async-nats: the same schedules as raw messages, read by a raw pull consumer.
+async fn raw_lateness(conn: &Connection) -> BoxResult<(f64, f64)> {
+    reset(conn).await?;
+    let js = conn.jetstream();
+    let stream = js.get_stream(EVENTS_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("raw_delays".into()),
+            ack_policy: AckPolicy::Explicit,
+            filter_subject: "events.acme.*.bench.raw".into(),
+            ..Default::default()
+        })
+        .await?;
+    let late: Lateness = Arc::default();
+    let reader_late = late.clone();
+    let reader = tokio::spawn(async move {
+        let mut messages = consumer.messages().await?;
+        while let Some(m) = messages.next().await {
+            let m = m?;
+            let due = std::str::from_utf8(&m.payload)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(0);
+            if let Ok(mut l) = reader_late.lock() {
+                l.push((now_ms() - due) as f64);
+            }
+            let _ = m.ack().await;
+        }
+        Ok::<(), crate::BoxError>(())
+    });
+    let start = now_ms();
+    let mut acks = futures::stream::FuturesOrdered::new();
+    for seq in 0..DELAYED {
+        let due_ms = start + delay_of(seq) as i64;
+        let at = chrono::DateTime::from_timestamp_millis(due_ms).unwrap_or_default();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Schedule", conveyor::delay::schedule_at(at).as_str());
+        headers.insert("Nats-Schedule-Target", "events.acme.bench.raw");
+        headers.insert("Nats-TTL", "never");
+        if acks.len() >= IN_FLIGHT
+            && let Some(r) = acks.next().await
+        {
+            let _: async_nats::jetstream::publish::PublishAck = r?;
+        }
+        let ack = js
+            .publish_with_headers(
+                format!("delayed.acme.e.raw-{seq}"),
+                headers,
+                due_ms.to_string().into(),
+            )
+            .await?;
+        acks.push_back(ack.into_future());
+    }
+    while let Some(r) = acks.next().await {
+        r?;
+    }
+    wait_len(&late, DELAYED as usize, "raw").await?;
+    reader.abort();
+    Ok(p50_p99(&late))
+}
+
+/// Events/s of `FRESH` events while `WAITING` events of the same tenant wait for a retry in an
+/// hour: `copies` true waits as delayed copies, false as delayed Naks; `WAITING` 0 for none.
+async fn throughput_next_to_retries(
+    conn: &Connection,
+    waiting: u64,
+    copies: bool,
+) -> BoxResult<f64> {
+    reset(conn).await?;
+    let fresh = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let state = (fresh.clone(), failed.clone());
+    let worker = Worker::builder(conn, state)
+        .backstop(false)
+        .group(
+            Group::new("partner")
+                .concurrency(CONCURRENCY)
+                .max_ack_pending(MAX_ACK_PENDING)
+                .delayed_retry_after(if copies {
+                    Duration::from_secs(10)
+                } else {
+                    Duration::MAX
+                })
+                .handler_defaults(
+                    HandlerOptions::default().retry(
+                        RetryPolicy::exponential(5, Duration::from_secs(1))
+                            .with_max_delay(Duration::from_secs(7200)),
+                    ),
+                )
+                .handle(
+                    move |e: Tick, ctx: Context<(Arc<AtomicU64>, Arc<AtomicU64>)>| async move {
+                        if e.seq < waiting {
+                            ctx.state().1.fetch_add(1, Ordering::Relaxed);
+                            return Err(HandlerError::retry_after(
+                                Duration::from_secs(3600),
+                                "partner API down",
+                            ));
+                        }
+                        tokio::time::sleep(WORK).await;
+                        ctx.state().0.fetch_add(1, Ordering::Relaxed);
+                        HandlerResult::Ok(())
+                    },
+                ),
+        )
+        .build()?
+        .spawn();
+    let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
+    for r in publisher
+        .publish_many((0..waiting).map(|i| ("acme", tick(i, 0))))
+        .await
+    {
+        r?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while failed.load(Ordering::Relaxed) < waiting {
+        if Instant::now() > deadline {
+            return Err("the failing events did not all run".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the last retries settle (copies acked, or Naks sent).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    for r in publisher
+        .publish_many((waiting..waiting + FRESH).map(|i| ("acme", tick(i, 0))))
+        .await
+    {
+        r?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while fresh.load(Ordering::Relaxed) < FRESH {
+        if Instant::now() > deadline {
+            return Err("the fresh events did not all run".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = FRESH as f64 / start.elapsed().as_secs_f64();
+    worker.shutdown().await;
+    Ok(rate)
+}
+
+pub(crate) async fn flow(conn: &Connection) -> BoxResult<()> {
+    let (mut c50, mut c99, mut r50, mut r99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let (p50, p99) = conveyor_lateness(conn).await?;
+        c50.push(p50);
+        c99.push(p99);
+        let (p50, p99) = raw_lateness(conn).await?;
+        r50.push(p50);
+        r99.push(p99);
+    }
+    println!(
+        "{}",
+        json!({"bench": "flow_delay", "events": DELAYED, "delays_s": "1-10", "rounds": ROUNDS,
+               "conveyor_late_p50_ms": round2(median(c50)), "conveyor_late_p99_ms": round2(median(c99)),
+               "raw_late_p50_ms": round2(median(r50)), "raw_late_p99_ms": round2(median(r99))})
+    );
+    let (mut none, mut copies, mut naks) = (vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        none.push(throughput_next_to_retries(conn, 0, true).await?);
+        copies.push(throughput_next_to_retries(conn, WAITING, true).await?);
+        naks.push(throughput_next_to_retries(conn, WAITING, false).await?);
+    }
+    let none = median(none);
+    println!(
+        "{}",
+        json!({"bench": "flow_long_retries", "waiting": WAITING, "fresh": FRESH,
+               "concurrency": CONCURRENCY, "max_ack_pending": MAX_ACK_PENDING, "work_ms": 2,
+               "rounds": ROUNDS,
+               "none_per_s": none.round(),
+               "delayed_copies_per_s": median(copies.clone()).round(),
+               "delayed_copies_vs_none": round2(median(copies) / none),
+               "delayed_naks_per_s": median(naks.clone()).round(),
+               "delayed_naks_vs_none": round2(median(naks) / none)})
+    );
+    Ok(())
+}
