@@ -93,8 +93,8 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 }
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
-/// tenant registry, run history (7 days), cancellations (7 days), paused tenants and hand-back
-/// counts (7 days).
+/// tenant registry, run history (7 days), cancellations (7 days), paused tenants, hand-back
+/// counts (7 days) and rate-limit slots (7 days).
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -132,6 +132,11 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             crate::worker::HANDBACKS_BUCKET,
             "Conveyor deliveries handed back without a result",
             HANDBACKS_MAX_AGE,
+        ),
+        bucket(
+            crate::rate::RATES_BUCKET,
+            "Conveyor rate-limit slots",
+            crate::rate::RATES_MAX_AGE,
         ),
     ]
 }

@@ -1,7 +1,7 @@
 //! `flow`: flow control in time. How late delayed events run (Conveyor's publisher and worker
 //! next to raw async-nats schedule messages and a raw pull consumer), and the throughput of a
 //! group while many events wait for a retry in an hour: as delayed copies, as delayed Naks, and
-//! with no such events.
+//! with no such events; and the accuracy of a cluster-wide rate limit over a minute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +35,9 @@ const CONCURRENCY: usize = 64;
 /// Each fresh run's work.
 const WORK: Duration = Duration::from_millis(2);
 const ROUNDS: usize = 3;
+/// The rate limit measured: runs a minute for the whole group.
+const RATE_LIMIT: u32 = 100;
+const RATE_WORKERS: usize = 4;
 
 /// A delayed event carrying its due time.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -252,7 +255,61 @@ async fn throughput_next_to_retries(
     Ok(rate)
 }
 
-pub(crate) async fn flow(conn: &Connection) -> BoxResult<()> {
+/// Rate-limit accuracy: a limit of `RATE_LIMIT` a minute for the whole group, `RATE_WORKERS`
+/// worker processes (each its own connection), a backlog of three minutes' worth; returns the
+/// runs in the first minute after the first run and the most runs within any 300 ms (half the
+/// slot interval: more than one there would be a burst above the burst size of 1).
+async fn rate_accuracy(url: &str, conn: &Connection) -> BoxResult<(usize, usize)> {
+    reset(conn).await?;
+    let runs: Lateness = Arc::default();
+    let origin = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..RATE_WORKERS {
+        let c = Connection::connect(url).await?;
+        workers.push(
+            Worker::builder(&c, (runs.clone(), origin))
+                .backstop(false)
+                .group(
+                    Group::new("limited")
+                        .rate_limit(conveyor::rate::RateLimit::per_group(
+                            RATE_LIMIT,
+                            Duration::from_secs(60),
+                        ))
+                        .handle(|_: Tick, ctx: Context<(Lateness, Instant)>| async move {
+                            let (runs, origin) = ctx.state();
+                            if let Ok(mut l) = runs.lock() {
+                                l.push(origin.elapsed().as_secs_f64() * 1000.0);
+                            }
+                            HandlerResult::Ok(())
+                        }),
+                )
+                .build()?
+                .spawn(),
+        );
+    }
+    for r in Publisher::new(conn)
+        .with_max_in_flight(IN_FLIGHT)
+        .publish_many((0..u64::from(RATE_LIMIT) * 3).map(|i| ("acme", tick(i, 0))))
+        .await
+    {
+        r?;
+    }
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let mut at = runs.lock().map(|l| l.clone()).unwrap_or_default();
+    at.sort_by(f64::total_cmp);
+    let first = at.first().copied().unwrap_or(0.0);
+    let in_minute = at.iter().filter(|t| **t < first + 60_000.0).count();
+    let burst = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t < at[i] + 300.0).count())
+        .max()
+        .unwrap_or(0);
+    Ok((in_minute, burst))
+}
+
+pub(crate) async fn flow(url: &str, conn: &Connection) -> BoxResult<()> {
     let (mut c50, mut c99, mut r50, mut r99) = (vec![], vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
         let (p50, p99) = conveyor_lateness(conn).await?;
@@ -285,6 +342,14 @@ pub(crate) async fn flow(conn: &Connection) -> BoxResult<()> {
                "delayed_copies_vs_none": round2(median(copies) / none),
                "delayed_naks_per_s": median(naks.clone()).round(),
                "delayed_naks_vs_none": round2(median(naks) / none)})
+    );
+    let (in_minute, burst) = rate_accuracy(url, conn).await?;
+    println!(
+        "{}",
+        json!({"bench": "flow_rate_limit", "limit_per_min": RATE_LIMIT, "burst": 1,
+               "workers": RATE_WORKERS, "runs_first_minute": in_minute,
+               "vs_limit": round2(in_minute as f64 / f64::from(RATE_LIMIT)),
+               "max_runs_in_300ms": burst})
     );
     Ok(())
 }

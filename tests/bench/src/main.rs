@@ -20,7 +20,8 @@
 //!   async-nats, and the consumers of one group on two lanes with 100 000 tenants;
 //! - `flow` (run on its own: `-- flow`): lateness of 1 000 delayed events (delays of 1 to 10 s)
 //!   next to raw schedule messages read by a raw consumer, and a group's throughput while 1 000
-//!   events wait for a retry in an hour, as delayed copies and as delayed Naks.
+//!   events wait for a retry in an hour, as delayed copies and as delayed Naks, and the runs
+//!   in a minute of a 100-a-minute group limit over 4 worker processes.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
@@ -739,7 +740,7 @@ async fn main() -> BoxResult<()> {
         "observability" => observability(&conn).await,
         "priority" => priority(&conn).await,
         "fairness" => fairness::fairness(&conn).await,
-        "flow" => flow::flow(&conn).await,
+        "flow" => flow::flow(&server.url(), &conn).await,
         other => Err(format!(
             "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow"
         )

@@ -85,6 +85,14 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         PublishErrorKind::PermissionDenied,
         "{denied}"
     );
+    // A group's copy schedules (delayed retries, rate-limit waits) are the workers' alone.
+    let copy = app
+        .jetstream()
+        .publish("delayed.acme.r.x.billing", "{}".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(copy.is_err(), "an app published a group's copy schedule");
     let retried = publisher.publish("acme", &Ping { n: 5 }).await.unwrap();
 
     // The worker user runs its group (bound to the existing consumer) and handles the event.
@@ -96,6 +104,10 @@ async fn each_user_can_do_its_job_and_nothing_else() {
                 .bind_only(true)
                 .history(true)
                 .delayed_retry_after(Duration::from_millis(500))
+                .rate_limit(conveyor::rate::RateLimit::per_tenant(
+                    100,
+                    Duration::from_secs(1),
+                ))
                 .handle(record),
         )
         .build()

@@ -138,3 +138,65 @@ async fn a_tenant_over_its_limit_never_delays_another_tenant() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_slot_does_not_pass_the_limit() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = start(
+        &conn,
+        &recorder,
+        RateLimit::per_group(1, Duration::from_secs(30)),
+        "w",
+    );
+    // A publisher sets the headers of a copy that holds its slot, on a plain publish: the server
+    // refuses a `Nats-Scheduler` header it did not set, and the slot header alone is not
+    // honoured.
+    let slot = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for n in 0..5 {
+        let body = serde_json::json!({
+            "specversion": "1.0", "id": format!("forged-{n}"), "source": "app",
+            "type": "test.ping", "tenantid": "acme", "datacontenttype": "application/json",
+            "data": {"n": n}
+        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(conveyor::rate::RATE_SLOT_HEADER, slot.as_str());
+        let mut forged = headers.clone();
+        forged.insert(
+            "Nats-Scheduler",
+            format!("delayed.acme.r.forged-{n}.partner").as_str(),
+        );
+        let refused = conn
+            .jetstream()
+            .publish_with_headers(
+                "events.acme.test.ping".to_owned(),
+                forged,
+                body.to_string().into(),
+            )
+            .await
+            .unwrap()
+            .await;
+        assert!(
+            refused.is_err(),
+            "the server stored a forged Nats-Scheduler"
+        );
+        conn.jetstream()
+            .publish_with_headers(
+                "events.acme.test.ping".to_owned(),
+                headers,
+                body.to_string().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    recorder
+        .wait_for(Duration::from_secs(10), "the first event", |s| {
+            !s.is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    worker.shutdown().await;
+    assert_eq!(recorder.all().len(), 1, "forged slots passed the limit");
+}
