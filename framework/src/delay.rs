@@ -95,6 +95,31 @@ pub fn delayed_subject(tenant: &TenantId, event_id: &str) -> String {
     )
 }
 
+/// Collapses a burst of events into one run (see [`EventOptions::debounce`](crate::EventOptions::debounce)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debounce {
+    /// The burst's key, within the tenant and event type.
+    pub key: String,
+    /// How long after the burst's last event it runs.
+    pub period: Duration,
+    /// How long after the burst's first event it runs at the latest (`None`: no limit, a steady
+    /// stream of events closer than `period` never runs until it pauses).
+    pub max_wait: Option<Duration>,
+}
+
+/// Header of a debounce schedule: when its burst's first event was published (RFC 3339).
+pub const DEBOUNCE_FIRST_HEADER: &str = "Conveyor-Debounce-First";
+
+/// The schedule subject of `tenant`'s debounced events of type `event_type` with `key`:
+/// `delayed.<tenant>.d.<escaped key>.<type>`. Each publish replaces the schedule, so the last
+/// event of a burst is the one that runs.
+pub fn debounce_subject(tenant: &TenantId, key: &str, event_type: &str) -> String {
+    format!(
+        "{DELAYED_SUBJECT_PREFIX}.{tenant}.d.{}.{event_type}",
+        escape_token(key)
+    )
+}
+
 /// The schedule subject of a delayed retry of `tenant`'s event `event_id` for `group`:
 /// `delayed.<tenant>.r.<escaped id>.<group>`.
 pub fn retry_subject(tenant: &TenantId, event_id: &str, group: &str) -> String {
@@ -247,7 +272,12 @@ fn unavailable(what: &str, e: impl fmt::Display) -> ScheduleError {
 pub enum ScheduledKind {
     /// An event published with a delay, for every group.
     Event,
-    /// A retry of a failed attempt, for one group.
+    /// The last event of a debounced burst.
+    Debounce {
+        /// The burst's key.
+        key: String,
+    },
+    /// A retry of a failed attempt, or an event waiting for its rate-limit slot, for one group.
     Retry {
         /// The group.
         group: String,
@@ -364,6 +394,9 @@ fn parse_scheduled(msg: &async_nats::Message, stream_sequence: u64) -> Option<Sc
                     .unwrap_or(0),
             }
         }
+        "d" => ScheduledKind::Debounce {
+            key: tokens.next().and_then(unescape_token).unwrap_or_default(),
+        },
         _ => ScheduledKind::Event,
     };
     let id_token = subject.split('.').nth(3);

@@ -171,6 +171,9 @@ pub struct EventOptions {
     /// When the event becomes visible to groups (`None`: at once). A delayed event is stored
     /// now, as a server message schedule (see [`crate::delay`]), and survives restarts.
     pub deliver: Option<crate::delay::When>,
+    /// Collapses a burst of events with the same key into one run (see
+    /// [`debounce`](Self::debounce)).
+    pub debounce: Option<crate::delay::Debounce>,
 }
 
 impl EventOptions {
@@ -220,6 +223,35 @@ impl EventOptions {
     /// Delivers the event at `time` (at once when `time` is not in the future).
     pub fn deliver_at(mut self, time: DateTime<Utc>) -> Self {
         self.deliver = Some(crate::delay::When::At(time));
+        self
+    }
+    /// Debounces the event: a burst of events of this type and tenant with the same `key`, each
+    /// published within `period` of the one before, becomes one run, of the burst's last event,
+    /// `period` after it (through a message schedule that each publish replaces; see
+    /// [`crate::delay`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // Re-index a document once its edits pause for 30 s.
+    /// let options = conveyor::EventOptions::default()
+    ///     .debounce("doc-42", Duration::from_secs(30))
+    ///     .debounce_max_wait(Duration::from_secs(300));
+    /// # let _ = options;
+    /// ```
+    pub fn debounce(mut self, key: impl Into<String>, period: std::time::Duration) -> Self {
+        self.debounce = Some(crate::delay::Debounce {
+            key: key.into(),
+            period,
+            max_wait: None,
+        });
+        self
+    }
+    /// Runs a debounced burst at the latest `max_wait` after its first event, even while events
+    /// keep coming (after [`debounce`](Self::debounce); without it, nothing happens).
+    pub fn debounce_max_wait(mut self, max_wait: std::time::Duration) -> Self {
+        if let Some(d) = &mut self.debounce {
+            d.max_wait = Some(max_wait);
+        }
         self
     }
     /// Adds a NATS header to the message.

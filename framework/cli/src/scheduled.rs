@@ -49,6 +49,10 @@ pub(crate) async fn run(conn: &Connection, cmd: ScheduledCommand) -> Result<(), 
                             }
                             _ => (None, None),
                         };
+                        let debounce_key = match &s.kind {
+                            ScheduledKind::Debounce { key } => Some(key.as_str()),
+                            _ => None,
+                        };
                         json!({
                             "tenant": s.tenant,
                             "event_id": s.event_id,
@@ -57,6 +61,7 @@ pub(crate) async fn run(conn: &Connection, cmd: ScheduledCommand) -> Result<(), 
                             "target": s.target,
                             "retry_for_group": group,
                             "attempts": attempts,
+                            "debounce_key": debounce_key,
                             "subject": s.subject,
                             "stream_sequence": s.stream_sequence,
                         })
@@ -73,7 +78,8 @@ pub(crate) async fn run(conn: &Connection, cmd: ScheduledCommand) -> Result<(), 
                     ScheduledKind::Retry { group, attempts } => {
                         format!("retry for {group} after {attempts} attempt(s)")
                     }
-                    _ => "delayed event".to_owned(),
+                    ScheduledKind::Debounce { key } => format!("debounced, key {key}"),
+                    ScheduledKind::Event => "delayed event".to_owned(),
                 };
                 println!(
                     "{} {} {} {} ({what})",

@@ -42,7 +42,8 @@ pub enum PublishErrorKind {
     /// An extra header has an invalid name, or a value with control characters (CR, LF, ...);
     /// nothing was sent.
     InvalidHeader,
-    /// The delay is past any representable time; nothing was sent.
+    /// The delay is past any representable time, or the debounce key is invalid (empty, over
+    /// 256 bytes, control characters) or given with a delay; nothing was sent.
     InvalidDelay,
     /// No stream captures the subject (the topology is not set up).
     NoStream,
@@ -319,9 +320,15 @@ impl Publisher {
             message_id,
             subject,
             body,
-            headers,
-            deliver_at,
+            mut headers,
+            mut deliver_at,
+            debounce_max_wait,
         } = prepared;
+        if let (Some(max_wait), Some(at)) = (debounce_max_wait, deliver_at) {
+            // The burst's first time comes from the schedule this publish replaces.
+            deliver_at =
+                Some(debounce_until(&self.conn, &subject, &mut headers, at, max_wait).await);
+        }
         let mut message = Publish::build()
             .payload(body)
             .message_id(message_id)
@@ -338,6 +345,50 @@ impl Publisher {
             Err(e) => Err(e.for_event(id)),
         }
     }
+}
+
+/// The due time of a debounced event whose own due time is `at`: at most `max_wait` after the
+/// first event of its burst, read from the schedule on `subject` that it replaces (none: this
+/// event starts the burst). Rewrites the schedule and first-time headers to match.
+async fn debounce_until(
+    conn: &Connection,
+    subject: &str,
+    headers: &mut [(String, String)],
+    at: chrono::DateTime<chrono::Utc>,
+    max_wait: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let stream = conn
+        .jetstream()
+        .get_stream_no_info(crate::topology::EVENTS_STREAM)
+        .await;
+    let first = match stream {
+        Ok(s) => s
+            .direct_get_last_for_subject(subject)
+            .await
+            .ok()
+            .and_then(|m| {
+                let v = m.headers.get(crate::delay::DEBOUNCE_FIRST_HEADER)?;
+                chrono::DateTime::parse_from_rfc3339(v.as_str()).ok()
+            }),
+        Err(_) => None,
+    };
+    let Some(first) = first.map(|f| f.with_timezone(&chrono::Utc)) else {
+        return at;
+    };
+    let latest = crate::delay::When::After(max_wait)
+        .resolve(first)
+        .ok()
+        .flatten()
+        .unwrap_or(first);
+    let due = at.min(latest);
+    for (name, value) in headers.iter_mut() {
+        if name == "Nats-Schedule" {
+            *value = crate::delay::schedule_at(due);
+        } else if name == crate::delay::DEBOUNCE_FIRST_HEADER {
+            *value = first.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        }
+    }
+    due
 }
 
 /// The `Nats-Msg-Id` of event `id` of `tenant`: `<tenant>:<id>`. JetStream de-duplicates by this

@@ -22,6 +22,8 @@ pub(crate) struct Prepared {
     pub(crate) headers: Vec<(String, String)>,
     /// When a delayed event becomes visible (it is then sent as a schedule).
     pub(crate) deliver_at: Option<chrono::DateTime<Utc>>,
+    /// A debounced event's `max_wait`: its burst's first time is looked up before sending.
+    pub(crate) debounce_max_wait: Option<std::time::Duration>,
 }
 
 /// Encodes a typed event. The payload is decoded back as `E` before anything is sent, so a
@@ -138,12 +140,41 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
     }
     let target = envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref());
     let mut headers = options.headers.clone();
-    let subject = match deliver_at {
-        Some(at) => {
-            headers.extend(crate::delay::schedule_headers(at, &target));
-            crate::delay::delayed_subject(&tenant, &id)
+    let mut debounce_max_wait = None;
+    let (subject, deliver_at) = match (&options.debounce, deliver_at) {
+        (Some(_), Some(_)) => {
+            return Err(Error::new(
+                PublishErrorKind::InvalidDelay,
+                "an event is either debounced or delayed, not both",
+            ));
         }
-        None => target,
+        (Some(d), None) => {
+            envelope::check_event_id(&d.key).map_err(|m| {
+                Error::new(
+                    PublishErrorKind::InvalidDelay,
+                    format!("invalid debounce key: {}", m.replace("event id", "key")),
+                )
+            })?;
+            let at = crate::delay::When::After(d.period)
+                .resolve(now)
+                .map_err(|m| Error::new(PublishErrorKind::InvalidDelay, m))?
+                .unwrap_or(now);
+            headers.extend(crate::delay::schedule_headers(at, &target));
+            headers.push((
+                crate::delay::DEBOUNCE_FIRST_HEADER.to_owned(),
+                now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ));
+            debounce_max_wait = d.max_wait;
+            (
+                crate::delay::debounce_subject(&tenant, &d.key, event_type),
+                Some(at),
+            )
+        }
+        (None, Some(at)) => {
+            headers.extend(crate::delay::schedule_headers(at, &target));
+            (crate::delay::delayed_subject(&tenant, &id), Some(at))
+        }
+        (None, None) => (target, None),
     };
     Ok(Prepared {
         subject,
@@ -152,6 +183,7 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
         body: body.into(),
         headers,
         deliver_at,
+        debounce_max_wait,
     })
 }
 

@@ -261,3 +261,121 @@ async fn a_schedule_cannot_deliver_into_another_tenant() {
     assert_eq!(letters[0].kind, DeadLetterKind::TenantMismatch);
     assert!(recorder.all().is_empty(), "the forged event ran");
 }
+
+fn start_recording_data(conn: &conveyor::Connection, recorder: &Recorder) -> WorkerHandle {
+    Worker::builder(conn, recorder.clone())
+        .group(
+            Group::new("indexer").handle(|p: Ping, ctx: Context<Recorder>| async move {
+                ctx.state()
+                    .record(ctx.event_id(), ctx.attempt(), &p.n.to_string());
+                Ok::<(), HandlerError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+        .spawn()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debounced_burst_runs_once_with_its_last_event() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = start_recording_data(&conn, &recorder);
+    let publisher = Publisher::new(&conn);
+    let period = Duration::from_secs(1);
+    let mut last = Instant::now();
+    for n in 0..5 {
+        publisher
+            .publish_with(
+                "acme",
+                &Ping { n },
+                EventOptions::default().debounce("doc-1", period),
+            )
+            .await
+            .unwrap();
+        // Another key and another tenant are bursts of their own.
+        if n == 0 {
+            publisher
+                .publish_with(
+                    "acme",
+                    &Ping { n: 100 },
+                    EventOptions::default().debounce("doc-2", period),
+                )
+                .await
+                .unwrap();
+            publisher
+                .publish_with(
+                    "globex",
+                    &Ping { n: 200 },
+                    EventOptions::default().debounce("doc-1", period),
+                )
+                .await
+                .unwrap();
+        }
+        last = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waiting = scheduled(&conn, None, 100).await.unwrap();
+    assert_eq!(waiting.len(), 3, "{waiting:?}");
+    assert!(waiting.iter().any(|s| s.kind
+        == ScheduledKind::Debounce {
+            key: "doc-1".into()
+        }));
+    recorder
+        .wait_for(Duration::from_secs(10), "three runs", |s| s.len() >= 3)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    worker.shutdown().await;
+    let runs = recorder.all();
+    let mut data: Vec<&str> = runs.iter().map(|r| r.worker.as_str()).collect();
+    data.sort_unstable();
+    assert_eq!(
+        data,
+        ["100", "200", "4"],
+        "one run per burst, with its last event"
+    );
+    let doc1 = runs.iter().find(|r| r.worker == "4").unwrap();
+    assert!(
+        doc1.at >= last + period - Duration::from_millis(5),
+        "ran before the burst ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debounced_burst_runs_at_its_max_wait_while_events_keep_coming() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let worker = start_recording_data(&conn, &recorder);
+    let publisher = Publisher::new(&conn);
+    let first = Instant::now();
+    // An event every 300 ms for 3.3 s: never a 1-second pause, but at most 1.5 s of waiting.
+    for n in 0..12 {
+        publisher
+            .publish_with(
+                "acme",
+                &Ping { n },
+                EventOptions::default()
+                    .debounce("feed", Duration::from_secs(1))
+                    .debounce_max_wait(Duration::from_millis(1500)),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let done = Instant::now();
+    recorder
+        .wait_for(Duration::from_secs(10), "the last burst", |s| {
+            s.iter().any(|r| r.worker == "11")
+        })
+        .await;
+    worker.shutdown().await;
+    let runs = recorder.all();
+    assert!(runs.len() >= 2 && runs.len() <= 4, "{runs:?}");
+    let early = runs.iter().filter(|r| r.at < done).count();
+    assert!(early >= 1, "no run while events kept coming: {runs:?}");
+    assert!(
+        runs[0].at - first < Duration::from_millis(2200),
+        "the first burst waited {:?}",
+        runs[0].at - first
+    );
+}

@@ -85,6 +85,24 @@ async fn each_user_can_do_its_job_and_nothing_else() {
         PublishErrorKind::PermissionDenied,
         "{denied}"
     );
+    // Debounced ones, reading the burst they join.
+    for n in [6, 7] {
+        publisher
+            .publish_with(
+                "acme",
+                &Ping { n },
+                EventOptions::default()
+                    .debounce("k", Duration::from_millis(300))
+                    .debounce_max_wait(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+    }
+    let refused = app.recent_permission_violation();
+    assert!(
+        refused.as_deref().is_none_or(|s| !s.starts_with("$JS.API")),
+        "reading the burst was refused: {refused:?}"
+    );
     // A group's copy schedules (delayed retries, rate-limit waits) are the workers' alone.
     let copy = app
         .jetstream()
