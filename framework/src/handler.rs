@@ -63,6 +63,14 @@ impl HandlerError {
         }
     }
 
+    /// A failure with the given retry behaviour.
+    pub(crate) fn with_retry(retry: Retry, error: impl Into<BoxError>) -> Self {
+        Self {
+            retry,
+            error: error.into(),
+        }
+    }
+
     /// A failure to retry after exactly `delay` (still bounded by the attempt limit).
     pub fn retry_after(delay: Duration, error: impl Into<BoxError>) -> Self {
         Self {

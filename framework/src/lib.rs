@@ -51,6 +51,7 @@
 //! handlers can be idempotent. The attempt number counts deliveries, including one that a crash
 //! or a shutdown interrupted.
 
+pub mod batch;
 pub mod connection;
 pub mod control;
 pub mod delay;

@@ -85,6 +85,8 @@ pub(crate) struct RouteSpec<S> {
     pub(super) event_type: &'static str,
     pub(super) handler: Arc<dyn ErasedHandler<S>>,
     pub(super) options: Option<HandlerOptions>,
+    /// Added to the handler's timeout: a batch event's run includes its wait for the batch.
+    pub(super) extra_timeout: Duration,
 }
 
 pub(crate) struct Route<S> {
@@ -159,6 +161,7 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
             event_type: E::TYPE,
             handler: Arc::new(Typed::<E, H>::new(handler)),
             options: None,
+            extra_timeout: Duration::ZERO,
         });
         self
     }
@@ -173,6 +176,24 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
             event_type: E::TYPE,
             handler: Arc::new(Typed::<E, H>::new(handler)),
             options: Some(options),
+            extra_timeout: Duration::ZERO,
+        });
+        self
+    }
+
+    /// Registers a batch handler for its event type: one run for up to `options.max_size`
+    /// events of one tenant, at most `options.max_wait` after the first (see [`crate::batch`]).
+    /// The handler's timeout counts from when the batch runs.
+    pub fn handle_batch<E: Event, H: crate::batch::BatchHandler<E, S>>(
+        mut self,
+        handler: H,
+        options: crate::batch::BatchOptions,
+    ) -> Self {
+        self.routes.push(RouteSpec {
+            event_type: E::TYPE,
+            handler: Arc::new(crate::batch::Batched::<E, H, S>::new(handler, &options)),
+            options: options.handler.clone(),
+            extra_timeout: options.max_wait,
         });
         self
     }
@@ -304,6 +325,7 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
                         state: state.clone(),
                     }) as Arc<dyn ErasedHandler<()>>,
                     options: r.options,
+                    extra_timeout: r.extra_timeout,
                 })
                 .collect(),
         }

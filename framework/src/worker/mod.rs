@@ -7,6 +7,7 @@ mod runtime;
 
 pub(crate) use group::Route;
 pub use group::{Group, GroupConfig, StartFrom};
+pub(crate) use runtime::panic_message;
 
 pub use handback::{HANDBACK_ALLOWANCE, HANDBACKS_BUCKET};
 
@@ -183,9 +184,10 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                         e,
                     )
                 })?;
-                let options = spec
+                let mut options = spec
                     .options
                     .unwrap_or_else(|| group.config.handler_defaults.clone());
+                options.timeout = options.timeout.saturating_add(spec.extra_timeout);
                 let route = Route {
                     handler: spec.handler,
                     options,

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod bad_input;
+mod batches;
 mod catalog_examples;
 mod cluster;
 mod dead_letters;

@@ -7,7 +7,8 @@ mod settle;
 
 use consumer::Known;
 pub(crate) use pulling::run_group;
-use run::{LiveProgress, panic_message, resume_panic, run_handler};
+pub(crate) use run::panic_message;
+use run::{LiveProgress, resume_panic, run_handler};
 use settle::settle;
 
 use std::collections::HashMap;

@@ -212,7 +212,7 @@ pub(super) async fn resume_panic(panic: Box<dyn std::any::Any + Send>) -> Handle
     std::panic::resume_unwind(panic)
 }
 
-pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
