@@ -1,7 +1,8 @@
 //! `flow`: flow control in time. How late delayed events run (Conveyor's publisher and worker
 //! next to raw async-nats schedule messages and a raw pull consumer), and the throughput of a
 //! group while many events wait for a retry in an hour: as delayed copies, as delayed Naks, and
-//! with no such events; and the accuracy of a cluster-wide rate limit over a minute.
+//! with no such events; a batch handler's throughput next to one run per event; and the accuracy
+//! of a cluster-wide rate limit over a minute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,6 +310,60 @@ async fn rate_accuracy(url: &str, conn: &Connection) -> BoxResult<(usize, usize)
     Ok((in_minute, burst))
 }
 
+/// Events per batch throughput round, and the cost of one call to the service a handler uses
+/// (an email API, say): the same for one event as for a batch.
+const BATCH_EVENTS: u64 = 20_000;
+const CALL: Duration = Duration::from_millis(5);
+
+/// Events/s of `BATCH_EVENTS` queued events handled one call per event (`batch` 0) or one call
+/// per batch of up to `batch`, with 256 handler slots.
+async fn batch_throughput(conn: &Connection, batch: usize) -> BoxResult<f64> {
+    reset(conn).await?;
+    for r in Publisher::new(conn)
+        .with_max_in_flight(IN_FLIGHT)
+        .publish_many((0..BATCH_EVENTS).map(|i| ("acme", tick(i, 0))))
+        .await
+    {
+        r?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let group = Group::new("digests").concurrency(256);
+    let group = if batch == 0 {
+        group.handle(|_: Tick, ctx: Context<Arc<AtomicU64>>| async move {
+            tokio::time::sleep(CALL).await;
+            ctx.state().fetch_add(1, Ordering::Relaxed);
+            HandlerResult::Ok(())
+        })
+    } else {
+        group.handle_batch(
+            |events: Vec<Tick>, ctx: conveyor::batch::BatchContext<Arc<AtomicU64>>| async move {
+                tokio::time::sleep(CALL).await;
+                if let Some(done) = ctx.state() {
+                    done.fetch_add(events.len() as u64, Ordering::Relaxed);
+                }
+                HandlerResult::Ok(())
+            },
+            conveyor::batch::BatchOptions::new(batch, Duration::from_millis(20)),
+        )
+    };
+    let start = Instant::now();
+    let worker = Worker::builder(conn, done.clone())
+        .backstop(false)
+        .group(group)
+        .build()?
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while done.load(Ordering::Relaxed) < BATCH_EVENTS {
+        if Instant::now() > deadline {
+            return Err("the batch round did not finish".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = BATCH_EVENTS as f64 / start.elapsed().as_secs_f64();
+    worker.shutdown().await;
+    Ok(rate)
+}
+
 pub(crate) async fn flow(url: &str, conn: &Connection) -> BoxResult<()> {
     let (mut c50, mut c99, mut r50, mut r99) = (vec![], vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
@@ -342,6 +397,20 @@ pub(crate) async fn flow(url: &str, conn: &Connection) -> BoxResult<()> {
                "delayed_copies_vs_none": round2(median(copies) / none),
                "delayed_naks_per_s": median(naks.clone()).round(),
                "delayed_naks_vs_none": round2(median(naks) / none)})
+    );
+    let (mut single, mut batched) = (vec![], vec![]);
+    for _ in 0..ROUNDS {
+        single.push(batch_throughput(conn, 0).await?);
+        batched.push(batch_throughput(conn, 100).await?);
+    }
+    let single = median(single);
+    let batched = median(batched);
+    println!(
+        "{}",
+        json!({"bench": "flow_batch", "events": BATCH_EVENTS, "call_ms": 5, "concurrency": 256,
+               "batch_max_size": 100, "rounds": ROUNDS,
+               "one_at_a_time_per_s": single.round(), "batched_per_s": batched.round(),
+               "batched_vs_one_at_a_time": round2(batched / single)})
     );
     let (in_minute, burst) = rate_accuracy(url, conn).await?;
     println!(

@@ -20,8 +20,9 @@
 //!   async-nats, and the consumers of one group on two lanes with 100 000 tenants;
 //! - `flow` (run on its own: `-- flow`): lateness of 1 000 delayed events (delays of 1 to 10 s)
 //!   next to raw schedule messages read by a raw consumer, and a group's throughput while 1 000
-//!   events wait for a retry in an hour, as delayed copies and as delayed Naks, and the runs
-//!   in a minute of a 100-a-minute group limit over 4 worker processes.
+//!   events wait for a retry in an hour, as delayed copies and as delayed Naks, a batch
+//!   handler's throughput next to one run per event, and the runs in a minute of a
+//!   100-a-minute group limit over 4 worker processes.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
