@@ -311,9 +311,27 @@ async fn rate_accuracy(url: &str, conn: &Connection) -> BoxResult<(usize, usize)
 }
 
 /// Events per batch throughput round, and the cost of one call to the service a handler uses
-/// (an email API, say): the same for one event as for a batch.
+/// (an email API, say): the same for one event as for a batch, with at most `SERVICE_CALLS`
+/// calls at once (the service's connection limit).
 const BATCH_EVENTS: u64 = 20_000;
 const CALL: Duration = Duration::from_millis(5);
+const SERVICE_CALLS: usize = 16;
+
+/// The handled-event count and the service's call limit.
+#[derive(Clone)]
+struct Service {
+    done: Arc<AtomicU64>,
+    calls: Arc<tokio::sync::Semaphore>,
+}
+
+impl Service {
+    async fn call(&self, events: u64) {
+        if let Ok(_permit) = self.calls.acquire().await {
+            tokio::time::sleep(CALL).await;
+        }
+        self.done.fetch_add(events, Ordering::Relaxed);
+    }
+}
 
 /// Events/s of `BATCH_EVENTS` queued events handled one call per event (`batch` 0) or one call
 /// per batch of up to `batch`, with 256 handler slots.
@@ -326,20 +344,22 @@ async fn batch_throughput(conn: &Connection, batch: usize) -> BoxResult<f64> {
     {
         r?;
     }
-    let done = Arc::new(AtomicU64::new(0));
+    let service = Service {
+        done: Arc::new(AtomicU64::new(0)),
+        calls: Arc::new(tokio::sync::Semaphore::new(SERVICE_CALLS)),
+    };
+    let done = service.done.clone();
     let group = Group::new("digests").concurrency(256);
     let group = if batch == 0 {
-        group.handle(|_: Tick, ctx: Context<Arc<AtomicU64>>| async move {
-            tokio::time::sleep(CALL).await;
-            ctx.state().fetch_add(1, Ordering::Relaxed);
+        group.handle(|_: Tick, ctx: Context<Service>| async move {
+            ctx.state().call(1).await;
             HandlerResult::Ok(())
         })
     } else {
         group.handle_batch(
-            |events: Vec<Tick>, ctx: conveyor::batch::BatchContext<Arc<AtomicU64>>| async move {
-                tokio::time::sleep(CALL).await;
-                if let Some(done) = ctx.state() {
-                    done.fetch_add(events.len() as u64, Ordering::Relaxed);
+            |events: Vec<Tick>, ctx: conveyor::batch::BatchContext<Service>| async move {
+                if let Some(service) = ctx.state() {
+                    service.call(events.len() as u64).await;
                 }
                 HandlerResult::Ok(())
             },
@@ -347,7 +367,7 @@ async fn batch_throughput(conn: &Connection, batch: usize) -> BoxResult<f64> {
         )
     };
     let start = Instant::now();
-    let worker = Worker::builder(conn, done.clone())
+    let worker = Worker::builder(conn, service)
         .backstop(false)
         .group(group)
         .build()?
@@ -407,7 +427,8 @@ pub(crate) async fn flow(url: &str, conn: &Connection) -> BoxResult<()> {
     let batched = median(batched);
     println!(
         "{}",
-        json!({"bench": "flow_batch", "events": BATCH_EVENTS, "call_ms": 5, "concurrency": 256,
+        json!({"bench": "flow_batch", "events": BATCH_EVENTS, "call_ms": 5,
+               "service_calls_at_once": SERVICE_CALLS, "concurrency": 256,
                "batch_max_size": 100, "rounds": ROUNDS,
                "one_at_a_time_per_s": single.round(), "batched_per_s": batched.round(),
                "batched_vs_one_at_a_time": round2(batched / single)})
