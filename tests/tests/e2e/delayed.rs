@@ -282,7 +282,8 @@ async fn a_debounced_burst_runs_once_with_its_last_event() {
     let recorder = Recorder::default();
     let worker = start_recording_data(&conn, &recorder);
     let publisher = Publisher::new(&conn);
-    let period = Duration::from_secs(1);
+    // Long enough that no burst ends before it is listed, on a loaded machine too.
+    let period = Duration::from_secs(3);
     let mut last = Instant::now();
     for n in 0..5 {
         publisher
@@ -322,7 +323,7 @@ async fn a_debounced_burst_runs_once_with_its_last_event() {
             key: "doc-1".into()
         }));
     recorder
-        .wait_for(Duration::from_secs(10), "three runs", |s| s.len() >= 3)
+        .wait_for(Duration::from_secs(15), "three runs", |s| s.len() >= 3)
         .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     worker.shutdown().await;
@@ -374,7 +375,7 @@ async fn a_debounced_burst_runs_at_its_max_wait_while_events_keep_coming() {
     let early = runs.iter().filter(|r| r.at < done).count();
     assert!(early >= 1, "no run while events kept coming: {runs:?}");
     assert!(
-        runs[0].at - first < Duration::from_millis(2200),
+        runs[0].at - first < Duration::from_millis(3000),
         "the first burst waited {:?}",
         runs[0].at - first
     );

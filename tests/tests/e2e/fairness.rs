@@ -73,12 +73,14 @@ async fn a_failing_tenant_does_not_take_the_groups_capacity() {
     let quiet = quiet_tenant();
     let recorder = Recorder::default();
     // Every event of acme fails and waits a minute before its retry (a dead endpoint); with a
-    // limit of 8 unacknowledged deliveries per partition, its retries fill its own partition.
+    // limit of 8 unacknowledged deliveries per partition, its retries (delayed Naks here: a
+    // retry shorter than `delayed_retry_after` is one) fill its own partition only.
     let worker = Worker::builder(&conn, recorder.clone())
         .group(
             Group::new("webhooks")
                 .concurrency(4)
                 .max_ack_pending(8)
+                .delayed_retry_after(Duration::MAX)
                 .handle_with(
                     |_: Ping, ctx: Context<Recorder>| async move {
                         slow(1, &ctx).await;
