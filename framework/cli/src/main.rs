@@ -87,31 +87,7 @@ enum Command {
         replicas: Option<usize>,
     },
     /// Publish one event after checking its type, tenant and payload against the catalog.
-    Publish {
-        /// The event type, e.g. order.created.
-        event_type: String,
-        /// The tenant.
-        #[arg(long)]
-        tenant: String,
-        /// The payload: JSON, or @file.
-        #[arg(long)]
-        data: String,
-        /// The event id (default: a new one).
-        #[arg(long)]
-        id: Option<String>,
-        /// The `source` attribute.
-        #[arg(long, default_value = "conveyor-cli")]
-        source: String,
-        /// Validate only; send nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Deliver it this long from now (e.g. 10m, 3d): stored now, visible to groups then.
-        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
-        delay: Option<Duration>,
-        /// Deliver it at this time (RFC 3339, e.g. 2026-12-24T09:00:00Z).
-        #[arg(long)]
-        at: Option<chrono::DateTime<chrono::FixedOffset>>,
-    },
+    Publish(publish::PublishArgs),
     /// Streams, groups (consumers) and dead letters per group.
     Status {
         /// Print JSON for scripts.
@@ -253,33 +229,7 @@ async fn connect(a: &ConnArgs) -> Result<Connection, Fail> {
 
 async fn run(cli: Cli) -> Result<(), Fail> {
     match cli.command {
-        Command::Publish {
-            event_type,
-            tenant,
-            data,
-            id,
-            source,
-            dry_run,
-            delay,
-            at,
-        } => {
-            let request = publish::Request {
-                event_type,
-                tenant,
-                data,
-                id,
-                source,
-                dry_run,
-                deliver: match (delay, at) {
-                    (Some(d), _) => Some(conveyor::delay::When::After(d)),
-                    (None, Some(t)) => {
-                        Some(conveyor::delay::When::At(t.with_timezone(&chrono::Utc)))
-                    }
-                    (None, None) => None,
-                },
-            };
-            publish::publish(&cli.conn, request).await
-        }
+        Command::Publish(args) => publish::publish(&cli.conn, args).await,
         Command::Scheduled(cmd) => {
             let conn = connect(&cli.conn).await?;
             explain(&conn, scheduled::run(&conn, cmd).await)

@@ -1,32 +1,58 @@
 //! `conveyor publish`: one event, checked against the catalog, now or delayed.
 
+use std::time::Duration;
+
+use clap::Args;
 use conveyor::delay::When;
 use conveyor::{EventOptions, Publisher};
 use serde_json::Value;
 
 use crate::{ConnArgs, Fail, connect};
 
-/// What `conveyor publish` was asked to send.
-pub(crate) struct Request {
-    pub(crate) event_type: String,
-    pub(crate) tenant: String,
-    pub(crate) data: String,
-    pub(crate) id: Option<String>,
-    pub(crate) source: String,
-    pub(crate) dry_run: bool,
-    pub(crate) deliver: Option<When>,
+/// What `conveyor publish` is asked to send.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The event type, e.g. order.created.
+    event_type: String,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// The payload: JSON, or @file.
+    #[arg(long)]
+    data: String,
+    /// The event id (default: a new one).
+    #[arg(long)]
+    id: Option<String>,
+    /// The `source` attribute.
+    #[arg(long, default_value = "conveyor-cli")]
+    source: String,
+    /// Validate only; send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Deliver it this long from now (e.g. 10m, 3d): stored now, visible to groups then.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
+    delay: Option<Duration>,
+    /// Deliver it at this time (RFC 3339, e.g. 2026-12-24T09:00:00Z).
+    #[arg(long)]
+    at: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
-pub(crate) async fn publish(conn_args: &ConnArgs, request: Request) -> Result<(), Fail> {
-    let Request {
+pub(crate) async fn publish(conn_args: &ConnArgs, args: PublishArgs) -> Result<(), Fail> {
+    let PublishArgs {
         event_type,
         tenant,
         data,
         id,
         source,
         dry_run,
-        deliver,
-    } = request;
+        delay,
+        at,
+    } = args;
+    let deliver = match (delay, at) {
+        (Some(d), _) => Some(When::After(d)),
+        (None, Some(t)) => Some(When::At(t.with_timezone(&chrono::Utc))),
+        (None, None) => None,
+    };
     let event_type = event_type.as_str();
     let tenant = conveyor::TenantId::parse(&tenant)
         .map_err(|e| format!("invalid --tenant: {}", e.message()))?;

@@ -80,15 +80,16 @@ async fn a_group_limit_holds_across_processes_and_a_server_restart() {
         "30 runs in {:?}",
         at[29] - at[0]
     );
-    // No 2-second window holds more than the limit, give or take the schedules' firing
-    // granularity (about 250 ms).
+    // No window of 1.75 s holds much more than the limit's 9 slots: a copy runs on its slot
+    // up to 500 ms late (the schedules fire in ticks of about 250 ms), later ones take a new
+    // slot.
     for (i, first) in at.iter().enumerate() {
         let within = at[i..]
             .iter()
             .take_while(|t| **t < *first + Duration::from_millis(1750))
             .count();
         assert!(
-            within <= 10,
+            within <= 12,
             "{within} runs within 1.75 s from {first:?}: {at:?}"
         );
     }

@@ -205,19 +205,8 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                     ),
                     rate_slot: None,
                 };
-                let copied = beat
-                    .during(crate::delay::schedule_copy(
-                        &rt.conn,
-                        &rt.name,
-                        &msg.message,
-                        copy,
-                    ))
-                    .await;
-                match copied {
-                    Ok(()) => {
-                        send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
-                        return Settled::Rescheduled;
-                    }
+                match reschedule(rt, msg, beat, copy).await {
+                    Ok(()) => return Settled::Rescheduled,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; it waits as a delayed Nak");
                     }
@@ -236,19 +225,8 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 dedup: format!("wait:{}:{stream_sequence}", rt.name),
                 rate_slot: Some(slot),
             };
-            let copied = beat
-                .during(crate::delay::schedule_copy(
-                    &rt.conn,
-                    &rt.name,
-                    &msg.message,
-                    copy,
-                ))
-                .await;
-            match copied {
-                Ok(()) => {
-                    send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
-                    return Settled::Rescheduled;
-                }
+            match reschedule(rt, msg, beat, copy).await {
+                Ok(()) => return Settled::Rescheduled,
                 Err(e) => {
                     // Handed back until its slot instead: it waits holding a slot, is not lost.
                     tracing::warn!(error = %e, "could not schedule the rate-limited event; handed back until its slot");
@@ -304,6 +282,25 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
         }
     };
     finished.into()
+}
+
+/// Schedules `copy` of the delivery for the group (with heartbeats while it is stored), then
+/// acks the delivery.
+async fn reschedule<S>(
+    rt: &GroupRuntime<S>,
+    msg: &jetstream::Message,
+    beat: &Heartbeat<'_>,
+    copy: crate::delay::Copy,
+) -> Result<(), crate::PublishError> {
+    beat.during(crate::delay::schedule_copy(
+        &rt.conn,
+        &rt.name,
+        &msg.message,
+        copy,
+    ))
+    .await?;
+    send_ack(&rt.conn, beat.reply.clone(), Bytes::from_static(b"+ACK")).await;
+    Ok(())
 }
 
 /// The event id of a delivery (empty when its envelope does not parse).
