@@ -167,13 +167,14 @@ pub(crate) struct Copy {
 }
 
 /// Schedules a delayed copy of `msg` (a delivery of `group`) for `group` only, keeping its body
-/// (the event id, trace and correlation) and its headers. Awaits the stream's ack.
+/// (the event id, trace and correlation) and its headers. Awaits the stream's ack; returns the
+/// copy's schedule subject.
 pub(crate) async fn schedule_copy(
     conn: &Connection,
     group: &str,
     msg: &async_nats::Message,
     copy: Copy,
-) -> Result<(), crate::PublishError> {
+) -> Result<String, crate::PublishError> {
     use crate::publisher::PublishErrorKind as K;
     let stored = msg.subject.as_str();
     let target = crate::partition::published_subject(stored);
@@ -219,11 +220,56 @@ pub(crate) async fn schedule_copy(
         message = message.header(name.as_str(), value.as_str());
     }
     let subject = retry_subject(&tenant, &id, group);
-    crate::publisher::send_message(conn, subject, message)
+    crate::publisher::send_message(conn, subject.clone(), message)
         .await?
         .acked()
         .await
-        .map(|_| ())
+        .map(|_| subject)
+}
+
+/// Makes the copy waiting on schedule `subject` fire now, by replacing its schedule with one due
+/// now (same body and headers). False when there is no such schedule any more (it fired): the
+/// replacement is conditional on the schedule being the subject's last message, so a copy that
+/// fired meanwhile is never scheduled twice.
+pub(crate) async fn wake(conn: &Connection, subject: &str) -> Result<bool, crate::PublishError> {
+    use crate::publisher::PublishErrorKind as K;
+    let stream = conn
+        .jetstream()
+        .get_stream_no_info(EVENTS_STREAM)
+        .await
+        .map_err(|e| Error::with_source(K::NoStream, "cannot reach the EVENTS stream", e))?;
+    let Ok(current) = stream.direct_get_last_for_subject(subject).await else {
+        return Ok(false);
+    };
+    let Some(target) = current
+        .headers
+        .get("Nats-Schedule-Target")
+        .map(|v| v.as_str().to_owned())
+    else {
+        return Ok(false);
+    };
+    let mut message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(current.payload.clone())
+        .message_id(format!("wake:{subject}:{}", current.sequence))
+        .expected_last_subject_sequence(current.sequence);
+    for (name, values) in current.headers.iter() {
+        let name: &str = name.as_ref();
+        if !name.starts_with("Nats-") {
+            for value in values {
+                message = message.header(name, value.as_str());
+            }
+        }
+    }
+    for (name, value) in schedule_headers(Utc::now(), &target) {
+        message = message.header(name.as_str(), value.as_str());
+    }
+    let sent = crate::publisher::send_message(conn, subject.to_owned(), message).await?;
+    match sent.acked().await {
+        Ok(_) => Ok(true),
+        // The copy fired (or was replaced) between the read and the replacement.
+        Err(e) if e.kind() == K::Other => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// True when `scheduler` (a fired message's `Nats-Scheduler`) is a copy schedule of `group` for

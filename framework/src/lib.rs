@@ -52,6 +52,7 @@
 //! or a shutdown interrupted.
 
 pub mod batch;
+pub mod concurrency;
 pub mod connection;
 pub mod control;
 pub mod delay;
@@ -68,6 +69,7 @@ pub mod publisher;
 pub mod rate;
 pub mod retry;
 pub mod runs;
+pub mod scope;
 pub mod sla;
 pub mod store;
 pub mod telemetry;

@@ -34,13 +34,11 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::history::escape_token;
-use crate::tenant::TenantId;
+pub use crate::scope::{KeyFn, KeyInput, Scope};
 
 /// The bucket of rate-limit slots.
 pub const RATES_BUCKET: &str = "conveyor_rates";
@@ -49,41 +47,6 @@ pub const RATES_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Header of a delayed copy waiting for its rate-limit slot: the slot (RFC 3339). A copy fired
 /// from the group's own schedule with this header runs without taking another slot.
 pub const RATE_SLOT_HEADER: &str = "Conveyor-Rate-Slot";
-
-/// What a per-key limit sees of an event to derive its key.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyInput<'a> {
-    /// The event's tenant.
-    pub tenant: &'a TenantId,
-    /// Its type.
-    pub event_type: &'a str,
-    /// Its `data`, still encoded as JSON.
-    pub data: &'a RawValue,
-}
-
-/// Derives a per-key limit's key from an event; `None`: the event is not limited.
-pub type KeyFn = Arc<dyn Fn(KeyInput<'_>) -> Option<String> + Send + Sync>;
-
-/// Whose runs a limit counts.
-#[derive(Clone)]
-pub enum RateScope {
-    /// Every run of the group.
-    Group,
-    /// Each tenant's runs apart.
-    Tenant,
-    /// Each key's runs apart, the key derived from the event (within its tenant).
-    Key(KeyFn),
-}
-
-impl fmt::Debug for RateScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Group => "Group",
-            Self::Tenant => "Tenant",
-            Self::Key(_) => "Key(..)",
-        })
-    }
-}
 
 /// A cluster-wide rate limit of a group: at most `limit` runs per `period`, evenly spaced, with
 /// up to `burst` at once.
@@ -96,7 +59,7 @@ pub struct RateLimit {
     /// Runs that may start at once (at least 1; default 1: evenly spaced).
     pub burst: u32,
     /// Whose runs are counted.
-    pub scope: RateScope,
+    pub scope: Scope,
 }
 
 impl PartialEq for RateLimit {
@@ -109,7 +72,7 @@ impl PartialEq for RateLimit {
 }
 
 impl RateLimit {
-    fn new(limit: u32, period: Duration, scope: RateScope) -> Self {
+    fn new(limit: u32, period: Duration, scope: Scope) -> Self {
         Self {
             limit: limit.max(1),
             period,
@@ -120,12 +83,12 @@ impl RateLimit {
 
     /// At most `limit` runs per `period` for the whole group.
     pub fn per_group(limit: u32, period: Duration) -> Self {
-        Self::new(limit, period, RateScope::Group)
+        Self::new(limit, period, Scope::Group)
     }
 
     /// At most `limit` runs per `period` for each tenant.
     pub fn per_tenant(limit: u32, period: Duration) -> Self {
-        Self::new(limit, period, RateScope::Tenant)
+        Self::new(limit, period, Scope::Tenant)
     }
 
     /// At most `limit` runs per `period` for each key that `key` derives from an event (keys are
@@ -146,7 +109,7 @@ impl RateLimit {
         period: Duration,
         key: impl Fn(KeyInput<'_>) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        Self::new(limit, period, RateScope::Key(Arc::new(key)))
+        Self::new(limit, period, Scope::Key(Arc::new(key)))
     }
 
     /// Lets up to `burst` runs start at once (at least 1).
@@ -164,13 +127,7 @@ impl RateLimit {
 
     /// The bucket key counting `input`'s run in `group`; `None`: not limited.
     pub(crate) fn key(&self, group: &str, input: KeyInput<'_>) -> Option<String> {
-        match &self.scope {
-            RateScope::Group => Some(format!("{group}.=all")),
-            RateScope::Tenant => Some(format!("{group}.{}", input.tenant)),
-            RateScope::Key(f) => {
-                f(input).map(|k| format!("{group}.{}.{}", input.tenant, escape_token(&k)))
-            }
-        }
+        self.scope.key(group, input)
     }
 }
 
@@ -295,6 +252,8 @@ const BUCKET: crate::kvwatch::Bucket = crate::kvwatch::Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tenant::TenantId;
+    use serde_json::value::RawValue;
 
     #[test]
     fn slots_are_evenly_spaced_after_the_burst() {

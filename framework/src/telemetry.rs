@@ -69,6 +69,8 @@ pub enum Outcome {
     Paused,
     /// Over the group's rate limit: the event waits for its slot without running yet.
     RateLimited,
+    /// Its key runs its concurrency limit of events: it waits for room without running yet.
+    ConcurrencyLimited,
 }
 
 impl Outcome {
@@ -83,10 +85,11 @@ impl Outcome {
             Self::Skipped => "skipped",
             Self::Paused => "paused",
             Self::RateLimited => "rate_limited",
+            Self::ConcurrencyLimited => "concurrency_limited",
         }
     }
 
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 9] = [
         Self::Ok,
         Self::Retry,
         Self::DeadLetter,
@@ -95,6 +98,7 @@ impl Outcome {
         Self::Skipped,
         Self::Paused,
         Self::RateLimited,
+        Self::ConcurrencyLimited,
     ];
 }
 
@@ -595,7 +599,7 @@ pub(crate) struct RouteMetrics {
     telemetry: Telemetry,
     group: String,
     event_type: String,
-    outcomes: [Counter; 8],
+    outcomes: [Counter; 9],
     pub(crate) duration: DurationHistogram,
     pub(crate) sla_breaches: Counter,
 }

@@ -58,6 +58,9 @@ pub struct GroupConfig {
     pub delayed_retry_after: Duration,
     /// A cluster-wide rate limit of the group's runs (see [`crate::rate`]); default none.
     pub rate_limit: Option<crate::rate::RateLimit>,
+    /// A cluster-wide limit of the group's concurrent runs, for the group, per tenant or per
+    /// key (see [`crate::concurrency`]); default none.
+    pub concurrency_limit: Option<crate::concurrency::ConcurrencyLimit>,
 }
 
 /// Default of [`GroupConfig::delayed_retry_after`].
@@ -77,6 +80,7 @@ impl Default for GroupConfig {
             unknown_type_grace: Duration::from_secs(240),
             delayed_retry_after: DEFAULT_DELAYED_RETRY_AFTER,
             rate_limit: None,
+            concurrency_limit: None,
         }
     }
 }
@@ -274,6 +278,14 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
     /// limit waits for its slot as a delayed copy, holding no handler or `max_ack_pending` slot.
     pub fn rate_limit(mut self, limit: crate::rate::RateLimit) -> Self {
         self.config.rate_limit = Some(limit);
+        self
+    }
+
+    /// Limits the group's concurrent runs across every process, for the group, per tenant or
+    /// per key (see [`crate::concurrency`]): an event whose key is full waits as a delayed copy,
+    /// holding no handler or `max_ack_pending` slot, until a run of its key ends.
+    pub fn concurrency_limit(mut self, limit: crate::concurrency::ConcurrencyLimit) -> Self {
+        self.config.concurrency_limit = Some(limit);
         self
     }
 

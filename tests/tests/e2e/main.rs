@@ -5,6 +5,7 @@ mod bad_input;
 mod batches;
 mod catalog_examples;
 mod cluster;
+mod concurrency_limits;
 mod dead_letters;
 mod delayed;
 mod dev_system;

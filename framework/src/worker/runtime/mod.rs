@@ -102,6 +102,8 @@ pub(crate) struct GroupRuntime<S> {
     handbacks: Arc<HandBacks>,
     /// The group's rate limit, if it has one.
     limiter: Option<crate::rate::Limiter>,
+    /// The group's concurrency limit, if it has one.
+    concurrency: Option<crate::concurrency::Limiter>,
     /// One bit per partition consumer this process is bound to.
     bound: Arc<AtomicU32>,
     /// Each partition consumer's ack floor (stream sequence) last read from the server; 0 when
@@ -185,8 +187,13 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             .rate_limit
             .clone()
             .map(|limit| crate::rate::Limiter::new(conn.clone(), limit));
+        let concurrency = config
+            .concurrency_limit
+            .clone()
+            .map(|limit| crate::concurrency::Limiter::new(conn.clone(), limit));
         Self {
             limiter,
+            concurrency,
             name,
             config,
             routes,
@@ -244,6 +251,11 @@ enum Outcome {
     RateLimited {
         slot: chrono::DateTime<Utc>,
     },
+    /// Its concurrency key is full: acked and copied to run when it has room (see
+    /// [`crate::concurrency`]).
+    WaitForRoom {
+        key: String,
+    },
 }
 
 impl Outcome {
@@ -273,6 +285,8 @@ struct Tracking<'a> {
     started: Option<tokio::time::Instant>,
     /// Earlier deliveries of this event that the group handed back.
     handed_back: u32,
+    /// The run's lease on its concurrency key, released once the delivery is settled.
+    lease: Option<crate::concurrency::Lease>,
 }
 
 async fn deliver<S: Clone + Send + Sync + 'static>(
@@ -347,6 +361,7 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
     )
     .instrument(span.clone())
     .await;
+    let lease = tracking.lease.take();
     settle(
         &rt,
         &msg,
@@ -356,8 +371,49 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         (outcome, &abort),
         tracking,
     )
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    if let (Some(lease), Some(limiter)) = (lease, &rt.concurrency) {
+        match limiter.release(&lease).await {
+            Ok(next) => {
+                if next.is_some() {
+                    wake_waiting(&rt, &lease.key, next).instrument(span).await;
+                }
+            }
+            // The lease ends by itself at its expiry.
+            Err(e) => tracing::warn!(error = %e, "could not release the concurrency lease"),
+        }
+    }
+}
+
+/// Wakes the first copy still waiting for room on `key`, starting with `first` (already taken
+/// off the queue).
+async fn wake_waiting<S>(rt: &GroupRuntime<S>, key: &str, first: Option<String>) {
+    let Some(limiter) = &rt.concurrency else {
+        return;
+    };
+    let mut next = first;
+    // A few tries: a queued copy may have fired on its own already.
+    for _ in 0..4 {
+        let Some(subject) = next.take() else {
+            return;
+        };
+        match crate::delay::wake(&rt.conn, &subject).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, %subject, "could not wake a waiting event; it asks again in 30 s");
+                return;
+            }
+        }
+        next = match limiter.next_waiting(key).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the events waiting for room");
+                return;
+            }
+        };
+    }
 }
 
 /// True when the delivery is a copy that already took its rate-limit slot: it carries the slot,
@@ -535,6 +591,34 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
                 Err(e) => {
                     // Never run over the limit: handed back (not an attempt) and asked again.
                     tracing::warn!(error = %e, "rate limit unavailable; handed back");
+                    return Outcome::Elsewhere {
+                        delay: Duration::from_secs(1),
+                    };
+                }
+            }
+        }
+    }
+    if let Some(limiter) = &rt.concurrency
+        && !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id)
+    {
+        let input = crate::rate::KeyInput {
+            tenant: &tenant,
+            event_type: &env.event_type,
+            data: env.data,
+        };
+        if let Some(key) = limiter.limit().scope.key(&rt.name, input) {
+            let came_from = header(msg, &SCHEDULER)
+                .map(async_nats::HeaderValue::as_str)
+                .filter(|s| crate::delay::is_copy_of(s, subject_tenant, &rt.name));
+            match limiter
+                .acquire(&key, route.options.timeout, came_from)
+                .await
+            {
+                Ok(Some(lease)) => tracking.lease = Some(lease),
+                Ok(None) => return Outcome::WaitForRoom { key },
+                Err(e) => {
+                    // Never run over the limit: handed back (not an attempt) and asked again.
+                    tracing::warn!(error = %e, "concurrency limit unavailable; handed back");
                     return Outcome::Elsewhere {
                         delay: Duration::from_secs(1),
                     };

@@ -43,7 +43,8 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
                 Outcome::NotForThisGroup
                 | Outcome::Elsewhere { .. }
                 | Outcome::Park
-                | Outcome::RateLimited { .. } => {}
+                | Outcome::RateLimited { .. }
+                | Outcome::WaitForRoom { .. } => {}
             }
             r.clone()
         });
@@ -61,6 +62,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::Elsewhere { .. } => TelemetryOutcome::HandedBack,
         Outcome::Park => TelemetryOutcome::Paused,
         Outcome::RateLimited { .. } => TelemetryOutcome::RateLimited,
+        Outcome::WaitForRoom { .. } => TelemetryOutcome::ConcurrencyLimited,
     };
     let dead_kind = match &outcome {
         Outcome::DeadLetter { kind, .. } => Some(*kind),
@@ -206,7 +208,7 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                     rate_slot: None,
                 };
                 match reschedule(rt, msg, beat, copy).await {
-                    Ok(()) => return Settled::Rescheduled,
+                    Ok(_) => return Settled::Rescheduled,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; it waits as a delayed Nak");
                     }
@@ -226,7 +228,7 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 rate_slot: Some(slot),
             };
             match reschedule(rt, msg, beat, copy).await {
-                Ok(()) => return Settled::Rescheduled,
+                Ok(_) => return Settled::Rescheduled,
                 Err(e) => {
                     // Handed back until its slot instead: it waits holding a slot, is not lost.
                     tracing::warn!(error = %e, "could not schedule the rate-limited event; handed back until its slot");
@@ -235,6 +237,44 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                         .await;
                     let wait = (slot - Utc::now()).to_std().unwrap_or_default();
                     let body = format!("-NAK {{\"delay\":{}}}", wait.as_nanos());
+                    send_ack(&rt.conn, reply, body.into()).await;
+                    false
+                }
+            }
+        }
+        Outcome::WaitForRoom { key } => {
+            span.record("outcome", "concurrency-limited");
+            tracing::debug!(%key, "the key runs its limit of events at once; waits for room");
+            let copy = crate::delay::Copy {
+                attempts_made: attempt.saturating_sub(1),
+                at: crate::delay::When::After(crate::concurrency::ROOM_RECHECK)
+                    .resolve(Utc::now())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(Utc::now),
+                dedup: format!("room:{}:{stream_sequence}", rt.name),
+                rate_slot: None,
+            };
+            match reschedule(rt, msg, beat, copy).await {
+                Ok(subject) => {
+                    if let Some(limiter) = &rt.concurrency {
+                        match limiter.wait(&key, &subject).await {
+                            // A run ended meanwhile: nobody is left to wake the copy.
+                            Ok(true) => super::wake_waiting(rt, &key, Some(subject)).await,
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not queue the waiting event; it asks again in 30 s");
+                            }
+                        }
+                    }
+                    return Settled::Rescheduled;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not schedule the waiting event; handed back");
+                    rt.handbacks
+                        .record(&rt.name, stream_sequence, handed_back)
+                        .await;
+                    let body = format!("-NAK {{\"delay\":{}}}", Duration::from_secs(1).as_nanos());
                     send_ack(&rt.conn, reply, body.into()).await;
                     false
                 }
@@ -291,16 +331,17 @@ async fn reschedule<S>(
     msg: &jetstream::Message,
     beat: &Heartbeat<'_>,
     copy: crate::delay::Copy,
-) -> Result<(), crate::PublishError> {
-    beat.during(crate::delay::schedule_copy(
-        &rt.conn,
-        &rt.name,
-        &msg.message,
-        copy,
-    ))
-    .await?;
+) -> Result<String, crate::PublishError> {
+    let subject = beat
+        .during(crate::delay::schedule_copy(
+            &rt.conn,
+            &rt.name,
+            &msg.message,
+            copy,
+        ))
+        .await?;
     send_ack(&rt.conn, beat.reply.clone(), Bytes::from_static(b"+ACK")).await;
-    Ok(())
+    Ok(subject)
 }
 
 /// The event id of a delivery (empty when its envelope does not parse).
