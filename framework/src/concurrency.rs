@@ -53,8 +53,9 @@ pub const CONCURRENCY_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const ROOM_RECHECK: Duration = Duration::from_secs(30);
 /// How much longer than the handler's timeout a lease lives.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
-/// Compare-and-set attempts before a contended key is an error.
-const CAS_TRIES: usize = 32;
+/// Compare-and-set attempts before a contended key is an error (with growing, jittered pauses
+/// between them: at most about 2 s in all).
+const CAS_TRIES: u32 = 64;
 
 /// A cluster-wide limit of concurrent runs of a group, for the whole group, each tenant or each
 /// key derived from the event.
@@ -192,7 +193,8 @@ impl Limiter {
         mut change: impl FnMut(&mut Room, i64) -> Option<T>,
     ) -> Result<Option<T>, ConcurrencyError> {
         let store = self.store().await?;
-        for _ in 0..CAS_TRIES {
+        for attempt in 0..CAS_TRIES {
+            crate::kvwatch::contention_pause(attempt).await;
             let entry = store
                 .entry(key)
                 .await

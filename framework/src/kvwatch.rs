@@ -44,6 +44,17 @@ impl Bucket {
     }
 }
 
+/// Waits before compare-and-set attempt `attempt` (0-based) on a contended key: nothing before
+/// the first, then a random pause of up to 1, 2, 4 ... 32 ms, so writers that lost a race to the
+/// same key spread out instead of colliding again.
+pub(crate) async fn contention_pause(attempt: u32) {
+    if attempt == 0 {
+        return;
+    }
+    let ceiling_us = 1_000u64 << attempt.min(6).saturating_sub(1);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=ceiling_us))).await;
+}
+
 /// Set once a watched bucket's stored keys are loaded; waited for before groups start.
 #[derive(Debug, Default)]
 pub(crate) struct Ready {

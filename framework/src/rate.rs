@@ -158,8 +158,9 @@ impl fmt::Display for RateErrorKind {
 /// A slot that could not be taken.
 pub type RateError = Error<RateErrorKind>;
 
-/// Compare-and-set attempts before a contended key is an error.
-const CAS_TRIES: usize = 32;
+/// Compare-and-set attempts before a contended key is an error (with growing, jittered pauses
+/// between them: at most about 2 s in all).
+const CAS_TRIES: u32 = 64;
 
 /// A group's limiter: takes slots in the shared bucket.
 pub(crate) struct Limiter {
@@ -204,7 +205,8 @@ impl Limiter {
             )
         };
         let interval = self.limit.interval_us();
-        for _ in 0..CAS_TRIES {
+        for attempt in 0..CAS_TRIES {
+            crate::kvwatch::contention_pause(attempt).await;
             let entry = store
                 .entry(key)
                 .await

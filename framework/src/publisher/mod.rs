@@ -326,8 +326,15 @@ impl Publisher {
         } = prepared;
         if let (Some(max_wait), Some(at)) = (debounce_max_wait, deliver_at) {
             // The burst's first time comes from the schedule this publish replaces.
-            deliver_at =
-                Some(debounce_until(&self.conn, &subject, &mut headers, at, max_wait).await);
+            // Boxed: the lookup's requests would otherwise grow every publish's future.
+            let until = Box::pin(debounce_until(
+                &self.conn,
+                &subject,
+                &mut headers,
+                at,
+                max_wait,
+            ));
+            deliver_at = Some(until.await);
         }
         let mut message = Publish::build()
             .payload(body)

@@ -22,12 +22,16 @@
 //!   next to raw schedule messages read by a raw consumer, and a group's throughput while 1 000
 //!   events wait for a retry in an hour, as delayed copies and as delayed Naks, a batch
 //!   handler's throughput next to one run per event, and the runs in a minute of a
-//!   100-a-minute group limit over 4 worker processes.
+//!   100-a-minute group limit over 4 worker processes;
+//! - `limits` (run on its own: `-- limits`): a concurrency limit of 2 per tenant over 4 worker
+//!   processes: the most concurrent runs of one tenant, the hand-over time from a run's end to
+//!   its tenant's next waiting event, and the other tenants' throughput.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
 mod fairness;
 mod flow;
+mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -742,8 +746,9 @@ async fn main() -> BoxResult<()> {
         "priority" => priority(&conn).await,
         "fairness" => fairness::fairness(&conn).await,
         "flow" => flow::flow(&server.url(), &conn).await,
+        "limits" => limits::limits(&server.url(), &conn).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits"
         )
         .into()),
     }

@@ -1,6 +1,7 @@
 //! A group's runtime: its partition loops and the handling of one delivery.
 
 mod consumer;
+mod limits;
 mod pulling;
 mod run;
 mod settle;
@@ -59,9 +60,6 @@ static SCHEDULER: std::sync::LazyLock<Option<async_nats::HeaderName>> =
     std::sync::LazyLock::new(|| crate::delay::SCHEDULER_HEADER.parse().ok());
 static RATE_SLOT: std::sync::LazyLock<Option<async_nats::HeaderName>> =
     std::sync::LazyLock::new(|| crate::rate::RATE_SLOT_HEADER.parse().ok());
-
-/// A wait for a rate-limit slot this short is slept through in place rather than scheduled.
-const SHORT_RATE_WAIT: Duration = Duration::from_millis(20);
 
 /// The value of header `name` of `msg`, if any.
 fn header<'m>(
@@ -373,65 +371,10 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
     )
     .instrument(span.clone())
     .await;
-    if let (Some(lease), Some(limiter)) = (lease, &rt.concurrency) {
-        match limiter.release(&lease).await {
-            Ok(next) => {
-                if next.is_some() {
-                    wake_waiting(&rt, &lease.key, next).instrument(span).await;
-                }
-            }
-            // The lease ends by itself at its expiry.
-            Err(e) => tracing::warn!(error = %e, "could not release the concurrency lease"),
-        }
+    if let Some(lease) = lease {
+        Box::pin(limits::release(&rt, lease).instrument(span)).await;
     }
 }
-
-/// Wakes the first copy still waiting for room on `key`, starting with `first` (already taken
-/// off the queue).
-async fn wake_waiting<S>(rt: &GroupRuntime<S>, key: &str, first: Option<String>) {
-    let Some(limiter) = &rt.concurrency else {
-        return;
-    };
-    let mut next = first;
-    // A few tries: a queued copy may have fired on its own already.
-    for _ in 0..4 {
-        let Some(subject) = next.take() else {
-            return;
-        };
-        match crate::delay::wake(&rt.conn, &subject).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, %subject, "could not wake a waiting event; it asks again in 30 s");
-                return;
-            }
-        }
-        next = match limiter.next_waiting(key).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the events waiting for room");
-                return;
-            }
-        };
-    }
-}
-
-/// True when the delivery is a copy that already took its rate-limit slot: it carries the slot,
-/// was fired by the group's own copy schedule (which only the group's workers may publish), and
-/// is on time. A copy much later than its slot (its schedule fired while a server was down, with
-/// others) takes a new slot, so copies that fire together do not run together.
-fn holds_rate_slot(msg: &jetstream::Message, tenant: &str, group: &str) -> bool {
-    let on_time = header(msg, &RATE_SLOT)
-        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.as_str()).ok())
-        .is_some_and(|slot| Utc::now() <= slot + RATE_SLOT_GRACE);
-    on_time
-        && header(msg, &SCHEDULER)
-            .is_some_and(|s| crate::delay::is_copy_of(s.as_str(), tenant, group))
-}
-
-/// How late after its slot a rate-limited copy still runs on it: about two firing ticks of the
-/// server's schedules.
-const RATE_SLOT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
 
 /// The trace context of a handler run: a child of the event's `traceparent`, or a new trace.
 /// Records the span fields.
@@ -570,60 +513,20 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             ),
         );
     }
-    if let Some(limiter) = &rt.limiter
-        && !holds_rate_slot(msg, subject_tenant, &rt.name)
+    if (rt.limiter.is_some() || rt.concurrency.is_some())
         && !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id)
     {
-        let input = crate::rate::KeyInput {
+        let event = limits::Admitted {
+            msg,
             tenant: &tenant,
             event_type: &env.event_type,
             data: env.data,
+            timeout: route.options.timeout,
         };
-        if let Some(key) = limiter.limit().key(&rt.name, input) {
-            match limiter.take(&key).await {
-                Ok(slot) => {
-                    let wait = (slot - Utc::now()).to_std().unwrap_or_default();
-                    if wait > SHORT_RATE_WAIT {
-                        return Outcome::RateLimited { slot };
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => {
-                    // Never run over the limit: handed back (not an attempt) and asked again.
-                    tracing::warn!(error = %e, "rate limit unavailable; handed back");
-                    return Outcome::Elsewhere {
-                        delay: Duration::from_secs(1),
-                    };
-                }
-            }
-        }
-    }
-    if let Some(limiter) = &rt.concurrency
-        && !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id)
-    {
-        let input = crate::rate::KeyInput {
-            tenant: &tenant,
-            event_type: &env.event_type,
-            data: env.data,
-        };
-        if let Some(key) = limiter.limit().scope.key(&rt.name, input) {
-            let came_from = header(msg, &SCHEDULER)
-                .map(async_nats::HeaderValue::as_str)
-                .filter(|s| crate::delay::is_copy_of(s, subject_tenant, &rt.name));
-            match limiter
-                .acquire(&key, route.options.timeout, came_from)
-                .await
-            {
-                Ok(Some(lease)) => tracking.lease = Some(lease),
-                Ok(None) => return Outcome::WaitForRoom { key },
-                Err(e) => {
-                    // Never run over the limit: handed back (not an attempt) and asked again.
-                    tracing::warn!(error = %e, "concurrency limit unavailable; handed back");
-                    return Outcome::Elsewhere {
-                        delay: Duration::from_secs(1),
-                    };
-                }
-            }
+        // Boxed: the key-value requests would otherwise grow every delivery's future, limited
+        // group or not.
+        if let Some(wait) = Box::pin(limits::admit(rt, &event, tracking)).await {
+            return wait;
         }
     }
     if rt.history.is_some() {

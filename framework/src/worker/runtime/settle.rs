@@ -207,7 +207,7 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                     ),
                     rate_slot: None,
                 };
-                match reschedule(rt, msg, beat, copy).await {
+                match Box::pin(reschedule(rt, msg, beat, copy)).await {
                     Ok(_) => return Settled::Rescheduled,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; it waits as a delayed Nak");
@@ -227,7 +227,7 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 dedup: format!("wait:{}:{stream_sequence}", rt.name),
                 rate_slot: Some(slot),
             };
-            match reschedule(rt, msg, beat, copy).await {
+            match Box::pin(reschedule(rt, msg, beat, copy)).await {
                 Ok(_) => return Settled::Rescheduled,
                 Err(e) => {
                     // Handed back until its slot instead: it waits holding a slot, is not lost.
@@ -255,12 +255,15 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 dedup: format!("room:{}:{stream_sequence}", rt.name),
                 rate_slot: None,
             };
-            match reschedule(rt, msg, beat, copy).await {
+            match Box::pin(reschedule(rt, msg, beat, copy)).await {
                 Ok(subject) => {
                     if let Some(limiter) = &rt.concurrency {
-                        match limiter.wait(&key, &subject).await {
+                        match Box::pin(limiter.wait(&key, &subject)).await {
                             // A run ended meanwhile: nobody is left to wake the copy.
-                            Ok(true) => super::wake_waiting(rt, &key, Some(subject)).await,
+                            Ok(true) => {
+                                Box::pin(super::limits::wake_waiting(rt, &key, Some(subject)))
+                                    .await;
+                            }
                             Ok(false) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "could not queue the waiting event; it asks again in 30 s");
