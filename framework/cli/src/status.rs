@@ -31,6 +31,10 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
     let dead = dead_letters(conn).await?;
     while let Some(info) = infos.next().await {
         let info = info.map_err(|e| e.to_string())?;
+        // Ephemeral consumers (a `conveyor tail`, a schedule listing) are no groups.
+        if info.config.durable_name.is_none() {
+            continue;
+        }
         let (group, _) = conveyor::partition::group_of_consumer(&info.name);
         let row = by_group.entry(group.to_owned()).or_insert_with(|| {
             json!({
@@ -75,8 +79,9 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
         Err(_) => None,
     };
     let paused = conveyor::pause::paused(conn).await.unwrap_or_default();
+    let scheduled = conveyor::delay::scheduled_count(conn, None).await.ok();
     let report = json!({"streams": streams, "groups": groups, "scheduler_leader": leader,
-        "paused": paused});
+        "paused": paused, "scheduled": scheduled});
     if as_json {
         println!("{report}");
         return Ok(());
@@ -121,6 +126,11 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
     }
     for p in &paused {
         println!("{}", crate::tenants::describe(p));
+    }
+    if let Some(n) = scheduled {
+        println!(
+            "scheduled: {n} (delayed events, debounced bursts, retries and events waiting for a limit; `conveyor scheduled list`)"
+        );
     }
     Ok(())
 }

@@ -758,6 +758,11 @@ async fn delayed_events_are_published_listed_and_cancelled_from_the_command_line
     assert_eq!(rows.as_array().unwrap().len(), 2);
     assert_eq!(rows[0]["target"], "events.acme.order.fulfilled");
 
+    // Status counts what waits, and a listing's reader is no group.
+    let status = conveyor(&url, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["scheduled"], 2, "{v}");
+    assert_eq!(v["groups"].as_array().map(Vec::len), Some(0), "{v}");
     let cancel = conveyor(&url, &["cancel", "review-1", "--tenant", "acme"]);
     let (out, err) = text(&cancel);
     assert!(cancel.status.success(), "{out}{err}");

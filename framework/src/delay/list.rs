@@ -87,20 +87,25 @@ pub struct Scheduled {
 /// Schedules read per request.
 const SCAN_BATCH: usize = 1000;
 
-/// The events waiting in schedules, of `tenant` (`None`: of every tenant), in stream order, at
-/// most `limit` of them.
-pub async fn scheduled(
+/// A reader of the schedules of `tenant` (`None`: every tenant): an ephemeral consumer, deleted
+/// by the caller when done (it also goes away by itself after 30 s).
+async fn reader(
     conn: &Connection,
     tenant: Option<&TenantId>,
-    limit: usize,
-) -> Result<Vec<Scheduled>, ScheduleError> {
+) -> Result<
+    (
+        async_nats::jetstream::stream::Stream<()>,
+        async_nats::jetstream::consumer::PullConsumer,
+    ),
+    ScheduleError,
+> {
     let filter = match tenant {
         Some(t) => format!("{DELAYED_SUBJECT_PREFIX}.{t}.>"),
         None => format!("{DELAYED_SUBJECT_PREFIX}.>"),
     };
     let stream = conn
         .jetstream()
-        .get_stream(EVENTS_STREAM)
+        .get_stream_no_info(EVENTS_STREAM)
         .await
         .map_err(|e| unavailable("cannot read the EVENTS stream", e))?;
     let consumer = stream
@@ -113,6 +118,48 @@ pub async fn scheduled(
         })
         .await
         .map_err(|e| unavailable("cannot read the schedules", e))?;
+    Ok((stream, consumer))
+}
+
+async fn done_reading(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+) {
+    let name = consumer.cached_info().name.clone();
+    if let Err(e) = stream.delete_consumer(&name).await {
+        tracing::debug!(error = %e, "schedule reader not deleted; it expires by itself");
+    }
+}
+
+/// How many events wait in schedules (delayed events, debounced bursts, group copies), of
+/// `tenant` (`None`: of every tenant).
+pub async fn scheduled_count(
+    conn: &Connection,
+    tenant: Option<&TenantId>,
+) -> Result<u64, ScheduleError> {
+    let (stream, mut consumer) = reader(conn, tenant).await?;
+    let n = consumer.cached_info().num_pending;
+    done_reading(&stream, &mut consumer).await;
+    Ok(n)
+}
+
+/// The events waiting in schedules, of `tenant` (`None`: of every tenant), in stream order, at
+/// most `limit` of them.
+pub async fn scheduled(
+    conn: &Connection,
+    tenant: Option<&TenantId>,
+    limit: usize,
+) -> Result<Vec<Scheduled>, ScheduleError> {
+    let (stream, mut consumer) = reader(conn, tenant).await?;
+    let read = read_all(&consumer, limit).await;
+    done_reading(&stream, &mut consumer).await;
+    read
+}
+
+async fn read_all(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    limit: usize,
+) -> Result<Vec<Scheduled>, ScheduleError> {
     let mut out = Vec::new();
     loop {
         let mut batch = consumer

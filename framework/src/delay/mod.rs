@@ -38,7 +38,10 @@ mod copy;
 mod list;
 
 pub(crate) use copy::{Copy, is_copy_of, schedule_copy, wake};
-pub use list::{ScheduleError, ScheduleErrorKind, Scheduled, ScheduledKind, scheduled, unschedule};
+pub use list::{
+    ScheduleError, ScheduleErrorKind, Scheduled, ScheduledKind, scheduled, scheduled_count,
+    unschedule,
+};
 
 use std::time::Duration;
 
