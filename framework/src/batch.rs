@@ -12,9 +12,9 @@
 //!
 //! While an event waits for its batch it holds one of the group's handler slots, with
 //! in-progress heartbeats, so a batch holds at most the group's
-//! [`concurrency`](crate::GroupConfig::concurrency) events and the handler's timeout covers the
-//! wait and the run. Its events are delivered to one process at a time per partition share: with
-//! several processes, each builds its own batches.
+//! [`concurrency`](crate::GroupConfig::concurrency) events, and the handler's timeout is
+//! extended by `max_wait` to cover the wait. With several processes, each builds its own batches
+//! from the deliveries it gets.
 //!
 //! ```
 //! use std::time::Duration;
@@ -59,8 +59,8 @@ pub struct BatchOptions {
     pub max_size: usize,
     /// How long after its first event a batch that is not full runs.
     pub max_wait: Duration,
-    /// Retry policy and timeout (the timeout covers the wait and the run); `None`: the group's
-    /// handler defaults.
+    /// Retry policy and timeout (the timeout is extended by `max_wait`, for the wait); `None`:
+    /// the group's handler defaults.
     pub handler: Option<HandlerOptions>,
 }
 

@@ -187,7 +187,7 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
 
     /// Registers a batch handler for its event type: one run for up to `options.max_size`
     /// events of one tenant, at most `options.max_wait` after the first (see [`crate::batch`]).
-    /// The handler's timeout counts from when the batch runs.
+    /// The handler's timeout is extended by `options.max_wait`, to cover the wait for the batch.
     pub fn handle_batch<E: Event, H: crate::batch::BatchHandler<E, S>>(
         mut self,
         handler: H,
