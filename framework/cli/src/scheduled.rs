@@ -44,10 +44,19 @@ pub(crate) async fn run(conn: &Connection, cmd: ScheduledCommand) -> Result<(), 
                     .iter()
                     .map(|s| {
                         let (group, attempts) = match &s.kind {
-                            ScheduledKind::Retry { group, attempts } => {
+                            ScheduledKind::Retry { group, attempts }
+                            | ScheduledKind::RateLimited { group, attempts }
+                            | ScheduledKind::WaitingForRoom { group, attempts } => {
                                 (Some(group.as_str()), Some(*attempts))
                             }
                             _ => (None, None),
+                        };
+                        let waits_for = match &s.kind {
+                            ScheduledKind::Event => "delay",
+                            ScheduledKind::Debounce { .. } => "debounce",
+                            ScheduledKind::Retry { .. } => "retry",
+                            ScheduledKind::RateLimited { .. } => "rate_limit",
+                            ScheduledKind::WaitingForRoom { .. } => "concurrency_limit",
                         };
                         let debounce_key = match &s.kind {
                             ScheduledKind::Debounce { key } => Some(key.as_str()),
@@ -59,7 +68,8 @@ pub(crate) async fn run(conn: &Connection, cmd: ScheduledCommand) -> Result<(), 
                             "event_type": s.event_type,
                             "due": s.due.map(|t| t.to_rfc3339()),
                             "target": s.target,
-                            "retry_for_group": group,
+                            "waits_for": waits_for,
+                            "group": group,
                             "attempts": attempts,
                             "debounce_key": debounce_key,
                             "subject": s.subject,
@@ -77,6 +87,12 @@ pub(crate) async fn run(conn: &Connection, cmd: ScheduledCommand) -> Result<(), 
                 let what = match &s.kind {
                     ScheduledKind::Retry { group, attempts } => {
                         format!("retry for {group} after {attempts} attempt(s)")
+                    }
+                    ScheduledKind::RateLimited { group, .. } => {
+                        format!("waits for its rate-limit slot in {group}")
+                    }
+                    ScheduledKind::WaitingForRoom { group, .. } => {
+                        format!("waits for room under {group}'s concurrency limit")
                     }
                     ScheduledKind::Debounce { key } => format!("debounced, key {key}"),
                     ScheduledKind::Event => "delayed event".to_owned(),

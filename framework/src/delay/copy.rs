@@ -107,7 +107,11 @@ pub(crate) async fn wake(conn: &Connection, subject: &str) -> Result<bool, crate
     };
     let mut message = async_nats::jetstream::message::PublishMessage::build()
         .payload(current.payload.clone())
-        .message_id(format!("wake:{subject}:{}", current.sequence))
+        .message_id(format!(
+            "{}:wake:{subject}:{}",
+            subject.split('.').nth(1).unwrap_or_default(),
+            current.sequence
+        ))
         .expected_last_subject_sequence(current.sequence);
     for (name, values) in current.headers.iter() {
         let name: &str = name.as_ref();

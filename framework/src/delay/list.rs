@@ -54,8 +54,22 @@ pub enum ScheduledKind {
         /// The burst's key.
         key: String,
     },
-    /// A retry of a failed attempt, or an event waiting for its rate-limit slot, for one group.
+    /// A retry of a failed attempt, for one group.
     Retry {
+        /// The group.
+        group: String,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// An event waiting for its slot under the group's rate limit.
+    RateLimited {
+        /// The group.
+        group: String,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// An event waiting for room under the group's concurrency limit.
+    WaitingForRoom {
         /// The group.
         group: String,
         /// Attempts made so far.
@@ -210,12 +224,20 @@ fn parse_scheduled(msg: &async_nats::Message, stream_sequence: u64) -> Option<Sc
     let kind = match kind {
         "r" => {
             let _id = tokens.next();
-            ScheduledKind::Retry {
-                group: tokens.next().unwrap_or_default().to_owned(),
-                attempts: headers
-                    .get(ATTEMPT_HEADER)
-                    .and_then(|v| v.as_str().parse().ok())
-                    .unwrap_or(0),
+            let group = tokens.next().unwrap_or_default().to_owned();
+            let attempts = headers
+                .get(ATTEMPT_HEADER)
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(0);
+            // The copy's `Nats-Msg-Id` says why it waits: `<tenant>:retry:…`, `:wait:…` (a
+            // rate-limit slot), `:room:…` or `:wake:…` (room under a concurrency limit).
+            let why = headers
+                .get("Nats-Msg-Id")
+                .and_then(|v| v.as_str().split(':').nth(1).map(str::to_owned));
+            match why.as_deref() {
+                Some("wait") => ScheduledKind::RateLimited { group, attempts },
+                Some("room" | "wake") => ScheduledKind::WaitingForRoom { group, attempts },
+                _ => ScheduledKind::Retry { group, attempts },
             }
         }
         "d" => ScheduledKind::Debounce {

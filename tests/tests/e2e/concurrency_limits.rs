@@ -66,6 +66,15 @@ async fn one_run_per_tenant_at_a_time_across_two_processes() {
     // Events waiting for room are acked copies: only the two running hold a delivery.
     let (_, ack_pending, _) = conveyor_tests::consumer_state(&conn, "reports").await;
     assert!(ack_pending <= 2, "{ack_pending} deliveries held");
+    let waiting = conveyor::delay::scheduled(&conn, None, 100).await.unwrap();
+    assert!(!waiting.is_empty());
+    assert!(
+        waiting.iter().all(|s| matches!(
+            &s.kind,
+            conveyor::delay::ScheduledKind::WaitingForRoom { group, attempts: 0 } if group == "reports"
+        )),
+        "{waiting:?}"
+    );
     eventually(Duration::from_secs(30), "every event", || async {
         seen.runs.lock().unwrap().len() >= 12
     })

@@ -50,6 +50,12 @@ async fn a_group_limit_holds_across_processes_and_a_server_restart() {
         ack_pending <= 4,
         "{ack_pending} deliveries held while waiting"
     );
+    let waiting = conveyor::delay::scheduled(&conn, None, 100).await.unwrap();
+    assert!(!waiting.is_empty());
+    assert!(waiting.iter().all(|s| matches!(
+        &s.kind,
+        conveyor::delay::ScheduledKind::RateLimited { group, attempts: 0 } if group == "partner"
+    )));
     server.restart().unwrap();
     recorder
         .wait_for_all(Duration::from_secs(40), "every limited event", &ids)
