@@ -193,6 +193,12 @@ pub async fn dead_letters(conn: &Connection, min: usize, timeout: Duration) -> V
         .collect()
 }
 
+/// Asserts that the DLQ holds no letter (after a short wait for letters in flight).
+pub async fn assert_no_dead_letters(conn: &Connection) {
+    let letters = dead_letters(conn, 0, Duration::from_millis(200)).await;
+    assert!(letters.is_empty(), "unexpected dead letters: {letters:?}");
+}
+
 /// Number of messages in `EVENTS`.
 pub async fn events_count(conn: &Connection) -> u64 {
     let mut s = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();

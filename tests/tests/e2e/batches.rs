@@ -89,11 +89,7 @@ async fn each_batch_holds_one_tenants_events_up_to_its_size() {
         runs.iter().filter(|r| r.tenants[0] == "acme").count() >= 3,
         "{runs:?}"
     );
-    assert!(
-        dead_letters(&conn, 0, Duration::from_millis(200))
-            .await
-            .is_empty()
-    );
+    conveyor_tests::assert_no_dead_letters(&conn).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use conveyor::concurrency::ConcurrencyLimit;
 use conveyor::{Context, Group, HandlerError, Worker, WorkerHandle};
-use conveyor_tests::{Ping, dead_letters, eventually, publish_pings_of, server};
+use conveyor_tests::{Ping, eventually, publish_pings_of, server};
 
 /// One run: tenant, event id, attempt, start, end.
 type Run = (String, String, u32, Instant, Instant);
@@ -99,9 +99,5 @@ async fn one_run_per_tenant_at_a_time_across_two_processes() {
             .any(|g| g.3 < a.4 && a.3 < g.4)
     });
     assert!(overlaps, "no run of globex overlapped one of acme");
-    assert!(
-        dead_letters(&conn, 0, Duration::from_millis(200))
-            .await
-            .is_empty()
-    );
+    conveyor_tests::assert_no_dead_letters(&conn).await;
 }

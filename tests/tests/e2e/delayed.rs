@@ -223,11 +223,7 @@ async fn long_retries_wait_as_delayed_copies_and_hold_no_slots() {
         .map(|r| r.attempt)
         .collect();
     assert_eq!(attempts, [1, 2]);
-    assert!(
-        dead_letters(&conn, 0, Duration::from_millis(200))
-            .await
-            .is_empty()
-    );
+    conveyor_tests::assert_no_dead_letters(&conn).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use conveyor::rate::RateLimit;
 use conveyor::{Context, Group, HandlerError, Worker, WorkerHandle};
-use conveyor_tests::{Recorder, dead_letters, publish_pings_of, server};
+use conveyor_tests::{Recorder, publish_pings_of, server};
 
 fn start(
     conn: &conveyor::Connection,
@@ -99,11 +99,7 @@ async fn a_group_limit_holds_across_processes_and_a_server_restart() {
             "{within} runs within 1.75 s from {first:?}: {at:?}"
         );
     }
-    assert!(
-        dead_letters(&conn, 0, Duration::from_millis(200))
-            .await
-            .is_empty()
-    );
+    conveyor_tests::assert_no_dead_letters(&conn).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
