@@ -89,6 +89,10 @@ impl Ready {
 pub(crate) trait Watched: Send + Sync + 'static {
     /// A key was put (`present`) or deleted.
     fn apply(&self, key: &str, present: bool);
+    /// A key was put with `value` (`None`: deleted); for targets that read values.
+    fn apply_entry(&self, key: &str, value: Option<&[u8]>) {
+        self.apply(key, value.is_some());
+    }
     /// Every stored key has been applied (or the bucket cannot be reached: nothing waits).
     fn set_ready(&self);
 }
@@ -144,7 +148,7 @@ async fn watch_once<W: Watched>(
                 let Some(entry) = entry else { return Err("watch ended".into()) };
                 let entry = entry?;
                 let present = matches!(entry.operation, kv::Operation::Put);
-                target.apply(&entry.key, present);
+                target.apply_entry(&entry.key, present.then_some(&entry.value[..]));
                 if entry.delta == 0 {
                     target.set_ready();
                 }

@@ -78,6 +78,7 @@ pub mod tenant;
 pub mod testing;
 pub mod topology;
 pub mod trace;
+pub mod weights;
 pub mod worker;
 
 pub use connection::{ConnectError, ConnectErrorKind, Connection};

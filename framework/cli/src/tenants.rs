@@ -31,6 +31,14 @@ pub(crate) enum TenantsCommand {
     },
     /// The paused tenants.
     Paused,
+    /// Set a tenant's weight (1 to 100, default 1): while tenants of different partitions have
+    /// backlogs, each gets handler slots in proportion to its weight.
+    Weight {
+        /// The tenant.
+        tenant: String,
+        /// Its weight.
+        weight: u32,
+    },
 }
 
 fn tenant_id(tenant: &str) -> Result<conveyor::TenantId, Fail> {
@@ -74,6 +82,14 @@ pub(crate) async fn run(conn: &Connection, cmd: TenantsCommand) -> Result<(), Fa
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{tenant} resumed; {n} parked events re-published");
+            Ok(())
+        }
+        TenantsCommand::Weight { tenant, weight } => {
+            let tenant = tenant_id(&tenant)?;
+            conveyor::weights::set_weight(conn, &tenant, weight)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{tenant} has weight {weight}");
             Ok(())
         }
         TenantsCommand::Paused => {

@@ -133,6 +133,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
         }
         let cancels = Arc::new(Cancellations::default());
         let pauses = Arc::new(crate::pause::Pauses::default());
+        let weights = Arc::new(crate::weights::Weights::default());
         let handbacks = Arc::new(handback::HandBacks::new(self.conn.clone()));
         let mut names = HashSet::new();
         let mut groups = Vec::with_capacity(self.groups.len());
@@ -214,6 +215,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                     metrics: group_metrics,
                     cancels: cancels.clone(),
                     pauses: pauses.clone(),
+                    weights: weights.clone(),
                     handbacks: handbacks.clone(),
                 },
             )));
@@ -227,6 +229,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
             poll_interval: self.poll_interval,
             cancels,
             pauses,
+            weights,
         })
     }
 }
@@ -266,6 +269,7 @@ pub struct Worker<S> {
     poll_interval: Duration,
     cancels: Arc<Cancellations>,
     pauses: Arc<crate::pause::Pauses>,
+    weights: Arc<crate::weights::Weights>,
 }
 
 impl<S> fmt::Debug for Worker<S> {
@@ -363,8 +367,14 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 .clone()
                 .watch(self.conn.clone(), shutdown.clone()),
         ));
+        loops.push(tokio::spawn(
+            self.weights
+                .clone()
+                .watch(self.conn.clone(), shutdown.clone()),
+        ));
         self.cancels.wait_ready(Duration::from_secs(5)).await;
         self.pauses.wait_ready(Duration::from_secs(5)).await;
+        self.weights.wait_ready(Duration::from_secs(5)).await;
         for group in &self.groups {
             loops.push(tokio::spawn(runtime::run_group(
                 group.clone(),

@@ -294,3 +294,40 @@ async fn a_partition_never_waits_on_slots_it_reserved_itself() {
         w.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_get_slots_in_proportion_to_their_weights() {
+    let (_server, conn) = server().await;
+    let light = quiet_tenant();
+    let acme = conveyor::TenantId::parse("acme").unwrap();
+    conveyor::weights::set_weight(&conn, &acme, 3)
+        .await
+        .unwrap();
+    // Both tenants have a backlog before the worker starts.
+    conveyor_tests::publish_pings_of(&conn, "acme", 300).await;
+    conveyor_tests::publish_pings_of(&conn, light, 300).await;
+    let recorder = Recorder::default();
+    let worker = Worker::builder(&conn, recorder.clone())
+        .group(Group::new("weighted").concurrency(8).handle(
+            |_: Ping, ctx: Context<Recorder>| async move {
+                slow(10, &ctx).await;
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .build()
+        .unwrap()
+        .spawn();
+    recorder
+        .wait_for(Duration::from_secs(30), "200 runs", |s| s.len() >= 200)
+        .await;
+    worker.shutdown().await;
+    let runs = recorder.all();
+    let first: Vec<_> = runs.iter().take(200).collect();
+    let heavy = first.iter().filter(|r| r.worker == "acme").count();
+    let lighter = first.len() - heavy;
+    eprintln!("of the first 200 runs: acme (weight 3) {heavy}, {light} (weight 1) {lighter}");
+    assert!(
+        heavy as f64 >= 2.2 * lighter as f64 && lighter >= 25,
+        "acme (weight 3) ran {heavy}, {light} (weight 1) ran {lighter} of the first 200"
+    );
+}

@@ -97,6 +97,7 @@ pub(crate) struct GroupRuntime<S> {
     history: Option<HistoryWriter>,
     cancels: Arc<Cancellations>,
     pauses: Arc<crate::pause::Pauses>,
+    weights: Arc<crate::weights::Weights>,
     handbacks: Arc<HandBacks>,
     /// The group's rate limit, if it has one.
     limiter: Option<crate::rate::Limiter>,
@@ -124,6 +125,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Option<GroupMetrics>,
     pub(crate) cancels: Arc<Cancellations>,
     pub(crate) pauses: Arc<crate::pause::Pauses>,
+    pub(crate) weights: Arc<crate::weights::Weights>,
     pub(crate) handbacks: Arc<HandBacks>,
 }
 
@@ -204,6 +206,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             history,
             cancels: shared.cancels,
             pauses: shared.pauses,
+            weights: shared.weights,
             handbacks: shared.handbacks,
             bound: Arc::new(AtomicU32::new(0)),
             ack_floors: (0..PARTITIONS).map(|_| AtomicU64::new(0)).collect(),
@@ -290,7 +293,7 @@ struct Tracking<'a> {
 async fn deliver<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
     msg: jetstream::Message,
-    _permit: OwnedSemaphorePermit,
+    _slot: pulling::Slot,
     abort: CancellationToken,
 ) {
     let Some(reply) = msg.message.reply.clone() else {

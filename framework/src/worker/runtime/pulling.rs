@@ -9,7 +9,7 @@ struct Pull {
     /// Slots reserved for the messages asked for. A pull with the partition's probe asks for
     /// one message more: the last one takes the next slot that frees up instead of holding one
     /// while the partition is idle.
-    slots: Vec<OwnedSemaphorePermit>,
+    slots: Vec<Slot>,
     probe: bool,
     received: usize,
 }
@@ -30,11 +30,55 @@ async fn next_from(
     .await
 }
 
+/// One handler slot taken by a partition. With tenant weights in use it also counts in the
+/// partition's `held` slots (reserved or running), so a partition never holds more than its
+/// weighted share; without weights nothing is counted.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    held: Option<Arc<Held>>,
+}
+
+/// A partition's slots, counted while tenant weights are in use.
+#[derive(Default)]
+pub(crate) struct Held {
+    count: AtomicUsize,
+    /// Woken when one of the partition's slots is freed.
+    freed: tokio::sync::Notify,
+}
+
+impl Held {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, held: Option<&Arc<Held>>) -> Self {
+        if let Some(h) = held {
+            h.count.fetch_add(1, Ordering::AcqRel);
+        }
+        Self {
+            _permit: permit,
+            held: held.cloned(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(h) = &self.held {
+            h.count.fetch_sub(1, Ordering::AcqRel);
+            h.freed.notify_waiters();
+        }
+    }
+}
+
 /// The handler slots of one group in this process, shared by its partition loops.
 pub(super) struct Slots {
     permits: Arc<Semaphore>,
     concurrency: usize,
-    /// Partitions whose last delivery said more of their events are waiting.
+    /// The weights (see [`crate::weights`]) of the partitions whose last delivery said more of
+    /// their events are waiting, summed: with every weight 1, the number of such partitions.
     busy: AtomicUsize,
 }
 
@@ -47,25 +91,31 @@ impl Slots {
         }
     }
 
-    /// True when half of this partition's share of the slots is free: enough for a second pull
-    /// to be worth its round trip.
-    fn refill_ready(&self) -> bool {
-        let share = self
-            .concurrency
-            .div_ceil(self.busy.load(Ordering::Acquire).max(1));
-        self.permits.available_permits() >= (share / 2).max(1)
+    /// The share of the slots of a partition of `weight`: the concurrency in proportion to its
+    /// weight among the busy partitions' (all of it while no other partition has a backlog).
+    fn share(&self, weight: usize) -> usize {
+        let busy = self.busy.load(Ordering::Acquire).max(weight).max(1);
+        (self.concurrency * weight).div_ceil(busy)
     }
 
-    /// Reserves free slots for a pull on a partition with `pending` events waiting: at most its
-    /// share of the concurrency (all of it while no other partition has a backlog). Never
-    /// waits: a slot that frees up goes first to a partition's delivery waiting for one.
-    fn reserve(&self, pending: u64) -> Vec<OwnedSemaphorePermit> {
+    /// True when half of this partition's share of the slots is free: enough for a second pull
+    /// to be worth its round trip.
+    fn refill_ready(&self, weight: usize) -> bool {
+        self.permits.available_permits() >= (self.share(weight) / 2).max(1)
+    }
+
+    /// Reserves free slots for a pull on a partition of `weight` with `pending` events waiting:
+    /// at most its share of the concurrency (with `held`, the partition's slots counted while
+    /// tenant weights are in use: its share minus those it holds). Never waits: a slot that
+    /// frees up goes first to a partition's delivery waiting for one.
+    fn reserve(&self, pending: u64, weight: usize, held: Option<&Arc<Held>>) -> Vec<Slot> {
         if pending == 0 {
             return Vec::new();
         }
-        let share = self
-            .concurrency
-            .div_ceil(self.busy.load(Ordering::Acquire).max(1));
+        let share = match held {
+            Some(h) => self.share(weight).saturating_sub(h.count()),
+            None => self.share(weight),
+        };
         let want = share
             .min(usize::try_from(pending).unwrap_or(usize::MAX))
             .min(self.permits.available_permits());
@@ -76,36 +126,44 @@ impl Slots {
             return Vec::new();
         }
         match self.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => split_permit(permit),
+            Ok(permit) => split_permit(permit)
+                .into_iter()
+                .map(|p| Slot::new(p, held))
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
 }
 
-/// A partition's backlog as its last delivery reported it, counted in [`Slots::busy`].
+/// A partition's backlog as its last delivery reported it, and its weight (the weight of the
+/// tenant of that delivery), counted in [`Slots::busy`] while it has a backlog.
 struct Backlog<'a> {
     slots: &'a Slots,
     pending: u64,
+    weight: usize,
 }
 
 impl Backlog<'_> {
-    fn set(&mut self, pending: u64) {
-        match (self.pending > 0, pending > 0) {
-            (false, true) => {
-                self.slots.busy.fetch_add(1, Ordering::AcqRel);
-            }
-            (true, false) => {
-                self.slots.busy.fetch_sub(1, Ordering::AcqRel);
-            }
-            _ => {}
+    fn set(&mut self, pending: u64, weight: usize) {
+        let counted = if self.pending > 0 { self.weight } else { 0 };
+        let counts = if pending > 0 { weight } else { 0 };
+        if counts > counted {
+            self.slots
+                .busy
+                .fetch_add(counts - counted, Ordering::AcqRel);
+        } else if counted > counts {
+            self.slots
+                .busy
+                .fetch_sub(counted - counts, Ordering::AcqRel);
         }
         self.pending = pending;
+        self.weight = weight;
     }
 }
 
 impl Drop for Backlog<'_> {
     fn drop(&mut self) {
-        self.set(0);
+        self.set(0, self.weight);
     }
 }
 
@@ -166,7 +224,13 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
 ) {
     let mut backoff = Duration::from_millis(250);
     let mut pulls: Vec<Pull> = Vec::with_capacity(2);
-    let mut backlog = Backlog { slots, pending: 0 };
+    let mut backlog = Backlog {
+        slots,
+        pending: 0,
+        weight: 1,
+    };
+    // The partition's slots, counted while tenant weights are in use (see `Slot`).
+    let held = Arc::new(Held::default());
     let consumer_name = consumer_name(&rt.name, p);
     // The server reports a refused ack only as a permission violation: watched here, so a user
     // without `$JS.ACK` rights stops the group (and fails readiness) instead of running every
@@ -195,11 +259,17 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
             // A partition without a pull sends one with its probe. While it has a backlog, a pull
             // with slots only follows as soon as half its share of the slots is free, so its
             // next messages are on their way while it handles the current ones.
+            let counted = rt.weights.any().then_some(&held);
             let next = match pulls.as_slice() {
-                [] => Some((slots.reserve(backlog.pending), true)),
-                [_] if backlog.pending > 0 && slots.refill_ready() => {
-                    Some((slots.reserve(backlog.pending), false)).filter(|(r, _)| !r.is_empty())
-                }
+                [] => Some((
+                    slots.reserve(backlog.pending, backlog.weight, counted),
+                    true,
+                )),
+                [_] if backlog.pending > 0 && slots.refill_ready(backlog.weight) => Some((
+                    slots.reserve(backlog.pending, backlog.weight, counted),
+                    false,
+                ))
+                .filter(|(r, _)| !r.is_empty()),
                 _ => None,
             };
             if let Some((reserved, probe)) = next {
@@ -242,9 +312,12 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
                     Some(Ok(msg)) => {
                         pulls[i].received += 1;
                         if let Ok(info) = msg.info() {
-                            backlog.set(info.pending);
+                            let weight = partition_weight(&rt, &msg, backlog.weight);
+                            backlog.set(info.pending, weight);
                         }
-                        dispatch(&rt, slots, (&mut pulls, i), msg, &tracker, &abort, &shutdown).await;
+                        let counted = rt.weights.any().then_some(&held);
+                        let weighted = counted.map(|h| (h, backlog.weight));
+                        dispatch(&rt, (slots, weighted), (&mut pulls, i), msg, &tracker, &abort, &shutdown).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(consumer = %consumer_name, error = %e, "pull ended with an error; rebinding");
@@ -257,7 +330,7 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
                     }
                     None => {
                         if pulls[i].received == 0 {
-                            backlog.set(0);
+                            backlog.set(0, backlog.weight);
                         }
                         // Keep the pull with the probe first.
                         pulls.remove(i);
@@ -273,6 +346,17 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
     }
     finish_pulls(&rt, &mut pulls).await;
     rt.set_bound(Some(p), false);
+}
+
+/// The weight of the partition `msg` came from: its tenant's (see [`crate::weights`]); `current`
+/// while no tenant has a weight of its own (no lookup at all then).
+fn partition_weight<S>(rt: &GroupRuntime<S>, msg: &jetstream::Message, current: usize) -> usize {
+    if !rt.weights.any() {
+        return current;
+    }
+    split_event_subject(&msg.message.subject).map_or(current, |(tenant, _)| {
+        usize::try_from(rt.weights.weight(tenant)).unwrap_or(1)
+    })
 }
 
 /// Reads the consumer's ack floor into the group's runtime.
@@ -333,18 +417,35 @@ fn split_permit(mut permit: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
 /// loop, so the loop never waits while it holds slots only it can use.
 async fn dispatch<S: Clone + Send + Sync + 'static>(
     rt: &Arc<GroupRuntime<S>>,
-    slots: &Slots,
+    (slots, weighted): (&Slots, Option<(&Arc<Held>, usize)>),
     (pulls, i): (&mut [Pull], usize),
     msg: jetstream::Message,
     tracker: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
+    let held = weighted.map(|(h, _)| h);
+    // With tenant weights, a partition holding its share already does not take a free slot
+    // for its probe: the probe waits for one of the partition's own slots to free up first.
+    let over_share = weighted.is_some_and(|(h, w)| h.count() >= slots.share(w));
     let permit = match pulls[i].slots.pop() {
         Some(permit) => Some(permit),
         None if shutdown.is_cancelled() || !pulls[i].probe => None,
+        // Its slots reserved by the other pull are taken first: those only this loop can use,
+        // and the loop waits here (as below, when no slot is free).
+        None if over_share => match pulls.iter_mut().find(|p| !p.slots.is_empty()) {
+            Some(other) => {
+                other.probe = true;
+                let permit = other.slots.pop();
+                pulls[i].probe = false;
+                permit
+            }
+            None => wait_for_slot(rt, (slots, weighted), &msg, shutdown)
+                .await
+                .map(|p| Slot::new(p, held)),
+        },
         None => match slots.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
+            Ok(permit) => Some(Slot::new(permit, held)),
             Err(_) => match pulls.iter_mut().find(|p| !p.slots.is_empty()) {
                 Some(other) => {
                     other.probe = true;
@@ -352,7 +453,9 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
                     pulls[i].probe = false;
                     permit
                 }
-                None => wait_for_slot(rt, slots, &msg, shutdown).await,
+                None => wait_for_slot(rt, (slots, weighted), &msg, shutdown)
+                    .await
+                    .map(|p| Slot::new(p, held)),
             },
         },
     };
@@ -394,10 +497,12 @@ async fn hand_back<S: Clone + Send + Sync + 'static>(
 }
 
 /// Waits for a free handler slot for `msg`, heartbeating its delivery so its ack wait does not
-/// run out meanwhile; `None` when the worker shuts down first.
+/// run out meanwhile; `None` when the worker shuts down first. With tenant weights
+/// (`weighted`: the partition's held slots and weight), it first waits until the partition
+/// holds less than its share.
 async fn wait_for_slot<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
-    slots: &Slots,
+    (slots, weighted): (&Slots, Option<(&Arc<Held>, usize)>),
     msg: &jetstream::Message,
     shutdown: &CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
@@ -408,6 +513,18 @@ async fn wait_for_slot<S: Clone + Send + Sync + 'static>(
         every: rt.heartbeat_every(),
     };
     beat.during(async {
+        if let Some((held, weight)) = weighted {
+            loop {
+                let freed = held.freed.notified();
+                if held.count() < slots.share(weight) {
+                    break;
+                }
+                tokio::select! {
+                    () = freed => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+        }
         tokio::select! {
             permit = slots.permits.clone().acquire_owned() => permit.ok(),
             () = shutdown.cancelled() => None,
