@@ -2,7 +2,7 @@
 //!
 //! A tenant's weight (1 to [`MAX_WEIGHT`], default [`DEFAULT_WEIGHT`]) is the JSON value
 //! `{"weight": 3}` of its key in the tenant registry bucket
-//! [`TENANTS_BUCKET`](crate::topology::TENANTS_BUCKET) (`conveyor tenants weight acme 3`,
+//! [`TENANTS_BUCKET`] (`conveyor tenants weight acme 3`,
 //! [`set_weight`]). Every worker watches the registry. A partition with a backlog reserves
 //! handler slots in proportion to the weight of the tenant of its latest delivery, so while two
 //! tenants in different partitions both have backlogs, a tenant of weight 3 gets about three
