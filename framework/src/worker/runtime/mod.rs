@@ -5,6 +5,7 @@ mod limits;
 mod pulling;
 mod run;
 mod settle;
+mod slots;
 
 use consumer::Known;
 pub(crate) use pulling::run_group;
@@ -24,13 +25,13 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::handback::{HANDBACK_ALLOWANCE, HandBacks};
 use super::{GroupConfig, Route, StartFrom};
@@ -293,7 +294,7 @@ struct Tracking<'a> {
 async fn deliver<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
     msg: jetstream::Message,
-    _slot: pulling::Slot,
+    _slot: slots::Slot,
     abort: CancellationToken,
 ) {
     let Some(reply) = msg.message.reply.clone() else {
