@@ -193,6 +193,14 @@ pub async fn dead_letters(conn: &Connection, min: usize, timeout: Duration) -> V
         .collect()
 }
 
+/// A `test.ping` envelope as a client in another language would write it by hand.
+pub fn ping_envelope(id: &str, tenant: &str, n: u32) -> serde_json::Value {
+    serde_json::json!({
+        "specversion": "1.0", "id": id, "source": "app", "type": Ping::TYPE,
+        "tenantid": tenant, "datacontenttype": "application/json", "data": {"n": n}
+    })
+}
+
 /// Asserts that the DLQ holds no letter (after a short wait for letters in flight).
 pub async fn assert_no_dead_letters(conn: &Connection) {
     let letters = dead_letters(conn, 0, Duration::from_millis(200)).await;

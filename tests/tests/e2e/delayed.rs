@@ -234,10 +234,7 @@ async fn a_schedule_cannot_deliver_into_another_tenant() {
     // A publisher allowed only `delayed.acme.>` forges a schedule whose target and envelope
     // name globex: the target is a header, which subject permissions do not check.
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(500);
-    let body = serde_json::json!({
-        "specversion": "1.0", "id": "forged", "source": "evil", "type": "test.ping",
-        "tenantid": "globex", "datacontenttype": "application/json", "data": {"n": 1}
-    });
+    let body = conveyor_tests::ping_envelope("forged", "globex", 1);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Schedule", conveyor::delay::schedule_at(at).as_str());
     headers.insert("Nats-Schedule-Target", "events.globex.test.ping");

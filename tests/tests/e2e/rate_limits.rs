@@ -157,11 +157,7 @@ async fn a_forged_slot_does_not_pass_the_limit() {
     // honoured.
     let slot = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     for n in 0..5 {
-        let body = serde_json::json!({
-            "specversion": "1.0", "id": format!("forged-{n}"), "source": "app",
-            "type": "test.ping", "tenantid": "acme", "datacontenttype": "application/json",
-            "data": {"n": n}
-        });
+        let body = conveyor_tests::ping_envelope(&format!("forged-{n}"), "acme", n);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(conveyor::rate::RATE_SLOT_HEADER, slot.as_str());
         let mut forged = headers.clone();

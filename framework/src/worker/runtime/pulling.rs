@@ -283,32 +283,12 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
     let permit = match pulls[i].slots.pop() {
         Some(permit) => Some(permit),
         None if shutdown.is_cancelled() || !pulls[i].probe => None,
-        // Its slots reserved by the other pull are taken first: those only this loop can use,
-        // and the loop waits here (as below, when no slot is free).
-        None if over_share => match pulls.iter_mut().find(|p| !p.slots.is_empty()) {
-            Some(other) => {
-                other.probe = true;
-                let permit = other.slots.pop();
-                pulls[i].probe = false;
-                permit
-            }
-            None => wait_for_slot(rt, (slots, weighted), &msg, shutdown)
-                .await
-                .map(|p| Slot::new(p, held)),
-        },
+        None if over_share => {
+            steal_or_wait(rt, (slots, weighted), (pulls, i), &msg, shutdown).await
+        }
         None => match slots.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(Slot::new(permit, held)),
-            Err(_) => match pulls.iter_mut().find(|p| !p.slots.is_empty()) {
-                Some(other) => {
-                    other.probe = true;
-                    let permit = other.slots.pop();
-                    pulls[i].probe = false;
-                    permit
-                }
-                None => wait_for_slot(rt, (slots, weighted), &msg, shutdown)
-                    .await
-                    .map(|p| Slot::new(p, held)),
-            },
+            Err(_) => steal_or_wait(rt, (slots, weighted), (pulls, i), &msg, shutdown).await,
         },
     };
     match permit {
@@ -325,6 +305,27 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
         }
         _ => hand_back(rt, &msg).await,
     }
+}
+
+/// A slot for pull `i`'s probe when it may not take a free one: one the loop's other pull
+/// reserved (that pull carries the probe from then on; only this loop can use those slots, and
+/// the loop is about to wait), else the next slot that frees up.
+async fn steal_or_wait<S: Clone + Send + Sync + 'static>(
+    rt: &Arc<GroupRuntime<S>>,
+    (slots, weighted): (&Slots, Option<(&Arc<Held>, usize)>),
+    (pulls, i): (&mut [Pull], usize),
+    msg: &jetstream::Message,
+    shutdown: &CancellationToken,
+) -> Option<Slot> {
+    if let Some(other) = pulls.iter_mut().find(|p| !p.slots.is_empty()) {
+        other.probe = true;
+        let permit = other.slots.pop();
+        pulls[i].probe = false;
+        return permit;
+    }
+    wait_for_slot(rt, (slots, weighted), msg, shutdown)
+        .await
+        .map(|p| Slot::new(p, weighted.map(|(h, _)| h)))
 }
 
 /// Hands `msg` back to the server undelivered (a Nak counted as a hand-back, not an attempt).
