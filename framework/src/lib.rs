@@ -67,6 +67,7 @@ pub mod partition;
 pub mod pause;
 pub mod publisher;
 pub mod rate;
+pub mod retention;
 pub mod retry;
 pub mod runs;
 pub mod scope;

@@ -7,6 +7,8 @@
 //! - [`Scheduler`]: campaigns for the lease ([`lease`]), fires due ticks while it leads, and
 //!   persists the last fired tick per schedule so a new leader neither re-fires nor skips.
 //! - [`status`]: the operator view (next fire times, leader, last ticks).
+//! - While it leads, it also samples what retention limits removed before it was handled
+//!   ([`conveyor::retention`]) and exports the totals with its metrics.
 //!
 //! A tick's event has the id and `Nats-Msg-Id` `cron:<schedule>:<tenant>:<unix-seconds>:<tag>`
 //! (the tag keyed by a secret the schedulers share, so no tenant can guess another's tick id): if two
@@ -18,6 +20,7 @@ mod error;
 mod fire;
 mod ids;
 pub mod lease;
+mod retention;
 mod runtime;
 pub mod schedule;
 pub mod status;

@@ -43,6 +43,7 @@ pub struct Stats {
     /// Publish failures (the tick is retried).
     pub errors: AtomicU64,
     lateness_ms: Mutex<Vec<f64>>,
+    retention: Mutex<Option<conveyor::retention::RetentionReport>>,
 }
 
 impl Stats {
@@ -52,6 +53,17 @@ impl Stats {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
+    }
+
+    /// What retention limits removed, as the leader last sampled it (`None` before a sample).
+    pub fn retention(&self) -> Option<conveyor::retention::RetentionReport> {
+        self.retention.lock().ok().and_then(|r| r.clone())
+    }
+
+    pub(crate) fn set_retention(&self, report: conveyor::retention::RetentionReport) {
+        if let Ok(mut r) = self.retention.lock() {
+            *r = Some(report);
+        }
     }
 
     pub(crate) fn record_lateness(&self, ms: f64) {
@@ -111,7 +123,11 @@ impl Collector for SchedulerCollector {
             None,
             leader.metric_type(),
         )?;
-        leader.encode(metric)
+        leader.encode(metric)?;
+        match self.stats.retention() {
+            Some(report) => crate::retention::encode(&report, &mut encoder),
+            None => Ok(()),
+        }
     }
 }
 
@@ -125,6 +141,9 @@ pub struct Options {
     /// Act as leader without an election. Only for testing what happens when two processes
     /// both believe they lead.
     pub force_leader: bool,
+    /// How often the leader samples what retention limits removed (see
+    /// [`conveyor::retention`]); `None`: never. Default 10 s.
+    pub retention_sample_every: Option<Duration>,
 }
 
 impl Default for Options {
@@ -133,6 +152,7 @@ impl Default for Options {
             node_id: default_node_id(),
             lease_ttl: Duration::from_secs(2),
             force_leader: false,
+            retention_sample_every: Some(crate::retention::DEFAULT_SAMPLE_EVERY),
         }
     }
 }
@@ -303,6 +323,15 @@ impl Scheduler {
         }
         for s in self.schedules {
             tasks.push(tokio::spawn(run_schedule(ctx.clone(), s, shutdown.clone())));
+        }
+        if let Some(every) = self.options.retention_sample_every {
+            tasks.push(tokio::spawn(crate::retention::run(
+                self.conn.clone(),
+                self.leadership.clone(),
+                self.stats.clone(),
+                every,
+                shutdown.clone(),
+            )));
         }
         tracing::info!(node = %self.options.node_id, "scheduler running");
         signal.await;

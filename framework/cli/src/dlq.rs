@@ -245,18 +245,10 @@ pub(crate) async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> 
                     chosen.len()
                 ));
             }
-            let stream = conn
-                .jetstream()
-                .get_stream(DLQ_STREAM)
+            let deleted = conveyor::dlq::purge(conn, chosen.iter().map(|(s, _)| *s))
                 .await
-                .map_err(|e| e.to_string())?;
-            for (s, _) in &chosen {
-                stream
-                    .delete_message(*s)
-                    .await
-                    .map_err(|e| format!("could not delete #{s}: {e}"))?;
-            }
-            println!("purged {} dead letters", chosen.len());
+                .map_err(|e| dlq_error(&e))?;
+            println!("purged {deleted} dead letters");
             Ok(())
         }
     }

@@ -68,6 +68,20 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
             }
         }
     }
+    // Sampling here too keeps the counts going where no scheduler runs; a user who may not
+    // sample reads what the scheduler's leader counted.
+    let retention = match conveyor::retention::sample(conn).await {
+        Ok(r) => Some(r),
+        Err(_) => conveyor::retention::report(conn).await.ok(),
+    };
+    if let Some(r) = &retention {
+        for g in &r.groups {
+            if let Some(row) = by_group.get_mut(&g.group) {
+                row["removed_unhandled"] = json!(g.removed);
+                row["removed_at_least"] = json!(g.at_least);
+            }
+        }
+    }
     let groups: Vec<Value> = by_group.into_values().collect();
     let leader = match js.get_key_value(conveyor::topology::LEASES_BUCKET).await {
         Ok(store) => store
@@ -80,8 +94,9 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
     };
     let paused = conveyor::pause::paused(conn).await.unwrap_or_default();
     let scheduled = conveyor::delay::scheduled_count(conn, None).await.ok();
+    let dead_letters_removed = retention.as_ref().map(|r| r.dead_letters_removed);
     let report = json!({"streams": streams, "groups": groups, "scheduler_leader": leader,
-        "paused": paused, "scheduled": scheduled});
+        "paused": paused, "scheduled": scheduled, "dead_letters_removed": dead_letters_removed});
     if as_json {
         println!("{report}");
         return Ok(());
@@ -97,18 +112,27 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
     }
     println!();
     println!(
-        "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12}  last active",
-        "group", "pending", "ack pending", "redelivered", "waiting", "dead letters"
+        "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12} {:>8}  last active",
+        "group", "pending", "ack pending", "redelivered", "waiting", "dead letters", "removed"
     );
     for g in &groups {
+        let removed = match (
+            g["removed_unhandled"].as_u64(),
+            g["removed_at_least"].as_bool(),
+        ) {
+            (Some(n), Some(true)) => format!(">={n}"),
+            (Some(n), _) => n.to_string(),
+            (None, _) => "?".into(),
+        };
         println!(
-            "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12}  {}",
+            "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12} {:>8}  {}",
             g["group"].as_str().unwrap_or(""),
             g["pending"],
             g["ack_pending"],
             g["redelivered"],
             g["waiting"],
             g["dead_letters"],
+            removed,
             match g["paused"].as_bool() {
                 Some(true) => format!("{} (paused)", g["last_active"].as_str().unwrap_or("-")),
                 _ => g["last_active"].as_str().unwrap_or("-").to_owned(),
@@ -126,6 +150,17 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
     }
     for p in &paused {
         println!("{}", crate::tenants::describe(p));
+    }
+    if groups
+        .iter()
+        .any(|g| g["removed_unhandled"].as_u64() > Some(0))
+    {
+        println!(
+            "removed: events EVENTS dropped (max_age, max_bytes) before the group handled them; see README \"Retention limits\""
+        );
+    }
+    if let Some(n) = dead_letters_removed.filter(|n| *n > 0) {
+        println!("dead letters removed by DLQ limits (max_age, max_bytes): {n}");
     }
     if let Some(n) = scheduled {
         println!(

@@ -21,8 +21,10 @@ use crate::error::Error;
 use crate::event::validate_event_type;
 use crate::tenant::TenantId;
 
+mod purge;
 mod replay;
 
+pub use purge::purge;
 pub use replay::{REPLAY_FOR_HEADER, StoredLetter, letters, replay};
 
 /// Header names of a dead letter: a public contract, like the subjects.
@@ -136,6 +138,8 @@ pub enum DeadLetterErrorKind {
     /// The letter cannot be replayed: its subjects disagree or name no valid event subject, or
     /// its body was truncated.
     NotReplayable,
+    /// A dead letter could not be deleted from the `DLQ` stream.
+    Delete,
 }
 
 impl fmt::Display for DeadLetterErrorKind {
@@ -146,6 +150,7 @@ impl fmt::Display for DeadLetterErrorKind {
             Self::PermissionDenied => "dead-letter publish not permitted",
             Self::Read => "dead letters unreadable",
             Self::NotReplayable => "not replayable",
+            Self::Delete => "dead letter not deleted",
         })
     }
 }

@@ -223,6 +223,7 @@ pub async fn replay(conn: &Connection, stored: &StoredLetter) -> Result<u64, Dea
         .delete_message(stored.sequence)
         .await
         .map_err(|e| removal_failed(stored.sequence, ack.sequence, e))?;
+    super::purge::count_deleted(conn, 1).await;
     Ok(ack.sequence)
 }
 

@@ -18,6 +18,7 @@ mod publish;
 mod rate_limits;
 mod replay;
 mod resilience;
+mod retention;
 mod rolling_deploy;
 mod scheduler;
 mod scheduler_isolation;

@@ -190,7 +190,11 @@ async fn the_scheduler_user_can_lead_and_fire() {
             .tenants(["acme"])
             .catch_up(CatchUp::Skip),
     ];
-    let scheduler = Scheduler::new(&scheduler_conn, &schedules, Options::default()).unwrap();
+    let options = Options {
+        retention_sample_every: Some(Duration::from_millis(500)),
+        ..Options::default()
+    };
+    let scheduler = Scheduler::new(&scheduler_conn, &schedules, options).unwrap();
     let stats = scheduler.stats();
     scheduler
         .run_until(tokio::time::sleep(Duration::from_secs(4)))
@@ -198,6 +202,12 @@ async fn the_scheduler_user_can_lead_and_fire() {
         .unwrap();
     let fired = stats.fired.load(std::sync::atomic::Ordering::Relaxed);
     assert!(fired >= 2, "the scheduler user fired {fired} ticks");
+    // As leader it also sampled what retention limits removed, with its own permissions.
+    assert!(
+        stats.retention().is_some(),
+        "the scheduler user could not sample the retention counts"
+    );
+    assert_eq!(scheduler_conn.recent_permission_violation(), None);
     assert!(conveyor_tests::events_count(&admin).await >= 2);
 }
 

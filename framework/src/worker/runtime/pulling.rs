@@ -65,10 +65,7 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
             let (shutdown, abort, tracker) = (shutdown.clone(), abort.clone(), tracker.clone());
             tokio::spawn(async move {
                 let pulling = pull_loop(rt.clone(), p, &slots, known, (shutdown, abort, tracker));
-                if let Err(panic) = AssertUnwindSafe(pulling).catch_unwind().await {
-                    rt.set_bound(Some(p), false);
-                    tracing::error!(group = %rt.name, partition = p, panic = %panic_message(&panic), "a partition's pull loop died; the group is not ready");
-                }
+                supervise(&rt, p, pulling).await;
             })
         })
         .collect();
@@ -76,6 +73,15 @@ pub(crate) async fn run_group<S: Clone + Send + Sync + 'static>(
         if let Err(e) = l.await {
             tracing::error!(group = %rt.name, error = %e, "partition loop failed");
         }
+    }
+}
+
+/// Runs partition `p`'s loop; a loop that panics marks the partition unbound, so the group's
+/// readiness check (and `/readyz`) fails, and the panic is logged.
+async fn supervise<S>(rt: &GroupRuntime<S>, p: u32, pulling: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(pulling).catch_unwind().await {
+        rt.set_bound(Some(p), false);
+        tracing::error!(group = %rt.name, partition = p, panic = %panic_message(&panic), "a partition's pull loop died; the group is not ready");
     }
 }
 
@@ -412,5 +418,52 @@ async fn sleep_or_cancel(d: Duration, token: &CancellationToken) {
     tokio::select! {
         () = tokio::time::sleep(d) => {}
         () = token.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::NatsServer;
+    use crate::{Context, Group, HandlerError, Worker};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pull_loop_that_dies_fails_the_groups_readiness() {
+        let server = NatsServer::start().expect("nats-server");
+        let conn = server.connect().await.expect("connect");
+        let telemetry = crate::telemetry::Telemetry::new();
+        let worker = Worker::builder(&conn, ())
+            .telemetry(&telemetry)
+            .group(
+                Group::new("sla").handle(|_: crate::sla::SlaBreached, _: Context| async {
+                    Ok::<(), HandlerError>(())
+                }),
+            )
+            .build()
+            .expect("worker");
+        let rt = worker.groups[0].clone();
+        telemetry.add_check("consumer:sla", rt.bound());
+        rt.set_bound(None, true);
+        assert!(telemetry.failing_checks().is_empty());
+        // A loop that ends (at shutdown) leaves the group as it was.
+        super::supervise(&rt, 3, async {}).await;
+        assert!(telemetry.failing_checks().is_empty());
+        // A loop that panics fails readiness: `/readyz` answers 503.
+        super::supervise(&rt, 3, async { panic!("a bug in the pull loop") }).await;
+        assert_eq!(telemetry.failing_checks(), ["consumer:sla"]);
+        let served = telemetry
+            .serve("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        let mut stream = tokio::net::TcpStream::connect(served.local_addr())
+            .await
+            .expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     }
 }
