@@ -60,6 +60,7 @@ pub mod dlq;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod filters;
 pub mod handler;
 pub mod history;
 mod kvwatch;

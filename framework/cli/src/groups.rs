@@ -1,4 +1,5 @@
-//! `conveyor groups`: pause and resume a whole group.
+//! `conveyor groups`: pause and resume a whole group; list and drop the event types its
+//! consumers filter.
 
 use std::time::Duration;
 
@@ -24,6 +25,24 @@ pub(crate) enum GroupsCommand {
     Resume {
         /// The group.
         group: String,
+    },
+    /// List the event types the group's consumers filter (every version's, during a rolling
+    /// deploy).
+    Types {
+        /// The group.
+        group: String,
+    },
+    /// Stop delivering an event type to the group: takes it out of the group's consumers. For a
+    /// type no version of the group handles any more (a process that still handles it adds it
+    /// back when it next starts); its pending events are then not delivered to the group.
+    DropType {
+        /// The group.
+        group: String,
+        /// The event type.
+        event_type: String,
+        /// Confirm; without it nothing changes.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -51,6 +70,34 @@ pub(crate) async fn run(conn: &Connection, cmd: GroupsCommand) -> Result<(), Fai
                 .await
                 .map_err(|e| e.to_string())?;
             println!("group {group} resumed");
+            Ok(())
+        }
+        GroupsCommand::Types { group } => {
+            for t in conveyor::filters::event_types(conn, &group)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("{t}");
+            }
+            Ok(())
+        }
+        GroupsCommand::DropType {
+            group,
+            event_type,
+            yes,
+        } => {
+            if !yes {
+                return Err(format!(
+                    "this stops delivering {event_type} to group {group}, and its pending events of that type are not delivered to it; add --yes to drop it"
+                ));
+            }
+            let dropped = conveyor::filters::drop_event_type(conn, &group, &event_type)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "dropped {event_type} from {} consumers of group {group}; {} pending events of the type will not be delivered to it",
+                dropped.consumers, dropped.pending_skipped
+            );
             Ok(())
         }
     }
