@@ -3,7 +3,7 @@
 mod backstop;
 mod group;
 mod handback;
-mod runtime;
+pub(crate) mod runtime;
 
 pub(crate) use group::Route;
 pub use group::{Group, GroupConfig, StartFrom};

@@ -1,16 +1,23 @@
 //! A group's runtime: its partition loops and the handling of one delivery.
 
+mod admission;
 mod consumer;
 mod limits;
+mod outcome;
 mod pulling;
+mod record;
 mod run;
 mod settle;
 mod slots;
 
+use admission::Routed;
 use consumer::Known;
+pub(crate) use outcome::{Attempt, Outcome, Run, decide};
 pub(crate) use pulling::run_group;
+use record::RunRecorder;
 pub(crate) use run::panic_message;
-use run::{LiveProgress, resume_panic, run_handler};
+use run::{LiveProgress, resume_panic};
+pub(crate) use run::{RunLimits, RunWatch, supervise};
 use settle::settle;
 
 use std::collections::HashMap;
@@ -39,12 +46,12 @@ use crate::connection::Connection;
 use crate::control::{Cancellations, ProgressUpdate, progress_subject};
 use crate::dlq::{DeadLetter, DeadLetterKind};
 use crate::envelope::{RawEnvelope, split_event_subject};
-use crate::handler::{Context, Delivery, FollowUps, HandlerResult, ProgressSink, Retry, RunHooks};
+use crate::handler::{Context, Delivery, FollowUps, HandlerResult, ProgressSink, RunHooks};
 use crate::history::{HistoryWriter, ProgressReport, RunRecord, RunState, Transition};
 use crate::partition::{PARTITIONS, consumer_name};
 use crate::publisher::Publisher;
 use crate::sla::SlaBreached;
-use crate::telemetry::{GroupMetrics, Outcome as TelemetryOutcome, RouteMetrics};
+use crate::telemetry::{GroupMetrics, RouteMetrics};
 use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
 use crate::trace::TraceParent;
@@ -219,63 +226,29 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
     }
 }
 
-async fn send_ack(conn: &Connection, reply: async_nats::Subject, body: Bytes) {
+async fn send_ack(conn: &Connection, reply: async_nats::Subject, kind: jetstream::AckKind) {
+    if let Err(e) = conn.client().publish(reply, kind.into()).await {
+        tracing::error!(error = %e, "could not send ack");
+    }
+}
+
+/// Terminates a delivery with a reason (`+TERM <reason>`, shown in the server's advisory);
+/// `AckKind::Term` carries none.
+async fn send_term(conn: &Connection, reply: async_nats::Subject, reason: &str) {
+    let body = Bytes::from(format!("+TERM {reason}"));
     if let Err(e) = conn.client().publish(reply, body).await {
         tracing::error!(error = %e, "could not send ack");
     }
 }
 
-/// What becomes of one delivery.
-enum Outcome {
-    Ack,
-    Retry {
-        delay: Duration,
-        error: String,
-    },
-    DeadLetter {
-        kind: DeadLetterKind,
-        error: String,
-    },
-    Cancelled {
-        running: bool,
-    },
-    HandBack,
-    /// A type this process does not handle: handed back after `delay` for another version of
-    /// the group.
-    Elsewhere {
-        delay: Duration,
-    },
-    /// A replayed dead letter of another group: acked, not run.
-    NotForThisGroup,
-    /// The tenant is paused for this group: the event is parked (see [`crate::pause`]).
-    Park,
-    /// Over the group's rate limit: acked and copied to run at its slot (see [`crate::rate`]).
-    RateLimited {
-        slot: chrono::DateTime<Utc>,
-    },
-    /// Its concurrency key is full: acked and copied to run when it has room (see
-    /// [`crate::concurrency`]).
-    WaitForRoom {
-        key: String,
-    },
-}
-
-impl Outcome {
-    fn dead(kind: DeadLetterKind, error: impl Into<String>) -> Self {
-        Self::DeadLetter {
-            kind,
-            error: error.into(),
-        }
-    }
-}
-
-/// How one handler run ended.
-enum Run {
-    Done(HandlerResult),
-    Panicked(String),
-    TimedOut,
-    Cancelled,
-    Aborted,
+/// One delivery as it is handled: the message and what its metadata says.
+struct Incoming<'m> {
+    msg: &'m jetstream::Message,
+    /// Where acks, Naks and heartbeats go.
+    reply: async_nats::Subject,
+    stream_sequence: u64,
+    /// The attempt this delivery is (hand-backs and earlier copies accounted for).
+    attempt: u32,
 }
 
 /// What is known about a delivery as it is handled, for metrics and history.
@@ -283,7 +256,7 @@ enum Run {
 struct Tracking<'a> {
     metrics: Option<&'a RouteMetrics>,
     tenant: Option<TenantId>,
-    record: Option<Arc<Mutex<RunRecord>>>,
+    record: Option<Arc<RunRecorder>>,
     started: Option<tokio::time::Instant>,
     /// Earlier deliveries of this event that the group handed back.
     handed_back: u32,
@@ -350,31 +323,19 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         handed_back,
         ..Tracking::default()
     };
-    let outcome = handle(
-        &rt,
-        &msg,
-        parsed,
-        trace,
-        &reply,
-        stream_sequence,
-        attempt,
-        &abort,
-        &mut tracking,
-    )
-    .instrument(span.clone())
-    .await;
-    let lease = tracking.lease.take();
-    settle(
-        &rt,
-        &msg,
+    let incoming = Incoming {
+        msg: &msg,
         reply,
         stream_sequence,
         attempt,
-        (outcome, &abort),
-        tracking,
-    )
-    .instrument(span.clone())
-    .await;
+    };
+    let outcome = handle(&rt, &incoming, parsed, trace, &abort, &mut tracking)
+        .instrument(span.clone())
+        .await;
+    let lease = tracking.lease.take();
+    settle(&rt, &incoming, outcome, &abort, tracking)
+        .instrument(span.clone())
+        .await;
     if let Some(lease) = lease {
         Box::pin(limits::release(&rt, lease).instrument(span)).await;
     }
@@ -415,116 +376,31 @@ fn start_trace(span: &tracing::Span, carried: Option<&str>) -> TraceParent {
     trace
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Handles one delivery up to its outcome: admission, limits, the run record, the run, and
+/// the decision.
 async fn handle<'a, S: Clone + Send + Sync + 'static>(
     rt: &'a GroupRuntime<S>,
-    msg: &jetstream::Message,
+    incoming: &Incoming<'_>,
     parsed: Result<RawEnvelope<'_>, crate::envelope::DecodeError>,
     trace: TraceParent,
-    reply: &async_nats::Subject,
-    stream_sequence: u64,
-    attempt: u32,
     abort: &CancellationToken,
     tracking: &mut Tracking<'a>,
 ) -> Outcome {
-    let span = tracing::Span::current();
-    if let Some(group) = header(msg, &REPLAY_FOR)
-        && group.as_str() != rt.name
-    {
-        return Outcome::NotForThisGroup;
-    }
-    let subject = msg.message.subject.as_str();
-    let Some((subject_tenant, subject_type)) = split_event_subject(subject) else {
-        return Outcome::dead(
-            DeadLetterKind::Decode,
-            format!("subject {subject:?} is not events.<tenant>.<type>"),
-        );
+    let routed = match admission::admit(rt, incoming, parsed, tracking) {
+        Ok(routed) => routed,
+        Err(outcome) => return outcome,
     };
-    let env = match parsed {
-        Ok(env) => env,
-        Err(e) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
+    let (attempt, route) = (incoming.attempt, routed.route);
+    let cancelled = || {
+        rt.cancels
+            .is_cancelled(&rt.name, routed.tenant.as_str(), &routed.env.id)
     };
-    span.record("event_type", &*env.event_type);
-    span.record("event_id", &*env.id);
-    span.record("tenant", &*env.tenantid);
-    let tenant = match env.tenant() {
-        Ok(t) => t,
-        Err(e) => return Outcome::dead(DeadLetterKind::TenantMismatch, e.to_string()),
-    };
-    if tenant.as_str() != subject_tenant {
-        return Outcome::dead(
-            DeadLetterKind::TenantMismatch,
-            format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
-        );
-    }
-    if let Some(scheduler) = header(msg, &SCHEDULER)
-        && crate::delay::scheduled_by_other_tenant(scheduler.as_str(), subject_tenant)
-    {
-        return Outcome::dead(
-            DeadLetterKind::TenantMismatch,
-            format!(
-                "the event was scheduled by {:?}, which is not a schedule of tenant {subject_tenant:?}",
-                scheduler.as_str()
-            ),
-        );
-    }
-    if rt.metrics.is_some() {
-        // Only the tenant allow-list of the metrics needs it.
-        tracking.tenant = Some(tenant.clone());
-    }
-    if rt.pauses.is_paused(&rt.name, tenant.as_str()) {
-        return Outcome::Park;
-    }
-    if env.event_type != subject_type {
-        tracking.metrics = rt.routes.get(subject_type).and_then(|r| r.metrics.as_ref());
-        return Outcome::dead(
-            DeadLetterKind::TypeMismatch,
-            format!(
-                "envelope type {:?} differs from the subject's type {subject_type:?}",
-                env.event_type
-            ),
-        );
-    }
-    let Some(route) = rt.routes.get(subject_type) else {
-        // The consumer's filter holds a type this process has no handler for: another version
-        // of the group (a rolling deploy) handles it. Handed back for a process that can, a
-        // bounded number of times.
-        let delivered = attempt.saturating_add(tracking.handed_back);
-        let mut known: Vec<&str> = rt.routes.keys().map(String::as_str).collect();
-        known.sort_unstable();
-        if delivered <= UNKNOWN_TYPE_HANDBACKS {
-            tracing::info!(event_type = subject_type, handles = ?known, "type handled by another version of the group; handed back");
-            return Outcome::Elsewhere {
-                delay: rt.config.unknown_type_grace / UNKNOWN_TYPE_HANDBACKS,
-            };
-        }
-        return Outcome::dead(
-            DeadLetterKind::UnknownType,
-            format!(
-                "group {:?} has no handler for type {subject_type:?} (it handles {known:?}), and no process of the group handled it in {delivered} deliveries",
-                rt.name
-            ),
-        );
-    };
-    tracking.metrics = route.metrics.as_ref();
-    let policy = &route.options.retry;
-    if attempt > policy.max_attempts {
-        return Outcome::dead(
-            DeadLetterKind::MaxDeliveries,
-            format!(
-                "delivery {attempt} exceeds the handler's {} attempts: an earlier attempt ended without a result",
-                policy.max_attempts
-            ),
-        );
-    }
-    if (rt.limiter.is_some() || rt.concurrency.is_some())
-        && !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id)
-    {
+    if (rt.limiter.is_some() || rt.concurrency.is_some()) && !cancelled() {
         let event = limits::Admitted {
-            msg,
-            tenant: &tenant,
-            event_type: &env.event_type,
-            data: env.data,
+            msg: incoming.msg,
+            tenant: &routed.tenant,
+            event_type: &routed.env.event_type,
+            data: routed.env.data,
             timeout: route.options.timeout,
         };
         // Boxed: the key-value requests would otherwise grow every delivery's future, limited
@@ -533,46 +409,22 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             return wait;
         }
     }
-    if rt.history.is_some() {
-        let mut record = RunRecord {
-            group: rt.name.clone(),
-            tenant: tenant.as_str().to_owned(),
-            event_id: env.id.to_string(),
-            event_type: env.event_type.to_string(),
+    if let Some(history) = &rt.history {
+        let recorder = RunRecorder::start(
+            history.clone(),
+            &rt.name,
+            &routed,
             attempt,
-            max_attempts: policy.max_attempts,
-            state: RunState::Queued,
-            queued_at: env.time,
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            retry_at: None,
-            error: None,
-            progress: None,
-            expected_ms: route
-                .options
-                .expected_duration
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            sla_breached: false,
-            trace_id: Some(trace.trace_id_hex()),
-            transitions: vec![Transition {
-                state: RunState::Queued,
-                at: env.time.unwrap_or_else(Utc::now),
-                error: None,
-            }],
-        };
-        // The `running` state is written once the handler first waits (see `run_handler`): a
-        // handler that finishes at once gets one write, with every transition in it.
-        if !rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id) {
-            record.started_at = Some(Utc::now());
-            record.transition(RunState::Running, None);
-        }
-        tracking.record = Some(Arc::new(Mutex::new(record)));
+            &trace,
+            !cancelled(),
+        );
+        tracking.record = Some(Arc::new(recorder));
     }
     let cancellations = rt.cancels.subscribe();
-    if rt.cancels.is_cancelled(&rt.name, tenant.as_str(), &env.id) {
+    if cancelled() {
         return Outcome::Cancelled { running: false };
     }
+    let Routed { env, tenant, .. } = routed;
     let delivery = Arc::new(Delivery {
         group: rt.name.clone(),
         tenant,
@@ -581,19 +433,18 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         source: env.source.to_string(),
         time: env.time,
         attempt,
-        max_attempts: policy.max_attempts,
+        max_attempts: route.options.retry.max_attempts,
         correlation_id: env.correlationid.as_deref().unwrap_or(&env.id).to_owned(),
         trace,
-        stream_sequence,
+        stream_sequence: incoming.stream_sequence,
     });
     let cancel = CancellationToken::new();
     let hooks = Arc::new(RunHooks::new(
         cancel.clone(),
         Box::new(LiveProgress {
             conn: rt.conn.clone(),
-            reply: reply.clone(),
+            reply: incoming.reply.clone(),
             delivery: delivery.clone(),
-            history: rt.history.clone(),
             record: tracking.record.clone(),
         }),
     ));
@@ -615,51 +466,27 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         Ok(Err(e)) => return Outcome::dead(DeadLetterKind::Decode, e.to_string()),
         Err(panic) => Box::pin(resume_panic(panic)),
     };
-
     tracking.started = Some(tokio::time::Instant::now());
-    let run = run_handler(
-        rt,
-        reply,
+    let watch = run::DeliveryWatch::new(rt, incoming, route, &delivery, tracking);
+    let run = run::supervise(
         crate::trace::in_context(trace, future),
-        route,
-        &delivery,
-        (&cancel, cancellations),
-        abort,
-        tracking,
+        &run::RunLimits::of(&route.options, rt.heartbeat_every()),
+        (&cancel, Some(cancellations)),
+        Some(abort),
+        &watch,
     )
     .await;
+    drop(watch);
     if let (Some(m), Some(started)) = (tracking.metrics, tracking.started) {
         m.duration.observe(started.elapsed());
     }
-    if cancel.is_cancelled() && !matches!(run, Run::Aborted) {
-        return Outcome::Cancelled { running: true };
-    }
-    let (kind, retry, error) = match run {
-        Run::Done(Ok(())) => return Outcome::Ack,
-        Run::Aborted => return Outcome::HandBack,
-        Run::Cancelled => return Outcome::Cancelled { running: true },
-        Run::Done(Err(e)) => (DeadLetterKind::Handler, e.retry(), e.to_string()),
-        Run::Panicked(message) => (
-            DeadLetterKind::Panic,
-            Retry::Backoff,
-            format!("handler panicked: {message}"),
-        ),
-        Run::TimedOut => (
-            DeadLetterKind::Timeout,
-            Retry::Backoff,
-            format!("handler exceeded its {:?} timeout", route.options.timeout),
-        ),
-    };
-    match retry {
-        Retry::Never => Outcome::DeadLetter { kind, error },
-        _ if attempt >= policy.max_attempts => Outcome::DeadLetter { kind, error },
-        Retry::After(delay) => Outcome::Retry {
-            delay: policy.bounded(delay),
-            error,
+    decide(
+        &run,
+        cancel.is_cancelled(),
+        Attempt {
+            number: attempt,
+            policy: &route.options.retry,
+            timeout: route.options.timeout,
         },
-        Retry::Backoff => Outcome::Retry {
-            delay: policy.delay_after(attempt),
-            error,
-        },
-    }
+    )
 }

@@ -350,7 +350,7 @@ async fn hand_back<S: Clone + Send + Sync + 'static>(
                 .record(&rt.name, info.stream_sequence, before)
                 .await;
         }
-        send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+        send_ack(&rt.conn, reply, jetstream::AckKind::Nak(None)).await;
     }
     tracing::debug!(group = %rt.name, "pulled event handed back");
 }

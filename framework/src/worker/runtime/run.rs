@@ -1,4 +1,8 @@
 //! Running one handler: timeout, panics, heartbeats, progress, cancellation, SLA.
+//!
+//! [`supervise`] is the run itself, the same for the worker and for
+//! [`TestDelivery`](crate::testing::TestDelivery); what a run does while its handler waits
+//! (heartbeats, history, the SLA) is a [`RunWatch`].
 
 use super::*;
 
@@ -8,8 +12,7 @@ pub(super) struct LiveProgress {
     pub(super) conn: Connection,
     pub(super) reply: async_nats::Subject,
     pub(super) delivery: Arc<Delivery>,
-    pub(super) history: Option<HistoryWriter>,
-    pub(super) record: Option<Arc<Mutex<RunRecord>>>,
+    pub(super) record: Option<Arc<RunRecorder>>,
 }
 
 impl ProgressSink for LiveProgress {
@@ -17,7 +20,7 @@ impl ProgressSink for LiveProgress {
         Box::pin(async move {
             let d = &self.delivery;
             let at = Utc::now();
-            send_ack(&self.conn, self.reply.clone(), Bytes::from_static(b"+WPI")).await;
+            send_ack(&self.conn, self.reply.clone(), jetstream::AckKind::Progress).await;
             let update = ProgressUpdate {
                 event_id: d.event_id.clone(),
                 event_type: d.event_type.clone(),
@@ -37,38 +40,73 @@ impl ProgressSink for LiveProgress {
                 }
                 Err(e) => tracing::warn!(error = %e, "could not encode progress"),
             }
-            if let (Some(history), Some(record)) = (&self.history, &self.record) {
-                let snapshot = record.lock().ok().map(|mut r| {
-                    r.progress = Some(ProgressReport {
-                        percent,
-                        message,
-                        at,
-                    });
-                    r.clone()
-                });
-                if let Some(snapshot) = snapshot {
-                    history.put_nowait(&snapshot).await;
-                }
+            if let Some(record) = &self.record {
+                record
+                    .write(|r| {
+                        r.progress = Some(ProgressReport {
+                            percent,
+                            message,
+                            at,
+                        });
+                    })
+                    .await;
             }
         })
     }
 }
 
-/// Runs the handler future with its timeout, catching panics, sending in-progress heartbeats
-/// while it runs, watching its expected duration, stopping it after its cancel grace once it
-/// is cancelled, and giving up when the worker aborts. A handler that completes on its first
-/// poll costs no timer at all; otherwise one timer serves heartbeats, the expected duration
-/// and the timeout.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run_handler<S: Clone + Send + Sync + 'static>(
-    rt: &GroupRuntime<S>,
-    reply: &async_nats::Subject,
+/// The time limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunLimits {
+    /// The run is stopped after this long.
+    pub(crate) timeout: Duration,
+    /// How long a cancelled run may take to return.
+    pub(crate) cancel_grace: Duration,
+    /// Expected duration: passing it calls [`RunWatch::over_expected`] once.
+    pub(crate) expected: Option<Duration>,
+    /// How often [`RunWatch::heartbeat`] is called while the handler waits.
+    pub(crate) heartbeat_every: Duration,
+}
+
+impl RunLimits {
+    /// The limits of a handler with `options`, heartbeating `every`.
+    pub(crate) fn of(options: &crate::HandlerOptions, every: Duration) -> Self {
+        Self {
+            timeout: options.timeout,
+            cancel_grace: options.cancel_grace,
+            expected: options.expected_duration,
+            heartbeat_every: every,
+        }
+    }
+}
+
+/// What a run does while its handler waits. None of it is called for a handler that completes
+/// on its first poll.
+pub(crate) trait RunWatch: Sync {
+    /// The handler did not complete at once: it is now in flight.
+    fn waiting(&self) -> futures::future::BoxFuture<'_, ()>;
+    /// Keep the delivery alive (`+WPI`).
+    fn heartbeat(&self) -> futures::future::BoxFuture<'_, ()>;
+    /// The run passed its expected duration.
+    fn over_expected(&self, elapsed: Duration) -> futures::future::BoxFuture<'_, ()>;
+    /// The cancellations changed: whether this run's event is cancelled now.
+    fn cancelled(&self) -> bool;
+}
+
+/// Runs the handler future with its timeout, catching panics, calling `watch` while it waits,
+/// stopping it after its cancel grace once `cancel` fires (or the cancellations say so), and
+/// giving up when `abort` fires. A handler that completes on its first poll costs no timer at
+/// all; otherwise one timer serves heartbeats, the expected duration and the timeout. A
+/// cancelled handler that returns within its grace reports what it returned.
+pub(crate) async fn supervise(
     future: impl std::future::Future<Output = HandlerResult>,
-    route: &Route<S>,
-    delivery: &Delivery,
-    (cancel, mut cancellations): (&CancellationToken, tokio::sync::watch::Receiver<u64>),
-    abort: &CancellationToken,
-    tracking: &Tracking<'_>,
+    limits: &RunLimits,
+    (cancel, cancellations): (
+        &CancellationToken,
+        Option<tokio::sync::watch::Receiver<u64>>,
+    ),
+    abort: Option<&CancellationToken>,
+    watch: &dyn RunWatch,
 ) -> Run {
     let finished = |r: Result<HandlerResult, Box<dyn std::any::Any + Send>>| match r {
         Ok(r) => Run::Done(r),
@@ -80,19 +118,10 @@ pub(super) async fn run_handler<S: Clone + Send + Sync + 'static>(
     if let std::task::Poll::Ready(r) = futures::poll!(guarded.as_mut()) {
         return finished(r);
     }
-    // In flight: counted for handlers that wait (one that finished on its first poll was in
-    // flight for no measurable time).
-    let _in_flight = rt.metrics.as_ref().map(|m| InFlight::new(&m.in_flight));
-    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
-        let snapshot = record.lock().ok().map(|r| r.clone());
-        if let Some(snapshot) = snapshot {
-            history.put_nowait(&snapshot).await;
-        }
-    }
-    let timeout = route.options.timeout;
-    let deadline = start + timeout;
-    let mut sla_at = route.options.expected_duration.map(|d| start + d);
-    let every = rt.heartbeat_every();
+    watch.waiting().await;
+    let deadline = start + limits.timeout;
+    let mut sla_at = limits.expected.map(|d| start + d);
+    let every = limits.heartbeat_every;
     let next_wake = |now: tokio::time::Instant, sla_at: Option<tokio::time::Instant>| {
         let mut at = (now + every).min(deadline);
         if let Some(sla) = sla_at {
@@ -102,7 +131,12 @@ pub(super) async fn run_handler<S: Clone + Send + Sync + 'static>(
     };
     let timer = tokio::time::sleep_until(next_wake(start, sla_at));
     tokio::pin!(timer);
-    let mut watching = true;
+    let (mut cancellations, mut watching) = match cancellations {
+        Some(c) => (c, true),
+        None => (tokio::sync::watch::channel(0).1, false),
+    };
+    let never = CancellationToken::new();
+    let abort = abort.unwrap_or(&never);
     loop {
         tokio::select! {
             biased;
@@ -111,15 +145,15 @@ pub(super) async fn run_handler<S: Clone + Send + Sync + 'static>(
             changed = cancellations.changed(), if watching => {
                 if changed.is_err() {
                     watching = false;
-                } else if rt.cancels.is_cancelled(&delivery.group, delivery.tenant.as_str(), &delivery.event_id) {
+                } else if watch.cancelled() {
                     tracing::info!("cancellation received");
                     cancel.cancel();
                 }
             }
             () = cancel.cancelled() => {
-                let grace = route.options.cancel_grace;
+                let grace = limits.cancel_grace;
                 return match tokio::time::timeout(grace, guarded.as_mut()).await {
-                    Ok(_) => Run::Cancelled,
+                    Ok(r) => finished(r),
                     Err(_) => {
                         tracing::info!(?grace, "cancelled handler did not return in its grace; stopped");
                         Run::Cancelled
@@ -133,13 +167,99 @@ pub(super) async fn run_handler<S: Clone + Send + Sync + 'static>(
                 }
                 if sla_at.is_some_and(|at| now >= at) {
                     sla_at = None;
-                    sla_breached(rt, route, delivery, now - start, tracking).await;
+                    watch.over_expected(now - start).await;
                 } else {
-                    send_ack(&rt.conn, reply.clone(), Bytes::from_static(b"+WPI")).await;
+                    watch.heartbeat().await;
                 }
                 timer.as_mut().reset(next_wake(now, sla_at));
             }
         }
+    }
+}
+
+/// The worker's [`RunWatch`] of one delivery: heartbeats on its reply subject, the in-flight
+/// gauge, the run record, the SLA.
+pub(super) struct DeliveryWatch<'a, S> {
+    rt: &'a GroupRuntime<S>,
+    reply: &'a async_nats::Subject,
+    route: &'a Route<S>,
+    delivery: &'a Delivery,
+    tracking: &'a Tracking<'a>,
+    /// Set once the handler waits: the in-flight gauge counts it until this watch is dropped.
+    in_flight: std::sync::atomic::AtomicBool,
+}
+
+impl<'a, S: Clone + Send + Sync + 'static> DeliveryWatch<'a, S> {
+    pub(super) fn new(
+        rt: &'a GroupRuntime<S>,
+        incoming: &'a Incoming<'_>,
+        route: &'a Route<S>,
+        delivery: &'a Delivery,
+        tracking: &'a Tracking<'a>,
+    ) -> Self {
+        Self {
+            rt,
+            reply: &incoming.reply,
+            route,
+            delivery,
+            tracking,
+            in_flight: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn gauge(&self) -> Option<&prometheus_client::metrics::gauge::Gauge> {
+        self.rt.metrics.as_ref().map(|m| &m.in_flight)
+    }
+}
+
+impl<S> Drop for DeliveryWatch<'_, S> {
+    fn drop(&mut self) {
+        if *self.in_flight.get_mut()
+            && let Some(m) = &self.rt.metrics
+        {
+            m.in_flight.dec();
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> RunWatch for DeliveryWatch<'_, S> {
+    fn waiting(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // In flight: counted for handlers that wait (one that finished on its first poll
+            // was in flight for no measurable time).
+            if let Some(gauge) = self.gauge() {
+                gauge.inc();
+                self.in_flight.store(true, Ordering::Relaxed);
+            }
+            if let Some(record) = &self.tracking.record {
+                record.write(|_| {}).await;
+            }
+        })
+    }
+
+    fn heartbeat(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(send_ack(
+            &self.rt.conn,
+            self.reply.clone(),
+            jetstream::AckKind::Progress,
+        ))
+    }
+
+    fn over_expected(&self, elapsed: Duration) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(sla_breached(
+            self.rt,
+            self.route,
+            self.delivery,
+            elapsed,
+            self.tracking,
+        ))
+    }
+
+    fn cancelled(&self) -> bool {
+        let d = self.delivery;
+        self.rt
+            .cancels
+            .is_cancelled(&d.group, d.tenant.as_str(), &d.event_id)
     }
 }
 
@@ -156,14 +276,8 @@ async fn sla_breached<S: Clone + Send + Sync + 'static>(
     if let Some(m) = tracking.metrics {
         m.sla_breaches.inc();
     }
-    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
-        let snapshot = record.lock().ok().map(|mut r| {
-            r.sla_breached = true;
-            r.clone()
-        });
-        if let Some(snapshot) = snapshot {
-            history.put_nowait(&snapshot).await;
-        }
+    if let Some(record) = &tracking.record {
+        record.write(|r| r.sla_breached = true).await;
     }
     if route.options.sla_event {
         let event = SlaBreached {
@@ -188,22 +302,6 @@ async fn sla_breached<S: Clone + Send + Sync + 'static>(
         {
             tracing::warn!(error = %e, "could not publish sla.breached");
         }
-    }
-}
-
-/// Counts a running handler in the in-flight gauge until dropped.
-struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-
-impl<'a> InFlight<'a> {
-    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

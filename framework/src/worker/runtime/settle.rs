@@ -1,82 +1,35 @@
 //! Settling one delivery: history, ack, Nak, dead letter, with heartbeats meanwhile.
 
+use async_nats::jetstream::AckKind;
+
 use super::*;
 
 pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
-    msg: &jetstream::Message,
-    reply: async_nats::Subject,
-    stream_sequence: u64,
-    attempt: u32,
-    (outcome, abort): (Outcome, &CancellationToken),
+    incoming: &Incoming<'_>,
+    outcome: Outcome,
+    abort: &CancellationToken,
     tracking: Tracking<'_>,
 ) {
+    let (msg, stream_sequence) = (incoming.msg, incoming.stream_sequence);
     let beat = Heartbeat {
         conn: &rt.conn,
-        reply: &reply,
+        reply: &incoming.reply,
         every: rt.heartbeat_every(),
     };
     let metrics = tracking.metrics.or(rt.unrouted.as_ref());
     let tenant = tracking.tenant.as_ref().map(TenantId::as_str);
-    if let (Some(history), Some(record)) = (&rt.history, &tracking.record) {
-        let snapshot = record.lock().ok().map(|mut r| {
-            let now = Utc::now();
-            if let Some(started) = tracking.started {
-                r.duration_ms =
-                    Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-            }
-            r.finished_at = Some(now);
-            match &outcome {
-                Outcome::Ack => r.transition(RunState::Succeeded, None),
-                Outcome::Retry { delay, error } => {
-                    r.retry_at = chrono::Duration::from_std(*delay)
-                        .ok()
-                        .and_then(|d| now.checked_add_signed(d));
-                    r.transition(RunState::Retrying, Some(error.clone()));
-                }
-                Outcome::DeadLetter { kind, error } => {
-                    r.transition(RunState::DeadLettered, Some(format!("{kind}: {error}")));
-                }
-                Outcome::Cancelled { .. } => r.transition(RunState::Cancelled, None),
-                Outcome::HandBack => r.transition(RunState::HandedBack, None),
-                // Decided before a run record exists.
-                Outcome::NotForThisGroup
-                | Outcome::Elsewhere { .. }
-                | Outcome::Park
-                | Outcome::RateLimited { .. }
-                | Outcome::WaitForRoom { .. } => {}
-            }
-            r.clone()
-        });
-        if let Some(snapshot) = snapshot {
-            beat.during(history.put(&snapshot)).await;
-        }
+    if let Some(record) = &tracking.record {
+        record.store(&outcome, tracking.started, &beat).await;
     }
-    let counted = match &outcome {
-        Outcome::Ack => TelemetryOutcome::Ok,
-        Outcome::Retry { .. } => TelemetryOutcome::Retry,
-        Outcome::DeadLetter { .. } => TelemetryOutcome::DeadLetter,
-        Outcome::Cancelled { .. } => TelemetryOutcome::Cancelled,
-        Outcome::HandBack => TelemetryOutcome::HandedBack,
-        Outcome::NotForThisGroup => TelemetryOutcome::Skipped,
-        Outcome::Elsewhere { .. } => TelemetryOutcome::HandedBack,
-        Outcome::Park => TelemetryOutcome::Paused,
-        Outcome::RateLimited { .. } => TelemetryOutcome::RateLimited,
-        Outcome::WaitForRoom { .. } => TelemetryOutcome::ConcurrencyLimited,
-    };
+    let counted = outcome.counted();
+    tracing::Span::current().record("outcome", outcome.span_label());
     let dead_kind = match &outcome {
         Outcome::DeadLetter { kind, .. } => Some(*kind),
         _ => None,
     };
-    let settled = settle_delivery(
-        rt,
-        msg,
-        (&beat, abort),
-        (stream_sequence, tracking.handed_back),
-        attempt,
-        outcome,
-    )
-    .await;
+    let settled =
+        settle_delivery(rt, incoming, (&beat, abort), tracking.handed_back, outcome).await;
     let finished = settled == Settled::Finished;
     if settled != Settled::Pending && tracking.handed_back > 0 {
         rt.handbacks.forget(&rt.name, stream_sequence).await;
@@ -129,38 +82,33 @@ impl From<bool> for Settled {
 /// Acks, Naks or dead-letters the delivery.
 async fn settle_delivery<S: Clone + Send + Sync + 'static>(
     rt: &GroupRuntime<S>,
-    msg: &jetstream::Message,
+    incoming: &Incoming<'_>,
     (beat, abort): (&Heartbeat<'_>, &CancellationToken),
-    (stream_sequence, handed_back): (u64, u32),
-    attempt: u32,
+    handed_back: u32,
     outcome: Outcome,
 ) -> Settled {
-    let span = tracing::Span::current();
+    let (msg, stream_sequence, attempt) =
+        (incoming.msg, incoming.stream_sequence, incoming.attempt);
     let reply = beat.reply.clone();
     let finished = match outcome {
         Outcome::Ack => {
-            span.record("outcome", "ack");
             tracing::debug!("handled");
-            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            send_ack(&rt.conn, reply, AckKind::Ack).await;
             true
         }
         Outcome::Elsewhere { delay } => {
-            span.record("outcome", "handed-back");
             rt.handbacks
                 .record(&rt.name, stream_sequence, handed_back)
                 .await;
-            let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
-            send_ack(&rt.conn, reply, body.into()).await;
+            send_ack(&rt.conn, reply, AckKind::Nak(Some(delay))).await;
             false
         }
         Outcome::NotForThisGroup => {
-            span.record("outcome", "skipped");
             tracing::debug!("replay for another group; skipped");
-            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            send_ack(&rt.conn, reply, AckKind::Ack).await;
             true
         }
         Outcome::Park => {
-            span.record("outcome", "paused");
             // Like a dead letter: only the park publish is retried, with heartbeats.
             let parked = beat
                 .during(keep_trying(
@@ -171,24 +119,22 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 .await;
             if parked {
                 tracing::info!("tenant paused: event parked");
-                send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+                send_ack(&rt.conn, reply, AckKind::Ack).await;
             } else {
                 hand_back(rt, reply, stream_sequence, handed_back).await;
             }
             parked
         }
         Outcome::Cancelled { running } => {
-            span.record("outcome", "cancelled");
             if running {
                 tracing::info!("cancelled while running");
             } else {
                 tracing::info!("cancelled before it started; skipped");
             }
-            send_ack(&rt.conn, reply, Bytes::from_static(b"+ACK")).await;
+            send_ack(&rt.conn, reply, AckKind::Ack).await;
             true
         }
         Outcome::Retry { delay, error } => {
-            span.record("outcome", "retry");
             tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
             if delay >= rt.config.delayed_retry_after {
                 // A long wait as a delayed Nak would hold a `max_ack_pending` slot throughout
@@ -214,12 +160,10 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                     }
                 }
             }
-            let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
-            send_ack(&rt.conn, reply, body.into()).await;
+            send_ack(&rt.conn, reply, AckKind::Nak(Some(delay))).await;
             false
         }
         Outcome::RateLimited { slot } => {
-            span.record("outcome", "rate-limited");
             tracing::debug!(%slot, "over the group's rate limit; waits for its slot");
             let copy = crate::delay::Copy {
                 attempts_made: attempt.saturating_sub(1),
@@ -236,14 +180,12 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                         .record(&rt.name, stream_sequence, handed_back)
                         .await;
                     let wait = (slot - Utc::now()).to_std().unwrap_or_default();
-                    let body = format!("-NAK {{\"delay\":{}}}", wait.as_nanos());
-                    send_ack(&rt.conn, reply, body.into()).await;
+                    send_ack(&rt.conn, reply, AckKind::Nak(Some(wait))).await;
                     false
                 }
             }
         }
         Outcome::WaitForRoom { key } => {
-            span.record("outcome", "concurrency-limited");
             tracing::debug!(%key, "the key runs its limit of events at once; waits for room");
             let copy = crate::delay::Copy {
                 attempts_made: attempt.saturating_sub(1),
@@ -277,20 +219,17 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                     rt.handbacks
                         .record(&rt.name, stream_sequence, handed_back)
                         .await;
-                    let body = format!("-NAK {{\"delay\":{}}}", Duration::from_secs(1).as_nanos());
-                    send_ack(&rt.conn, reply, body.into()).await;
+                    send_ack(&rt.conn, reply, AckKind::Nak(Some(Duration::from_secs(1)))).await;
                     false
                 }
             }
         }
         Outcome::HandBack => {
-            span.record("outcome", "handed-back");
             tracing::info!("shutdown: event handed back");
             hand_back(rt, reply, stream_sequence, handed_back).await;
             false
         }
         Outcome::DeadLetter { kind, error } => {
-            span.record("outcome", "dead-letter");
             let letter = DeadLetter {
                 original_subject: crate::partition::published_subject(&msg.message.subject)
                     .into_owned(),
@@ -315,8 +254,7 @@ async fn settle_delivery<S: Clone + Send + Sync + 'static>(
                 .await;
             if stored {
                 tracing::error!(kind = %kind, error = %letter.error, dlq_subject = %letter.subject(), "dead-lettered");
-                let body = format!("+TERM dlq:{kind}");
-                send_ack(&rt.conn, reply, body.into()).await;
+                send_term(&rt.conn, reply, &format!("dlq:{kind}")).await;
             } else {
                 tracing::error!("shutdown: not dead-lettered yet; the event is handed back");
                 hand_back(rt, reply, stream_sequence, handed_back).await;
@@ -343,7 +281,7 @@ async fn reschedule<S>(
             copy,
         ))
         .await?;
-    send_ack(&rt.conn, beat.reply.clone(), Bytes::from_static(b"+ACK")).await;
+    send_ack(&rt.conn, beat.reply.clone(), AckKind::Ack).await;
     Ok(subject)
 }
 
@@ -364,7 +302,7 @@ async fn hand_back<S>(
     rt.handbacks
         .record(&rt.name, stream_sequence, handed_back)
         .await;
-    send_ack(&rt.conn, reply, Bytes::from_static(b"-NAK")).await;
+    send_ack(&rt.conn, reply, AckKind::Nak(None)).await;
 }
 
 /// Runs `attempt` until it succeeds, every [`DEAD_LETTER_RETRY`], logging each failure with
@@ -411,7 +349,7 @@ impl Heartbeat<'_> {
                 biased;
                 out = work.as_mut() => return out,
                 _ = ticks.tick() => {
-                    send_ack(self.conn, self.reply.clone(), Bytes::from_static(b"+WPI")).await;
+                    send_ack(self.conn, self.reply.clone(), AckKind::Progress).await;
                 }
             }
         }

@@ -26,24 +26,25 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio_util::sync::CancellationToken;
-
-use crate::error::Error;
 
 /// The Prometheus client the registry comes from, for registering metrics of your own through
 /// [`Telemetry::register`].
 pub use prometheus_client;
+
+mod histogram;
+mod metrics;
+mod serve;
+
+pub(crate) use histogram::DurationHistogram;
+pub(crate) use metrics::{GroupMetrics, RouteMetrics};
+pub use serve::{TelemetryError, TelemetryErrorKind, TelemetryServer};
 
 /// Histogram buckets of handler durations, in seconds: 1 ms to 15 min.
 pub const DURATION_BUCKETS: [f64; 16] = [
@@ -140,64 +141,6 @@ struct KindLabels {
 }
 
 type HistogramFamily<L> = Family<L, DurationHistogram>;
-
-/// A histogram of durations over [`DURATION_BUCKETS`] that records without a lock: one atomic
-/// add for the bucket, one for the count and one for the sum (kept in nanoseconds).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct DurationHistogram {
-    inner: Arc<HistogramInner>,
-}
-
-#[derive(Debug, Default)]
-struct HistogramInner {
-    /// Per bucket (the last one is +Inf), not cumulative.
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
-}
-
-impl DurationHistogram {
-    /// Records one duration.
-    pub(crate) fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        let i = DURATION_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(DURATION_BUCKETS.len());
-        let inner = &*self.inner;
-        inner.buckets[i].fetch_add(1, Ordering::Relaxed);
-        inner.count.fetch_add(1, Ordering::Relaxed);
-        inner.sum_nanos.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-}
-
-impl TypedMetric for DurationHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for DurationHistogram {
-    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
-        let inner = &*self.inner;
-        let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(inner.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
-            .collect();
-        // Count from the buckets, so count and buckets agree under concurrent updates.
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        #[allow(clippy::cast_precision_loss)]
-        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
 
 /// The framework's metric families.
 struct Families {
@@ -417,216 +360,6 @@ impl Telemetry {
             bound: f.bound.get_or_create_owned(&labels),
         }
     }
-
-    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (port 0 picks a free port) until
-    /// the returned server is shut down or dropped.
-    pub async fn serve(&self, addr: SocketAddr) -> Result<TelemetryServer, TelemetryError> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Error::with_source(
-                TelemetryErrorKind::Bind,
-                format!("cannot listen on {addr}"),
-                e,
-            )
-        })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::with_source(TelemetryErrorKind::Bind, "no local address", e))?;
-        let token = CancellationToken::new();
-        let app = router(self.clone());
-        let stop = token.clone();
-        let join = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "telemetry endpoint failed");
-            }
-        });
-        tracing::info!(%local_addr, "serving /metrics, /healthz and /readyz");
-        Ok(TelemetryServer {
-            local_addr,
-            token,
-            join: Some(join),
-        })
-    }
-}
-
-fn router(telemetry: Telemetry) -> axum::Router {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let metrics = telemetry.clone();
-    axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let body = metrics.encode();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let failing = telemetry.failing_checks();
-                async move {
-                    if failing.is_empty() {
-                        (StatusCode::OK, "ready\n".to_owned())
-                    } else {
-                        let mut body = String::from("not ready\n");
-                        for name in failing {
-                            body.push_str(&name);
-                            body.push('\n');
-                        }
-                        (StatusCode::SERVICE_UNAVAILABLE, body)
-                    }
-                }
-            }),
-        )
-}
-
-/// The running HTTP endpoint of a [`Telemetry`]; dropping it stops serving.
-#[derive(Debug)]
-pub struct TelemetryServer {
-    local_addr: SocketAddr,
-    token: CancellationToken,
-    join: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl TelemetryServer {
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops serving and waits until the listener is closed.
-    pub async fn shutdown(mut self) {
-        self.token.cancel();
-        if let Some(join) = self.join.take()
-            && let Err(e) = join.await
-        {
-            tracing::error!(error = %e, "telemetry endpoint task failed");
-        }
-    }
-}
-
-impl Drop for TelemetryServer {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
-}
-
-/// Why the telemetry endpoint could not start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TelemetryErrorKind {
-    /// The address could not be bound (in use, not permitted, ...).
-    Bind,
-}
-
-impl fmt::Display for TelemetryErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Bind => "cannot bind the telemetry address",
-        })
-    }
-}
-
-/// A telemetry endpoint that could not start.
-pub type TelemetryError = Error<TelemetryErrorKind>;
-
-/// Metric handles of one group, resolved once so the hot path does no lookups.
-#[derive(Clone)]
-pub(crate) struct GroupMetrics {
-    telemetry: Telemetry,
-    group: String,
-    pub(crate) in_flight: Gauge,
-    pub(crate) pending: Gauge,
-    pub(crate) ack_pending: Gauge,
-    pub(crate) redelivered: Gauge,
-    pub(crate) bound: Gauge,
-}
-
-impl GroupMetrics {
-    /// The handles of one route (event type) of the group.
-    pub(crate) fn route(&self, event_type: &str) -> RouteMetrics {
-        let f = &self.telemetry.inner.families;
-        let outcome = |o: Outcome| {
-            f.handled.get_or_create_owned(&HandledLabels {
-                group: self.group.clone(),
-                event_type: event_type.to_owned(),
-                outcome: o.as_str(),
-            })
-        };
-        let route = RouteLabels {
-            group: self.group.clone(),
-            event_type: event_type.to_owned(),
-        };
-        RouteMetrics {
-            telemetry: self.telemetry.clone(),
-            group: self.group.clone(),
-            event_type: event_type.to_owned(),
-            outcomes: Outcome::ALL.map(outcome),
-            duration: f.duration.get_or_create_owned(&route),
-            sla_breaches: f.sla_breaches.get_or_create_owned(&route),
-        }
-    }
-
-    /// Counts a dead letter of this group.
-    pub(crate) fn dead_letter(&self, kind: &str) {
-        self.telemetry
-            .inner
-            .families
-            .dead_letters
-            .get_or_create(&DeadLetterLabels {
-                group: self.group.clone(),
-                kind: kind.to_owned(),
-            })
-            .inc();
-    }
-}
-
-/// Metric handles of one (group, event type).
-#[derive(Clone)]
-pub(crate) struct RouteMetrics {
-    telemetry: Telemetry,
-    group: String,
-    event_type: String,
-    outcomes: [Counter; 9],
-    pub(crate) duration: DurationHistogram,
-    pub(crate) sla_breaches: Counter,
-}
-
-impl RouteMetrics {
-    /// Counts a settled delivery.
-    pub(crate) fn settled(&self, outcome: Outcome, tenant: Option<&str>) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        self.outcomes[i].inc();
-        let tenants = &self.telemetry.inner.tenant_labels;
-        if let Some(tenant) = tenant
-            && !tenants.is_empty()
-            && tenants.contains(tenant)
-        {
-            self.telemetry
-                .inner
-                .families
-                .tenant_handled
-                .get_or_create(&TenantHandledLabels {
-                    tenant: tenant.to_owned(),
-                    group: self.group.clone(),
-                    event_type: self.event_type.clone(),
-                    outcome: outcome.as_str(),
-                })
-                .inc();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -676,7 +409,7 @@ mod tests {
     /// in it, under its exposed name.
     #[test]
     fn every_metric_is_documented_in_the_readme() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let t = Telemetry::with_tenant_labels(["acme"]);
         t.group("g").route("t").settled(Outcome::Ok, Some("acme"));
         t.group("g").dead_letter("decode");
