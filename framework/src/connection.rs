@@ -25,6 +25,9 @@ pub enum ConnectErrorKind {
     Unreachable,
     /// TLS setup or handshake failed.
     Tls,
+    /// The connection options are inconsistent (flags that go together given alone) or a
+    /// credentials file cannot be read.
+    InvalidOptions,
     /// Anything else.
     Other,
 }
@@ -36,6 +39,7 @@ impl fmt::Display for ConnectErrorKind {
             Self::Authorization => "authorization failed",
             Self::Unreachable => "server unreachable",
             Self::Tls => "TLS failed",
+            Self::InvalidOptions => "invalid connection options",
             Self::Other => "connect failed",
         })
     }

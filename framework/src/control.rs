@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::history::escape_token;
-use crate::tenant::{TenantId, validate_token};
+use crate::tenant::TenantId;
 
 /// Key-value bucket of cancellations.
 pub const CANCEL_BUCKET: &str = "conveyor_cancel";
@@ -121,13 +121,11 @@ pub async fn cancel(
     group: Option<&str>,
     reason: &str,
 ) -> Result<Cancellation, CancelError> {
-    crate::envelope::validate_event_id(event_id).map_err(|e| {
-        Error::with_source(CancelErrorKind::InvalidEventId, e.message().to_owned(), e)
-    })?;
+    crate::envelope::validate_event_id(event_id)
+        .map_err(|e| Error::restate(CancelErrorKind::InvalidEventId, e))?;
     if let Some(g) = group {
-        validate_token(g, "group name").map_err(|e| {
-            Error::with_source(CancelErrorKind::InvalidGroup, e.message().to_owned(), e)
-        })?;
+        crate::subject::validate_group_name(g)
+            .map_err(|e| Error::restate(CancelErrorKind::InvalidGroup, e))?;
     }
     let store = BUCKET.open(conn).await.map_err(|e| {
         Error::new(
@@ -193,10 +191,7 @@ pub struct ProgressUpdate {
     pub at: DateTime<Utc>,
 }
 
-/// The subject progress updates of an event in a group are published on.
-pub fn progress_subject(tenant: &str, group: &str, event_id: &str) -> String {
-    format!("progress.{tenant}.{group}.{}", escape_token(event_id))
-}
+pub use crate::subject::progress_subject;
 
 /// What the worker knows about cancellations: those stored in the bucket, and a generation
 /// that moves with every new one, so running deliveries know when to look.

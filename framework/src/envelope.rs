@@ -17,70 +17,10 @@ pub const SPEC_VERSION: &str = "1.0";
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// `datacontenttype` of every event: the payload is JSON.
 pub const DATA_CONTENT_TYPE: &str = "application/json";
-/// Prefix of every event subject: `events.<tenant>.<type>`.
-pub const EVENTS_SUBJECT_PREFIX: &str = "events";
-
-/// Returns the subject an event of `event_type` for `tenant` is published on.
-pub fn event_subject(tenant: &TenantId, event_type: &str) -> String {
-    format!("{EVENTS_SUBJECT_PREFIX}.{tenant}.{event_type}")
-}
-
-/// The marker of a lane token: `events.<tenant>.<type>.~<lane>`.
-pub const LANE_MARKER: char = '~';
-
-/// The subject of an event on a lane (`None`: the default lane).
-pub fn event_subject_in_lane(tenant: &TenantId, event_type: &str, lane: Option<&str>) -> String {
-    match lane {
-        Some(lane) => format!("{EVENTS_SUBJECT_PREFIX}.{tenant}.{event_type}.{LANE_MARKER}{lane}"),
-        None => event_subject(tenant, event_type),
-    }
-}
-
-/// Splits an event subject into its tenant token and event type, if it has the
-/// `events.<tenant>.<type>` shape, published or stored (`events.<tenant>.<partition>.<type>`,
-/// see [`crate::partition`]). A lane token `.~<lane>` at the end is not part of the type (see
-/// [`event_lane`]). The tokens are not validated.
-///
-/// ```
-/// use conveyor::envelope::split_event_subject;
-/// assert_eq!(split_event_subject("events.acme.order.created"), Some(("acme", "order.created")));
-/// assert_eq!(split_event_subject("events.acme.15.order.created"), Some(("acme", "order.created")));
-/// ```
-pub fn split_event_subject(subject: &str) -> Option<(&str, &str)> {
-    let rest = subject.strip_prefix("events.")?;
-    let (tenant, event_type) = rest.split_once('.')?;
-    let event_type = match crate::partition::split_partition(subject) {
-        Some((_, _, tail)) => tail,
-        None => event_type,
-    };
-    let event_type = match event_type.rsplit_once('.') {
-        Some((t, lane)) if lane.starts_with(LANE_MARKER) => t,
-        _ => event_type,
-    };
-    (!tenant.is_empty() && !event_type.is_empty()).then_some((tenant, event_type))
-}
-
-/// The lane of an event subject (`events.<tenant>.<type>.~<lane>`), `None` for the default lane.
-pub fn event_lane(subject: &str) -> Option<&str> {
-    let (_, last) = subject.rsplit_once('.')?;
-    last.strip_prefix(LANE_MARKER)
-}
-
-/// Checks a lane name: 1 to 32 characters of `[a-z0-9_]`.
-pub fn validate_lane(lane: &str) -> Result<(), crate::event::EventTypeError> {
-    if lane.is_empty()
-        || lane.len() > 32
-        || !lane
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(Error::new(
-            crate::event::EventTypeErrorKind::InvalidCharacter,
-            format!("lane {lane:?} must be 1 to 32 characters of [a-z0-9_]"),
-        ));
-    }
-    Ok(())
-}
+pub use crate::subject::{
+    EVENTS_SUBJECT_PREFIX, LANE_MARKER, event_lane, event_subject, event_subject_in_lane,
+    split_event_subject, validate_lane,
+};
 
 /// The longest event id accepted, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 256;

@@ -8,12 +8,18 @@ use std::error::Error as StdError;
 use std::fmt;
 
 /// An error of one operation family: a kind to branch on, a message for people, and an
-/// optional source error.
+/// optional cause.
+///
+/// Its text says everything once: `kind: message (cause)`. Because the cause's text is part of
+/// it, [`std::error::Error::source`] returns `None` (so reporters that walk the chain, such as
+/// `anyhow`'s `{:#}`, do not print the cause twice); the cause itself is [`Error::cause`].
 pub struct Error<K> {
     kind: K,
     message: String,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
     event_id: Option<String>,
+    /// The message is the cause's own: the cause is not printed again.
+    restated: bool,
 }
 
 impl<K: Copy> Error<K> {
@@ -24,6 +30,7 @@ impl<K: Copy> Error<K> {
             message: message.into(),
             source: None,
             event_id: None,
+            restated: false,
         }
     }
 
@@ -38,7 +45,28 @@ impl<K: Copy> Error<K> {
             message: message.into(),
             source: Some(source.into()),
             event_id: None,
+            restated: false,
         }
+    }
+
+    /// An error of `kind` that says what `cause` (an error of another family) says: its
+    /// message, once. The cause stays available from [`Error::cause`].
+    pub(crate) fn restate<C: fmt::Debug + fmt::Display + Send + Sync + 'static>(
+        kind: K,
+        cause: Error<C>,
+    ) -> Self {
+        Self {
+            kind,
+            message: cause.message.clone(),
+            event_id: cause.event_id.clone(),
+            source: Some(Box::new(cause)),
+            restated: true,
+        }
+    }
+
+    /// The error this one was built from, if any (its text is already part of this error's).
+    pub fn cause(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.source.as_deref()
     }
 
     /// Names the event the failed operation was about.
@@ -68,10 +96,10 @@ impl<K: Copy> Error<K> {
 impl<K: fmt::Display> fmt::Display for Error<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, " ({source})")?;
+        match &self.source {
+            Some(source) if !self.restated => write!(f, " ({source})"),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -89,10 +117,5 @@ impl<K: fmt::Debug> fmt::Debug for Error<K> {
     }
 }
 
-impl<K: fmt::Debug + fmt::Display> StdError for Error<K> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|s| s as &(dyn StdError + 'static))
-    }
-}
+/// `source()` is `None`: the cause's text is already in this error's (see [`Error::cause`]).
+impl<K: fmt::Debug + fmt::Display> StdError for Error<K> {}

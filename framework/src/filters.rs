@@ -89,11 +89,11 @@ fn filters_of(config: &consumer::Config) -> Vec<String> {
 }
 
 fn check(group: &str, event_type: Option<&str>) -> Result<(), FilterError> {
-    crate::tenant::validate_token(group, "group name")
-        .map_err(|e| Error::with_source(FilterErrorKind::Invalid, e.message().to_owned(), e))?;
+    crate::subject::validate_group_name(group)
+        .map_err(|e| Error::restate(FilterErrorKind::Invalid, e))?;
     if let Some(t) = event_type {
         crate::event::validate_event_type(t)
-            .map_err(|e| Error::with_source(FilterErrorKind::Invalid, e.message().to_owned(), e))?;
+            .map_err(|e| Error::restate(FilterErrorKind::Invalid, e))?;
     }
     Ok(())
 }

@@ -171,45 +171,7 @@ impl RunRecord {
     }
 }
 
-/// Escapes an event id into one key-value key token (and one NATS subject token): letters,
-/// digits, `-` and `_` stay, every other byte becomes `=XX` (hex).
-///
-/// ```
-/// assert_eq!(conveyor::history::escape_token("cron:daily:acme:1700000000"), "cron=3Adaily=3Aacme=3A1700000000");
-/// assert_eq!(conveyor::history::unescape_token("a=2Eb").as_deref(), Some("a.b"));
-/// ```
-pub fn escape_token(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        out.push('=');
-    }
-    out
-}
-
-/// Reverses [`escape_token`]; `None` when `token` is no escaped id.
-pub fn unescape_token(token: &str) -> Option<String> {
-    let bytes = token.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            let hex = token.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+pub use crate::subject::{escape_token, unescape_token};
 
 /// The history key of one attempt.
 pub fn run_key(group: &str, tenant: &str, event_id: &str, attempt: u32) -> String {

@@ -53,6 +53,8 @@
 
 pub mod batch;
 pub mod concurrency;
+#[cfg(feature = "cli")]
+pub mod connect_args;
 pub mod connection;
 pub mod control;
 pub mod delay;
@@ -74,6 +76,7 @@ pub mod runs;
 pub mod scope;
 pub mod sla;
 pub mod store;
+pub mod subject;
 pub mod telemetry;
 pub mod tenant;
 #[cfg(feature = "testing")]

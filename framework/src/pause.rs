@@ -33,7 +33,7 @@ use crate::connection::Connection;
 use crate::envelope::{LANE_MARKER, event_lane, split_event_subject};
 use crate::error::Error;
 use crate::kvwatch::{Bucket, Watched};
-use crate::tenant::{TenantId, validate_token};
+use crate::tenant::TenantId;
 
 /// Key-value bucket of paused tenants.
 pub const PAUSED_BUCKET: &str = "conveyor_paused";
@@ -99,9 +99,8 @@ pub fn pause_key(tenant: &TenantId, group: Option<&str>) -> String {
 
 fn check_group(group: Option<&str>) -> Result<(), PauseError> {
     if let Some(g) = group {
-        validate_token(g, "group name").map_err(|e| {
-            Error::with_source(PauseErrorKind::InvalidGroup, e.message().to_owned(), e)
-        })?;
+        crate::subject::validate_group_name(g)
+            .map_err(|e| Error::restate(PauseErrorKind::InvalidGroup, e))?;
     }
     Ok(())
 }
@@ -353,7 +352,7 @@ fn events_subject(parked: &str) -> Option<(&str, String)> {
     let rest = parked.strip_prefix("parked.")?;
     let (group, rest) = rest.split_once('.')?;
     let (tenant, _) = rest.split_once('.')?;
-    validate_token(group, "group name").ok()?;
+    crate::subject::validate_group_name(group).ok()?;
     TenantId::parse(tenant).ok()?;
     let events = format!("events.{rest}");
     let (_, event_type) = split_event_subject(&events)?;

@@ -94,8 +94,8 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
 /// tenant registry, run history (7 days), cancellations (7 days), paused tenants, hand-back
-/// counts (7 days), rate-limit slots (7 days), concurrency leases (7 days) and the counts of work
-/// removed by retention limits.
+/// counts (7 days), rate-limit slots (7 days), concurrency leases (7 days), handler state (`conveyor::store::KvStore`) and the
+/// counts of work removed by retention limits.
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -143,6 +143,11 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             crate::concurrency::CONCURRENCY_BUCKET,
             "Conveyor running leases and waiting events per concurrency key",
             crate::concurrency::CONCURRENCY_MAX_AGE,
+        ),
+        bucket(
+            crate::store::STORE_BUCKET,
+            "Conveyor handler state",
+            Duration::ZERO,
         ),
         bucket(
             crate::retention::BUCKET.name,

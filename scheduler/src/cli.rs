@@ -12,14 +12,8 @@ use crate::{Options, Scheduler, config, status};
 #[derive(Debug, Parser)]
 #[command(name = "conveyor-scheduler", version)]
 pub struct Cli {
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    server: String,
+    #[command(flatten)]
+    nats: conveyor::connect_args::ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,7 +75,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         Command::Status { config } => {
             let schedules = config::load(&config)?;
-            let conn = conveyor::Connection::connect(&cli.server).await?;
+            let conn = cli.nats.connect().await?;
             print!("{}", status::read(&conn, &schedules).await?);
             Ok(())
         }
@@ -92,7 +86,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             metrics_addr,
         } => {
             let schedules = config::load(&config)?;
-            let conn = conveyor::Connection::connect(&cli.server).await?;
+            let conn = cli.nats.connect().await?;
             let mut options = Options {
                 lease_ttl: Duration::from_millis(lease_ttl_ms.max(300)),
                 ..Options::default()

@@ -41,10 +41,9 @@ pub(crate) async fn schedule_copy(
             format!("{stored:?} is not an event subject"),
         ));
     };
-    let tenant = TenantId::parse(tenant)
-        .map_err(|e| Error::with_source(K::InvalidTenant, e.message().to_owned(), e))?;
+    let tenant = TenantId::parse(tenant).map_err(|e| Error::restate(K::InvalidTenant, e))?;
     let id = RawEnvelope::parse(&msg.payload)
-        .map_err(|e| Error::with_source(K::Encode, e.message().to_owned(), e))?
+        .map_err(|e| Error::restate(K::Encode, e))?
         .id
         .into_owned();
     let mut message = async_nats::jetstream::message::PublishMessage::build()

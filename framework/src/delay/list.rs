@@ -12,7 +12,7 @@ use crate::connection::Connection;
 use crate::envelope::RawEnvelope;
 use crate::error::Error;
 use crate::history::unescape_token;
-use crate::tenant::{TenantId, validate_token};
+use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
 
 /// Why listing or removing schedules failed.
@@ -271,13 +271,11 @@ pub async fn unschedule(
     event_id: &str,
     group: Option<&str>,
 ) -> Result<u64, ScheduleError> {
-    crate::envelope::validate_event_id(event_id).map_err(|e| {
-        Error::with_source(ScheduleErrorKind::InvalidEventId, e.message().to_owned(), e)
-    })?;
+    crate::envelope::validate_event_id(event_id)
+        .map_err(|e| Error::restate(ScheduleErrorKind::InvalidEventId, e))?;
     if let Some(g) = group {
-        validate_token(g, "group name").map_err(|e| {
-            Error::with_source(ScheduleErrorKind::InvalidGroup, e.message().to_owned(), e)
-        })?;
+        crate::subject::validate_group_name(g)
+            .map_err(|e| Error::restate(ScheduleErrorKind::InvalidGroup, e))?;
     }
     let stream = conn
         .jetstream()

@@ -131,6 +131,8 @@ pub struct RecordedEvent {
 #[derive(Clone)]
 pub(crate) enum FollowUps {
     Nats(Publisher),
+    /// A [`TestDelivery`](crate::testing::TestDelivery)'s log.
+    #[cfg(feature = "testing")]
     Recorder(Arc<Mutex<Vec<RecordedEvent>>>),
 }
 
@@ -355,6 +357,7 @@ impl<S> Context<S> {
         }
         match &self.follow_ups {
             FollowUps::Nats(publisher) => publisher.publish_with(tenant, event, options).await,
+            #[cfg(feature = "testing")]
             FollowUps::Recorder(log) => record(log, tenant, event, options),
         }
     }
@@ -363,6 +366,7 @@ impl<S> Context<S> {
 /// Records a follow-up of a test run after preparing it exactly as a publish would (tenant, type,
 /// id, header and lane checks, the decode-back check, the envelope), so a unit test refuses what
 /// production refuses.
+#[cfg(feature = "testing")]
 fn record<E: Event>(
     log: &Mutex<Vec<RecordedEvent>>,
     tenant: impl IntoTenantId,
@@ -372,7 +376,7 @@ fn record<E: Event>(
     use crate::publisher::PublishErrorKind as K;
     let tenant = tenant
         .into_tenant_id()
-        .map_err(|e| crate::Error::with_source(K::InvalidTenant, e.message().to_owned(), e))?;
+        .map_err(|e| crate::Error::restate(K::InvalidTenant, e))?;
     let prepared = crate::publisher::prepare_event("test", tenant.clone(), event, &options)?;
     let data = serde_json::to_value(event)
         .map_err(|e| crate::Error::with_source(K::Encode, "could not encode the event", e))?;

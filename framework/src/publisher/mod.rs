@@ -3,7 +3,9 @@
 mod prepare;
 mod send;
 
-pub(crate) use prepare::{Prepared, prepare_event};
+pub(crate) use prepare::Prepared;
+#[cfg(feature = "testing")]
+pub(crate) use prepare::prepare_event;
 pub(crate) use send::{Sent, send_message};
 
 use std::fmt;

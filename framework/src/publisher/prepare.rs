@@ -73,16 +73,11 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
     data: &T,
     options: &EventOptions,
 ) -> Result<Prepared, PublishError> {
-    let tenant: TenantId = tenant.into_tenant_id().map_err(|e| {
-        Error::with_source(PublishErrorKind::InvalidTenant, e.message().to_owned(), e)
-    })?;
-    validate_event_type(event_type).map_err(|e| {
-        Error::with_source(
-            PublishErrorKind::InvalidEventType,
-            e.message().to_owned(),
-            e,
-        )
-    })?;
+    let tenant: TenantId = tenant
+        .into_tenant_id()
+        .map_err(|e| Error::restate(PublishErrorKind::InvalidTenant, e))?;
+    validate_event_type(event_type)
+        .map_err(|e| Error::restate(PublishErrorKind::InvalidEventType, e))?;
     let id = match &options.id {
         Some(id) => {
             envelope::check_event_id(id).map_err(|m| Error::new(PublishErrorKind::InvalidId, m))?;
@@ -130,13 +125,8 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
         )
     })?;
     if let Some(lane) = options.lane.as_deref() {
-        envelope::validate_lane(lane).map_err(|e| {
-            Error::with_source(
-                PublishErrorKind::InvalidEventType,
-                e.message().to_owned(),
-                e,
-            )
-        })?;
+        envelope::validate_lane(lane)
+            .map_err(|e| Error::restate(PublishErrorKind::InvalidEventType, e))?;
     }
     let target = envelope::event_subject_in_lane(&tenant, event_type, options.lane.as_deref());
     let mut headers = options.headers.clone();

@@ -3,7 +3,7 @@
 //! A [`Telemetry`] holds a Prometheus registry with the framework's metrics and a set of
 //! readiness checks. Give it to a worker ([`WorkerBuilder::telemetry`](crate::WorkerBuilder::telemetry)),
 //! a publisher ([`Publisher::with_telemetry`](crate::Publisher::with_telemetry)) and the
-//! scheduler, then [`serve`](Telemetry::serve) it:
+//! scheduler, then serve it with `Telemetry::serve` (feature `http`):
 //!
 //! - `GET /metrics`: every metric, in the Prometheus/OpenMetrics text format;
 //! - `GET /healthz`: 200 while the process is alive;
@@ -40,10 +40,12 @@ pub use prometheus_client;
 
 mod histogram;
 mod metrics;
+#[cfg(feature = "http")]
 mod serve;
 
 pub(crate) use histogram::DurationHistogram;
 pub(crate) use metrics::{GroupMetrics, RouteMetrics};
+#[cfg(feature = "http")]
 pub use serve::{TelemetryError, TelemetryErrorKind, TelemetryServer};
 
 /// Histogram buckets of handler durations, in seconds: 1 ms to 15 min.

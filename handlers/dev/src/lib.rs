@@ -6,7 +6,8 @@
 //! - the LLM stub (the first request answers 500 and the next 429, so retries show);
 //! - a webhook sink with an endpoint that accepts (`/hooks/ok`) and one that is gone
 //!   (`/hooks/gone`, 410);
-//! - the worker with every group (store under `<data>/store`, emails under `<data>/outbox`);
+//! - the worker with every group (handler state in the `conveyor_store` key-value bucket, as in
+//!   production; emails under `<data>/outbox`);
 //! - the scheduler with the dev schedules (a health check every 30 s, daily metrics every
 //!   minute, for every sample tenant);
 //! - a stream of sample events from three tenants: orders screened by fraud (some blocked), webhook
@@ -100,8 +101,8 @@ pub struct DevSystem {
     pub stub: LlmStub,
     /// The webhook sink's address.
     pub sink: SocketAddr,
-    /// Where the store is.
-    pub store_dir: PathBuf,
+    /// The handler state every group keeps (the `conveyor_store` key-value bucket).
+    pub store: conveyor::store::KvStore,
     /// Where emails go.
     pub outbox_dir: PathBuf,
     /// The telemetry endpoint, if serving.
@@ -168,10 +169,9 @@ impl DevSystem {
             },
             None => None,
         };
-        let store_dir = options.data_dir.join("store");
+        let store = conveyor::store::KvStore::open(&conn).await?;
         let outbox_dir = options.data_dir.join("outbox");
         let worker_options = WorkerOptions {
-            store_dir: store_dir.clone(),
             outbox_dir: outbox_dir.clone(),
             ai_base_url: stub.base_url(),
             analysis: options.analysis.clone(),
@@ -222,7 +222,7 @@ impl DevSystem {
             conn,
             stub,
             sink,
-            store_dir,
+            store,
             outbox_dir,
             telemetry: telemetry_server,
             worker,

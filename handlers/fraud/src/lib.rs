@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor::store::Store;
+use conveyor::store::{Store, StoreExt};
 use conveyor::{
     Context, EventOptions, Group, HandlerError, HandlerOptions, HandlerResult, RetryPolicy,
 };
@@ -96,18 +96,37 @@ impl std::fmt::Debug for Fraud {
     }
 }
 
+/// Why the fraud handlers' state could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// `alert_to` is no email address.
+    AlertTo(conveyor_schemas::InvalidValue),
+    /// The HTTP client could not be built.
+    Http(reqwest::Error),
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AlertTo(e) => write!(f, "invalid alert_to: {e}"),
+            Self::Http(e) => write!(f, "cannot build the HTTP client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
 impl Fraud {
     /// Builds the state; fails when `alert_to` is no email address or the HTTP client cannot
     /// be built.
-    pub fn new(
-        config: FraudConfig,
-        store: Arc<dyn Store>,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn new(config: FraudConfig, store: Arc<dyn Store>) -> Result<Self, SetupError> {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .build()?;
+            .build()
+            .map_err(SetupError::Http)?;
         Ok(Self {
-            alert_to: EmailAddress::new(config.alert_to.as_str())?,
+            alert_to: EmailAddress::new(config.alert_to.as_str()).map_err(SetupError::AlertTo)?,
             config,
             http,
             store,
@@ -143,10 +162,9 @@ pub fn groups() -> Vec<Group<State>> {
 /// Keeps the detection, requests its explanation, and alerts on a block.
 pub async fn triage(d: FraudDetectionCreated, ctx: Context<State>) -> HandlerResult {
     let fraud = ctx.state();
-    let value = serde_json::to_value(&d).map_err(HandlerError::permanent)?;
     fraud
         .store
-        .put(ctx.tenant(), DETECTIONS, d.detection_id.as_str(), &value)
+        .put_as(ctx.tenant(), DETECTIONS, d.detection_id.as_str(), &d)
         .await?;
     let priority = if d.decision == Decision::Block {
         Priority::High
@@ -217,14 +235,15 @@ pub async fn explain(r: FraudExplanationRequested, ctx: Context<State>) -> Handl
         tracing::info!(detection = id, "explanation exists; not asking again");
         return announce(&ctx, &r, &done.value).await;
     }
-    let detection = fraud.store.get(ctx.tenant(), DETECTIONS, id).await?;
+    let detection: Option<FraudDetectionCreated> =
+        fraud.store.get_as(ctx.tenant(), DETECTIONS, id).await?;
     let prompt = match &detection {
         Some(d) => format!(
             "Explain why order {} was scored {} and decided {:?}.\nSignals: {}",
-            d.value["order_id"].as_str().unwrap_or("?"),
-            d.value["score"],
+            d.order_id.as_str(),
+            d.score,
             r.decision,
-            d.value["signals"]
+            serde_json::to_string(&d.signals).unwrap_or_default()
         ),
         None => format!("Explain fraud decision {:?} of detection {id}.", r.decision),
     };

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor::store::Store;
+use conveyor::store::{Store, StoreExt};
 use conveyor::{Context, EventOptions, Group, HandlerError, HandlerOptions, HandlerResult};
 use conveyor_schemas::video::{
     GeneratedKind, TranscriptSegment, VideoAiGenerated, VideoTranscriptionCompleted,
@@ -137,9 +137,8 @@ pub fn groups() -> Vec<Group<State>> {
 /// Records the upload and starts its transcription.
 pub async fn intake(u: VideoUploadCompleted, ctx: Context<State>) -> HandlerResult {
     let v = ctx.state();
-    let record = serde_json::to_value(&u).map_err(HandlerError::permanent)?;
     v.store
-        .put(ctx.tenant(), UPLOADS, u.video_id.as_str(), &record)
+        .put_as(ctx.tenant(), UPLOADS, u.video_id.as_str(), &u)
         .await?;
     let started = VideoTranscriptionStarted {
         video_id: u.video_id.clone(),
@@ -165,14 +164,14 @@ struct Transcript {
 /// Transcribes the video and announces the transcript.
 pub async fn transcribe(t: VideoTranscriptionStarted, ctx: Context<State>) -> HandlerResult {
     let v = ctx.state();
-    let upload = v
+    let upload: VideoUploadCompleted = v
         .store
-        .get(ctx.tenant(), UPLOADS, t.video_id.as_str())
+        .get_as(ctx.tenant(), UPLOADS, t.video_id.as_str())
         .await?
         .ok_or_else(|| {
             HandlerError::permanent(format!("no upload recorded for video {}", t.video_id))
         })?;
-    let url = upload.value["storage_url"].as_str().unwrap_or_default();
+    let url = upload.storage_url.as_str();
     ctx.progress(10, format!("transcribing {url}")).await;
     let transcript: Transcript = v
         .post(

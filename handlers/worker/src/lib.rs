@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor::store::{FileStore, Store};
+use conveyor::store::{FileStore, KvStore, STORE_BUCKET, Store, StoreError};
 use conveyor::telemetry::Telemetry;
 use conveyor::{Connection, Group, Worker, WorkerBuilder, WorkerHandle};
 
@@ -27,6 +27,37 @@ pub fn all_groups() -> Vec<&'static str> {
     all
 }
 
+/// Where handler state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In a JetStream key-value bucket: every worker process on any host sees the same state
+    /// (the default).
+    Kv {
+        /// The bucket (default [`STORE_BUCKET`]).
+        bucket: String,
+    },
+    /// In files under a local directory: for a single host.
+    Dir(PathBuf),
+}
+
+impl Default for StoreChoice {
+    fn default() -> Self {
+        Self::Kv {
+            bucket: STORE_BUCKET.into(),
+        }
+    }
+}
+
+impl StoreChoice {
+    /// Opens the store.
+    pub async fn open(&self, conn: &Connection) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::Kv { bucket } => Arc::new(KvStore::open_bucket(conn, bucket).await?),
+            Self::Dir(dir) => Arc::new(FileStore::new(dir)),
+        })
+    }
+}
+
 /// What the worker runs and with which settings.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -35,7 +66,7 @@ pub struct WorkerOptions {
     /// Handlers per group this process runs at once (`None`: each group's default).
     pub concurrency: Option<usize>,
     /// Where handler state is kept.
-    pub store_dir: PathBuf,
+    pub store: StoreChoice,
     /// Where rendered emails are written (when no SMTP server is given).
     pub outbox_dir: PathBuf,
     /// Send emails through this SMTP server instead (`smtp://host:25`,
@@ -58,7 +89,7 @@ impl Default for WorkerOptions {
         Self {
             groups: Vec::new(),
             concurrency: None,
-            store_dir: ".conveyor/store".into(),
+            store: StoreChoice::default(),
             outbox_dir: ".conveyor/outbox".into(),
             smtp_url: None,
             ai_base_url: "http://127.0.0.1:8089".into(),
@@ -157,7 +188,14 @@ pub async fn start(
     telemetry: &Telemetry,
 ) -> Result<Running, StartError> {
     let chosen = selected(options)?;
-    let store: Arc<dyn Store> = Arc::new(FileStore::new(&options.store_dir));
+    let store = options
+        .store
+        .open(conn)
+        .await
+        .map_err(|e| StartError::Setup {
+            what: "the store",
+            source: Box::new(e),
+        })?;
     // One worker for every crate: one consumer loop per group, one cancellation and pause
     // watcher, one backstop.
     let mut builder = Worker::builder(conn, ())

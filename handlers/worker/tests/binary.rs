@@ -1,5 +1,5 @@
-//! The `conveyor-worker` binary against a real nats-server: runs the groups it is told to and
-//! exits cleanly on SIGTERM.
+//! The `conveyor-worker` binary against a real nats-server: runs the groups it is told to,
+//! exits cleanly on SIGTERM, and shares handler state across hosts.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -98,4 +98,104 @@ fn an_unknown_group_is_refused() {
         err.contains("fraud-triage"),
         "names the known groups: {err}"
     );
+}
+
+/// Starts `conveyor-worker` for `groups` with a local directory of its own (as on another host).
+fn worker(
+    server: &NatsServer,
+    groups: &str,
+    dir: &std::path::Path,
+    ai: &str,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_conveyor-worker"))
+        .args([
+            "--server",
+            &server.url(),
+            "--groups",
+            groups,
+            "--ai-url",
+            ai,
+        ])
+        .arg("--store-dir")
+        .arg(dir.join("store"))
+        .arg("--outbox-dir")
+        .arg(dir.join("outbox"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_runs_across_two_hosts_on_the_key_value_store() {
+    use conveyor_schemas::HttpUrl;
+    use conveyor_schemas::video::{VideoAiGenerated, VideoUploadCompleted};
+    use futures::StreamExt;
+    let server = NatsServer::start().unwrap();
+    let conn = server.connect().await.unwrap();
+    provision(&conn, &Topology::default()).await.unwrap();
+    let stub = conveyor_llm_stub::LlmStub::start(
+        "127.0.0.1:0".parse().unwrap(),
+        conveyor_llm_stub::StubOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Intake on one host, transcription and summary on another: different local directories.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut intake = worker(&server, "video-intake", a.path(), &stub.base_url());
+    let mut rest = worker(
+        &server,
+        "video-transcribe,video-summarize",
+        b.path(),
+        &stub.base_url(),
+    );
+    let upload = VideoUploadCompleted {
+        video_id: Id::new("vid-7").unwrap(),
+        storage_url: HttpUrl::new("https://storage.example.com/vid-7.mp4").unwrap(),
+        size_bytes: 1_000_000,
+        duration_ms: 60_000,
+        content_type: "video/mp4".into(),
+        uploaded_by: Id::new("u-1").unwrap(),
+        completed_at: chrono::Utc::now(),
+    };
+    Publisher::new(&conn)
+        .publish("acme", &upload)
+        .await
+        .unwrap();
+    // The summary is published once the transcription found the upload intake stored.
+    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
+    let reader = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!(
+                "events.acme.*.{}",
+                <VideoAiGenerated as conveyor::Event>::TYPE
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = reader.messages().await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        .await
+        .expect("no summary within 30 s")
+        .unwrap()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&summary.payload).unwrap();
+    assert_eq!(summary["data"]["video_id"], "vid-7");
+    let dlq = conn
+        .jetstream()
+        .get_stream(conveyor::topology::DLQ_STREAM)
+        .await
+        .unwrap()
+        .cached_info()
+        .state
+        .messages;
+    assert_eq!(dlq, 0, "a dead letter (no upload recorded?)");
+    // Neither host wrote handler state into its own directory.
+    assert!(!a.path().join("store").exists() && !b.path().join("store").exists());
+    for child in [&mut intake, &mut rest] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

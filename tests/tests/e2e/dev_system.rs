@@ -1,5 +1,6 @@
 //! The dev system end to end: the handler crates composed by the worker, against a real server.
 
+use conveyor::store::Store;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -80,18 +81,29 @@ async fn the_dev_system_runs_the_video_chain_fraud_alerts_and_dead_letters_webho
     }
 
     // The blocked order: an explanation (after the stub's 500 and 429) and an email.
-    let explanation = system.store_dir.join("acme/fraud_explanations/det-2.json");
+    let acme = conveyor::TenantId::parse("acme").unwrap();
     let email = system.outbox_dir.join("acme/fraud-det-2.eml");
     eventually(Duration::from_secs(20), "explanation and email", || async {
-        explanation.is_file() && email.is_file()
+        email.is_file()
+            && system
+                .store
+                .get(&acme, "fraud_explanations", "det-2")
+                .await
+                .unwrap()
+                .is_some()
     })
     .await;
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&explanation).unwrap()).unwrap();
-    assert_eq!(record["value"]["priority"], "HIGH");
+    let record = system
+        .store
+        .get(&acme, "fraud_explanations", "det-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.value["priority"], "HIGH");
     assert!(
-        record["value"]["attempts"].as_u64().unwrap() >= 2,
-        "{record}"
+        record.value["attempts"].as_u64().unwrap() >= 2,
+        "{:?}",
+        record.value
     );
     assert!(
         std::fs::read_to_string(&email)
@@ -165,20 +177,27 @@ async fn a_high_priority_explanation_overtakes_a_backlog_of_normal_ones() {
         .publish("acme", &samples::detection(99, Decision::Block).unwrap())
         .await
         .unwrap();
-    let explanations = system.store_dir.join("acme/fraud_explanations");
-    let urgent = explanations.join("det-99.json");
+    let acme = conveyor::TenantId::parse("acme").unwrap();
     eventually(
         Duration::from_secs(20),
         "the urgent explanation",
-        || async { urgent.is_file() },
+        || async {
+            system
+                .store
+                .get(&acme, "fraud_explanations", "det-99")
+                .await
+                .unwrap()
+                .is_some()
+        },
     )
     .await;
-    let normal_done = std::fs::read_dir(&explanations)
+    let normal_done = system
+        .store
+        .list(&acme, "fraud_explanations")
+        .await
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("n-"))
-        })
+        .iter()
+        .filter(|r| r.key.starts_with("n-"))
         .count();
     assert!(
         normal_done < BACKLOG / 2,

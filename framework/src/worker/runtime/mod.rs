@@ -17,6 +17,7 @@ pub(crate) use pulling::run_group;
 use record::RunRecorder;
 pub(crate) use run::panic_message;
 use run::{LiveProgress, resume_panic};
+#[cfg(feature = "testing")]
 pub(crate) use run::{RunLimits, RunWatch, supervise};
 use settle::settle;
 

@@ -7,25 +7,24 @@ use std::time::Duration;
 
 use clap::Parser;
 use conveyor::telemetry::Telemetry;
-use conveyor_worker::{WorkerOptions, all_groups, start};
+use conveyor_worker::{StoreChoice, WorkerOptions, all_groups, start};
+
+/// Where handler state is kept.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreKind {
+    /// A JetStream key-value bucket.
+    Kv,
+    /// Files under a local directory.
+    Dir,
+}
 
 /// Runs Conveyor handler groups. Start more copies to scale out: copies running a group share
 /// its work.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
-    /// NATS user (with --password).
-    #[arg(long, env = "NATS_USER")]
-    user: Option<String>,
-    /// NATS password.
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// NATS credentials file.
-    #[arg(long, env = "NATS_CREDS")]
-    creds: Option<PathBuf>,
+    #[command(flatten)]
+    nats: conveyor::connect_args::ConnectArgs,
     /// Groups to run, comma-separated (default: all). See --list-groups.
     #[arg(long, env = "CONVEYOR_GROUPS", value_delimiter = ',')]
     groups: Vec<String>,
@@ -35,7 +34,14 @@ struct Cli {
     /// Handlers per group this process runs at once (default: each group's own).
     #[arg(long, env = "CONVEYOR_CONCURRENCY")]
     concurrency: Option<usize>,
-    /// Where handler state is kept.
+    /// Where handler state is kept: `kv` (a JetStream key-value bucket, shared by every process
+    /// on any host) or `dir` (files under --store-dir, one host only).
+    #[arg(long, env = "CONVEYOR_STORE", value_enum, default_value = "kv")]
+    store: StoreKind,
+    /// The key-value bucket of `--store kv`.
+    #[arg(long, env = "CONVEYOR_STORE_BUCKET", default_value = conveyor::store::STORE_BUCKET)]
+    store_bucket: String,
+    /// The directory of `--store dir`.
     #[arg(long, env = "CONVEYOR_STORE_DIR", default_value = ".conveyor/store")]
     store_dir: PathBuf,
     /// Where rendered emails are written (unless --smtp-url is given).
@@ -85,21 +91,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Listen for SIGTERM from the start, so a stop during startup is graceful too.
     let stop = shutdown_signal()?;
-    let mut connect = async_nats::ConnectOptions::new();
-    match (&cli.user, &cli.password) {
-        (Some(u), Some(p)) => connect = connect.user_and_password(u.clone(), p.clone()),
-        (None, None) => {}
-        _ => return Err("--user and --password go together".into()),
-    }
-    if let Some(path) = &cli.creds {
-        connect = connect.credentials_file(path).await?;
-    }
-    let addrs: Vec<async_nats::ServerAddr> = cli
-        .server
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
-    let conn = conveyor::Connection::connect_with(addrs, connect).await?;
+    let conn = cli.nats.connect().await?;
     let telemetry = Telemetry::new();
     let _endpoint = match cli.metrics_addr {
         Some(addr) => Some(telemetry.serve(addr).await?),
@@ -109,7 +101,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let options = WorkerOptions {
         groups: cli.groups,
         concurrency: cli.concurrency,
-        store_dir: cli.store_dir,
+        store: match cli.store {
+            StoreKind::Kv => StoreChoice::Kv {
+                bucket: cli.store_bucket,
+            },
+            StoreKind::Dir => StoreChoice::Dir(cli.store_dir),
+        },
         outbox_dir: cli.outbox_dir,
         smtp_url: cli.smtp_url,
         ai_base_url: cli.ai_url,

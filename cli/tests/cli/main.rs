@@ -10,7 +10,7 @@ use conveyor_tests::{Ping, Recorder, events_count, eventually, server};
 
 fn conveyor(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .env_remove("NATS_URL")
         .arg("--server")
         .arg(url)

@@ -98,7 +98,7 @@ async fn an_unreachable_server_or_bad_credentials_get_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_permission_is_named() {
     conveyor_tests::init_tracing();
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nats-config/accounts.conf");
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats-config/accounts.conf");
     let server =
         conveyor::testing::NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
     let admin = conveyor(

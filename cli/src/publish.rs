@@ -7,7 +7,8 @@ use conveyor::delay::When;
 use conveyor::{EventOptions, Publisher};
 use serde_json::Value;
 
-use crate::{ConnArgs, Fail, connect};
+use crate::{Fail, connect};
+use conveyor::connect_args::ConnectArgs;
 
 /// What `conveyor publish` is asked to send.
 #[derive(Debug, Args)]
@@ -37,7 +38,7 @@ pub(crate) struct PublishArgs {
     at: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
-pub(crate) async fn publish(conn_args: &ConnArgs, args: PublishArgs) -> Result<(), Fail> {
+pub(crate) async fn publish(conn_args: &ConnectArgs, args: PublishArgs) -> Result<(), Fail> {
     let PublishArgs {
         event_type,
         tenant,

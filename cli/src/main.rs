@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use conveyor::connect_args::ConnectArgs;
 use conveyor::topology::{EVENTS_STREAM, Topology, provision};
 use conveyor::{Connection, EventOptions, Publisher};
 use futures::StreamExt;
@@ -26,52 +27,9 @@ use serde_json::{Value, json};
 #[command(name = "conveyor", version)]
 struct Cli {
     #[command(flatten)]
-    conn: ConnArgs,
+    conn: ConnectArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-/// How to reach NATS. Credentials are never printed.
-#[derive(Debug, Args)]
-struct ConnArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    server: String,
-    /// User name (with --password).
-    #[arg(long, env = "NATS_USER", global = true)]
-    user: Option<String>,
-    /// Password (with --user).
-    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
-    password: Option<String>,
-    /// Token.
-    #[arg(long, env = "NATS_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
-    /// NKey seed.
-    #[arg(long, env = "NATS_NKEY", global = true, hide_env_values = true)]
-    nkey: Option<String>,
-    /// Credentials file (.creds).
-    #[arg(long, env = "NATS_CREDS", global = true)]
-    creds: Option<PathBuf>,
-    /// CA certificate to trust (PEM).
-    #[arg(long, global = true)]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM, with --tls-key).
-    #[arg(long, global = true)]
-    tls_cert: Option<PathBuf>,
-    /// Client key (PEM, with --tls-cert).
-    #[arg(long, global = true)]
-    tls_key: Option<PathBuf>,
-    /// TLS before the NATS handshake (server `handshake_first`).
-    #[arg(long, global = true)]
-    tls_first: bool,
-    /// Inbox prefix (use the one the user's permissions allow, e.g. _INBOX_admin).
-    #[arg(long, global = true)]
-    inbox_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,55 +121,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(a: &ConnArgs) -> Result<Connection, Fail> {
-    let mut o = async_nats::ConnectOptions::new()
+async fn connect(a: &ConnectArgs) -> Result<Connection, Fail> {
+    // A command gives up soon instead of reconnecting for ever.
+    let o = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(Some(3));
-    match (&a.user, &a.password) {
-        (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
-        (Some(_), None) | (None, Some(_)) => return Err("--user and --password go together".into()),
-        _ => {}
-    }
-    if let Some(t) = &a.token {
-        o = o.token(t.clone());
-    }
-    if let Some(seed) = &a.nkey {
-        o = o.nkey(seed.clone());
-    }
-    if let Some(path) = &a.creds {
-        o = o
-            .credentials_file(path)
-            .await
-            .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))?;
-    }
-    if let Some(ca) = &a.tls_ca {
-        o = o.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => {
-            o = o
-                .add_client_certificate(c.clone(), k.clone())
-                .require_tls(true)
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err("--tls-cert and --tls-key go together".into());
-        }
-        _ => {}
-    }
-    if a.tls_first {
-        o = o.tls_first();
-    }
-    if let Some(p) = &a.inbox_prefix {
-        o = o.custom_inbox_prefix(p.clone());
-    }
-    let servers: Vec<String> = a.server.split(',').map(|s| s.trim().to_owned()).collect();
-    let addrs: Vec<async_nats::ServerAddr> = servers
-        .iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|_| format!("{s:?} is not a NATS URL (e.g. nats://127.0.0.1:4222)"))
-        })
-        .collect::<Result<_, _>>()?;
+    let o = a.apply(o).await.map_err(|e| e.message().to_owned())?;
+    let addrs = a.addresses().map_err(|e| e.message().to_owned())?;
     let connecting = Connection::connect_with(addrs, o);
     match tokio::time::timeout(Duration::from_secs(5), connecting).await {
         Ok(Ok(c)) => Ok(c),
@@ -290,7 +206,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
 }
 
 async fn tail(
-    conn_args: &ConnArgs,
+    conn_args: &ConnectArgs,
     tenant: Option<String>,
     event_type: Option<String>,
 ) -> Result<(), Fail> {
@@ -355,7 +271,11 @@ fn explain(conn: &Connection, result: Result<(), Fail>) -> Result<(), Fail> {
     })
 }
 
-async fn setup(conn_args: &ConnArgs, path: &PathBuf, replicas: Option<usize>) -> Result<(), Fail> {
+async fn setup(
+    conn_args: &ConnectArgs,
+    path: &PathBuf,
+    replicas: Option<usize>,
+) -> Result<(), Fail> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read topology {}: {e}", path.display()))?;
     let mut topology: Topology = toml::from_str(&text)
