@@ -75,6 +75,7 @@ pub mod retry;
 pub mod runs;
 pub mod scope;
 pub mod sla;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod subject;
 pub mod telemetry;

@@ -220,7 +220,7 @@ pub type GroupNameError = Error<GroupNameErrorKind>;
 /// assert!(validate_group_name("billing").is_ok());
 /// let e = validate_group_name("bil.ling").unwrap_err();
 /// assert_eq!(e.kind(), GroupNameErrorKind::Separator);
-/// assert!(e.to_string().starts_with("group name"), "{e}");
+/// assert!(e.message().starts_with("group name \"bil.ling\""), "{e}");
 /// ```
 pub fn validate_group_name(name: &str) -> Result<(), GroupNameError> {
     use crate::tenant::TenantIdErrorKind as T;

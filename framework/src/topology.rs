@@ -26,6 +26,8 @@ pub const LEASES_BUCKET: &str = "conveyor_leases";
 pub const SCHEDULES_BUCKET: &str = "conveyor_schedules";
 /// The tenant registry: one key per tenant id.
 pub const TENANTS_BUCKET: &str = "conveyor_tenants";
+/// The bucket of handler state (`conveyor::store::KvStore`, feature `store`).
+pub const STORE_BUCKET: &str = "conveyor_store";
 pub use crate::runs::RUNS_BUCKET;
 
 /// Limits of one stream.
@@ -144,11 +146,7 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             "Conveyor running leases and waiting events per concurrency key",
             crate::concurrency::CONCURRENCY_MAX_AGE,
         ),
-        bucket(
-            crate::store::STORE_BUCKET,
-            "Conveyor handler state",
-            Duration::ZERO,
-        ),
+        bucket(STORE_BUCKET, "Conveyor handler state", Duration::ZERO),
         bucket(
             crate::retention::BUCKET.name,
             crate::retention::BUCKET.description,

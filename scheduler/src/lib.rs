@@ -23,6 +23,7 @@ pub mod lease;
 mod retention;
 mod runtime;
 pub mod schedule;
+mod stats;
 pub mod status;
 
 pub use error::{RunError, RunErrorKind};

@@ -13,7 +13,7 @@ use conveyor::telemetry::prometheus_client::metrics::gauge::ConstGauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::Leadership;
-use crate::runtime::Stats;
+use crate::stats::Stats;
 
 /// How often the leader samples by default.
 pub const DEFAULT_SAMPLE_EVERY: Duration = Duration::from_secs(10);

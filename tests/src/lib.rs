@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use conveyor::testing::NatsServer;
-use conveyor::topology::{DLQ_STREAM, EVENTS_STREAM, Topology, provision};
+use conveyor::topology::{EVENTS_STREAM, Topology, provision};
 use conveyor::{Connection, DeadLetter, Event};
 use futures::StreamExt;
 use schemars::JsonSchema;
@@ -183,14 +183,19 @@ pub async fn read_stream(
 
 /// Reads the dead letters, waiting until at least `min` are there (or `timeout` passes).
 pub async fn dead_letters(conn: &Connection, min: usize, timeout: Duration) -> Vec<DeadLetter> {
-    read_stream(conn, DLQ_STREAM, min, timeout)
-        .await
-        .into_iter()
-        .map(|m| {
-            let headers = m.message.headers.clone().unwrap_or_default();
-            DeadLetter::from_parts(&headers, m.message.payload.clone()).unwrap()
-        })
-        .collect()
+    // Read as the CLI reads them: `conveyor::dlq::letters`.
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut letters = Vec::new();
+        let mut stored = std::pin::pin!(conveyor::dlq::letters(conn, true));
+        while let Some(letter) = stored.next().await {
+            letters.push(letter.unwrap().letter);
+        }
+        if letters.len() >= min || Instant::now() >= deadline {
+            return letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A `test.ping` envelope as a client in another language would write it by hand.

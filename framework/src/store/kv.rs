@@ -18,7 +18,7 @@ use crate::subject::escape_token;
 use crate::tenant::TenantId;
 
 /// The bucket [`KvStore`] keeps its values in by default.
-pub const STORE_BUCKET: &str = "conveyor_store";
+pub use crate::topology::STORE_BUCKET;
 
 /// The key [`Store::check`] writes: `=` is in no tenant id, so it is no tenant's value.
 const CHECK_KEY: &str = "=check";

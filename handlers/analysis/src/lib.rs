@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use conveyor::store::Store;
-use conveyor::{Context, EventOptions, Group, HandlerError, HandlerOptions, HandlerResult};
+use conveyor::{Context, Group, HandlerError, HandlerOptions, HandlerResult};
 use conveyor_schemas::analysis::{
     AnalysisCompleted, AnalysisFailed, AnalysisRequested, Finding, Severity,
 };
@@ -140,11 +140,7 @@ pub async fn analyse(req: AnalysisRequested, ctx: Context<State>) -> HandlerResu
         duration_ms,
         completed_at: Utc::now(),
     };
-    ctx.publish_with(
-        &completed,
-        EventOptions::default().id(format!("{}:completed", ctx.event_id())),
-    )
-    .await?;
+    ctx.publish(&completed).await?;
     Ok(())
 }
 
@@ -161,11 +157,7 @@ async fn fail_or_retry(
             attempts: ctx.attempt(),
             failed_at: Utc::now(),
         };
-        ctx.publish_with(
-            &failed,
-            EventOptions::default().id(format!("{}:failed", ctx.event_id())),
-        )
-        .await?;
+        ctx.publish(&failed).await?;
     }
     Err(error)
 }

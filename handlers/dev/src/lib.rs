@@ -55,6 +55,9 @@ pub struct DevOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Run the scheduler.
     pub scheduler: bool,
+    /// Where handler state is kept (default: the `conveyor_store` key-value bucket, as in
+    /// production).
+    pub store: conveyor_worker::StoreChoice,
 }
 
 impl Default for DevOptions {
@@ -78,6 +81,7 @@ impl Default for DevOptions {
             concurrency: None,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             scheduler: true,
+            store: conveyor_worker::StoreChoice::default(),
         }
     }
 }
@@ -91,7 +95,6 @@ pub fn dev_schedules() -> Vec<Schedule> {
 }
 
 /// A running dev system.
-#[derive(Debug)]
 pub struct DevSystem {
     /// The embedded server (when it started one).
     pub server: Option<NatsServer>,
@@ -102,7 +105,7 @@ pub struct DevSystem {
     /// The webhook sink's address.
     pub sink: SocketAddr,
     /// The handler state every group keeps (the `conveyor_store` key-value bucket).
-    pub store: conveyor::store::KvStore,
+    pub store: std::sync::Arc<dyn conveyor::store::Store>,
     /// Where emails go.
     pub outbox_dir: PathBuf,
     /// The telemetry endpoint, if serving.
@@ -117,6 +120,16 @@ pub type DevError = Box<dyn std::error::Error + Send + Sync>;
 
 fn free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+impl std::fmt::Debug for DevSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevSystem")
+            .field("conn", &self.conn)
+            .field("sink", &self.sink)
+            .field("outbox_dir", &self.outbox_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DevSystem {
@@ -169,9 +182,10 @@ impl DevSystem {
             },
             None => None,
         };
-        let store = conveyor::store::KvStore::open(&conn).await?;
+        let store = options.store.open(&conn).await?;
         let outbox_dir = options.data_dir.join("outbox");
         let worker_options = WorkerOptions {
+            store: options.store.clone(),
             outbox_dir: outbox_dir.clone(),
             ai_base_url: stub.base_url(),
             analysis: options.analysis.clone(),

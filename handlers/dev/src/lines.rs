@@ -199,7 +199,8 @@ pub async fn watch(conn: Connection, stop: CancellationToken) {
     }
 }
 
-/// The last 8 characters of an id, keeping a derived id's suffix: `…3aecbad1:explain`.
+/// The last 8 characters of an id, keeping a derived id's suffix:
+/// `…3aecbad1:fraud.explanation.requested`.
 fn short(id: &str) -> String {
     let (base, suffix) = match id.find(':') {
         Some(i) if !id.starts_with("cron:") => (&id[..i], &id[i..]),

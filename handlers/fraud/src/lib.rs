@@ -177,8 +177,9 @@ pub async fn triage(d: FraudDetectionCreated, ctx: Context<State>) -> HandlerRes
         priority,
         requested_at: Utc::now(),
     };
-    // Ids derived from this event: a redelivered triage publishes duplicates the stream drops.
-    let mut options = EventOptions::default().id(format!("{}:explain", ctx.event_id()));
+    // The follow-up's id is derived from this event's: a redelivered triage publishes a
+    // duplicate the stream drops.
+    let mut options = EventOptions::default();
     if priority == Priority::High {
         options = options.lane(HIGH_LANE);
     }
@@ -202,11 +203,7 @@ pub async fn triage(d: FraudDetectionCreated, ctx: Context<State>) -> HandlerRes
             variables,
             requested_at: Utc::now(),
         };
-        ctx.publish_with(
-            &alert,
-            EventOptions::default().id(format!("{}:alert", ctx.event_id())),
-        )
-        .await?;
+        ctx.publish(&alert).await?;
     }
     Ok(())
 }
@@ -312,11 +309,7 @@ async fn announce(
         model: record["model"].as_str().unwrap_or_default().to_owned(),
         completed_at: Utc::now(),
     };
-    ctx.publish_with(
-        &completed,
-        EventOptions::default().id(format!("{}:completed", ctx.event_id())),
-    )
-    .await?;
+    ctx.publish(&completed).await?;
     Ok(())
 }
 

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use conveyor::store::Store;
-use conveyor::{
-    Context, EventOptions, Group, HandlerError, HandlerOptions, HandlerResult, Retry, RetryPolicy,
-};
+use conveyor::{Context, Group, HandlerError, HandlerOptions, HandlerResult, Retry, RetryPolicy};
 use conveyor_schemas::notifications::{
     EmailAlertRequested, EmailTemplate, WebhookDeliveryFailed, WebhookDeliveryRequested,
 };
@@ -332,11 +330,7 @@ pub async fn deliver_webhook(w: WebhookDeliveryRequested, ctx: Context<State>) -
             attempts: ctx.attempt(),
             failed_at: Utc::now(),
         };
-        ctx.publish_with(
-            &failed,
-            EventOptions::default().id(format!("{}:failed", ctx.event_id())),
-        )
-        .await?;
+        ctx.publish(&failed).await?;
     }
     result.map(|_| ()).map_err(|(_, e)| e)
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use conveyor::store::{Store, StoreExt};
-use conveyor::{Context, EventOptions, Group, HandlerError, HandlerOptions, HandlerResult};
+use conveyor::{Context, Group, HandlerError, HandlerOptions, HandlerResult};
 use conveyor_schemas::video::{
     GeneratedKind, TranscriptSegment, VideoAiGenerated, VideoTranscriptionCompleted,
     VideoTranscriptionStarted, VideoUploadCompleted,
@@ -146,11 +146,7 @@ pub async fn intake(u: VideoUploadCompleted, ctx: Context<State>) -> HandlerResu
         language: None,
         started_at: Utc::now(),
     };
-    ctx.publish_with(
-        &started,
-        EventOptions::default().id(format!("{}:transcription", ctx.event_id())),
-    )
-    .await?;
+    ctx.publish(&started).await?;
     Ok(())
 }
 
@@ -199,11 +195,7 @@ pub async fn transcribe(t: VideoTranscriptionStarted, ctx: Context<State>) -> Ha
         word_count,
         completed_at: Utc::now(),
     };
-    ctx.publish_with(
-        &completed,
-        EventOptions::default().id(format!("{}:completed", ctx.event_id())),
-    )
-    .await?;
+    ctx.publish(&completed).await?;
     Ok(())
 }
 
@@ -261,11 +253,7 @@ pub async fn summarize(c: VideoTranscriptionCompleted, ctx: Context<State>) -> H
         model: chat.model,
         generated_at: Utc::now(),
     };
-    ctx.publish_with(
-        &generated,
-        EventOptions::default().id(format!("{}:summary", ctx.event_id())),
-    )
-    .await?;
+    ctx.publish(&generated).await?;
     Ok(())
 }
 

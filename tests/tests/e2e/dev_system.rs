@@ -1,6 +1,5 @@
 //! The dev system end to end: the handler crates composed by the worker, against a real server.
 
-use conveyor::store::Store;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;

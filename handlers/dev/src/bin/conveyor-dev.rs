@@ -15,9 +15,13 @@ struct Cli {
     /// Use this NATS server instead of starting one.
     #[arg(long, env = "NATS_URL")]
     server: Option<String>,
-    /// Where data goes (nats store, handler store, email outbox).
+    /// Where data goes (nats store, email outbox, and handler state with --store dir).
     #[arg(long, default_value = ".conveyor")]
     data_dir: PathBuf,
+    /// Where handler state is kept: `kv` (the conveyor_store key-value bucket, as in
+    /// production) or `dir` (files under <data-dir>/store).
+    #[arg(long, default_value = "kv")]
+    store: String,
     /// Milliseconds between sample events (0: none).
     #[arg(long, default_value_t = 1500)]
     sample_every_ms: u64,
@@ -38,7 +42,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let store = match cli.store.as_str() {
+        "kv" => conveyor_worker::StoreChoice::default(),
+        "dir" => conveyor_worker::StoreChoice::Dir(cli.data_dir.join("store")),
+        other => {
+            eprintln!("error: --store is kv or dir, not {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = DevOptions {
+        store,
         data_dir: cli.data_dir,
         nats_url: cli.server,
         sample_every: (cli.sample_every_ms > 0).then(|| Duration::from_millis(cli.sample_every_ms)),
