@@ -93,7 +93,7 @@ pub use envelope::{DecodeError, DecodeErrorKind, Envelope, EventOptions};
 pub use error::Error;
 pub use event::{Event, EventTypeError, EventTypeErrorKind, validate_event_type};
 pub use handler::{Context, Handler, HandlerError, HandlerOptions, HandlerResult, Retry};
-pub use publisher::{PublishError, PublishErrorKind, Published, Publisher};
+pub use publisher::{PublishError, PublishErrorKind, PublishSummary, Published, Publisher};
 pub use retry::RetryPolicy;
 pub use tenant::{IntoTenantId, TenantId, TenantIdError, TenantIdErrorKind};
 pub use topology::{ProvisionError, ProvisionErrorKind};

@@ -235,6 +235,21 @@ pub async fn consumer_state(conn: &Connection, group: &str) -> (u64, usize, usiz
     )
 }
 
+/// Publishes `events` (each must be stored) and returns their ids, in order.
+pub async fn published_ids<E: Event, T: conveyor::IntoTenantId>(
+    publisher: &conveyor::Publisher,
+    events: impl IntoIterator<Item = (T, E)>,
+) -> Vec<String> {
+    let events = events
+        .into_iter()
+        .map(|(t, e)| (t, e, conveyor::EventOptions::default()));
+    publisher
+        .publish_stream(events)
+        .map(|r| r.unwrap().id)
+        .collect()
+        .await
+}
+
 /// Publishes `n` pings for `acme` and returns their event ids, in order.
 pub async fn publish_pings(conn: &Connection, n: u32) -> Vec<String> {
     publish_pings_of(conn, "acme", n).await
@@ -242,12 +257,11 @@ pub async fn publish_pings(conn: &Connection, n: u32) -> Vec<String> {
 
 /// Publishes `n` pings for `tenant` and returns their event ids, in order.
 pub async fn publish_pings_of(conn: &Connection, tenant: &str, n: u32) -> Vec<String> {
-    conveyor::Publisher::new(conn)
-        .publish_many((0..n).map(|n| (tenant, Ping { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect()
+    published_ids(
+        &conveyor::Publisher::new(conn),
+        (0..n).map(|n| (tenant, Ping { n })),
+    )
+    .await
 }
 
 /// Publishes raw bytes to `subject` and awaits the stream ack.

@@ -1,7 +1,10 @@
 //! Publishing typed events.
 
+mod many;
 mod prepare;
 mod send;
+
+pub use many::PublishSummary;
 
 pub(crate) use prepare::Prepared;
 #[cfg(feature = "testing")]
@@ -12,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
-use futures::{FutureExt, StreamExt};
+
 use serde::Serialize;
 
 use crate::connection::Connection;
@@ -233,66 +236,7 @@ impl Publisher {
         self.counted(result)
     }
 
-    /// Publishes many events, keeping up to `max_in_flight` acks outstanding, and returns one
-    /// result per event in input order. Events are sent in input order, so they are stored in
-    /// that order. A failed event does not stop the others.
-    ///
-    /// A failed event's error names its id ([`PublishError::event_id`](crate::Error::event_id)):
-    /// retrying with that id (see [`publish_many_with`](Self::publish_many_with)) stores it once.
-    pub async fn publish_many<E, T, I>(&self, events: I) -> Vec<Result<Published, PublishError>>
-    where
-        E: Event,
-        T: IntoTenantId,
-        I: IntoIterator<Item = (T, E)>,
-    {
-        self.publish_many_with(
-            events
-                .into_iter()
-                .map(|(tenant, event)| (tenant, event, EventOptions::default())),
-        )
-        .await
-    }
-
-    /// [`publish_many`](Self::publish_many) with attributes per event, e.g. the caller's own ids,
-    /// so a caller that retries after a timeout re-sends the same ids.
-    pub async fn publish_many_with<E, T, I>(
-        &self,
-        events: I,
-    ) -> Vec<Result<Published, PublishError>>
-    where
-        E: Event,
-        T: IntoTenantId,
-        I: IntoIterator<Item = (T, E, EventOptions)>,
-    {
-        let events = events.into_iter();
-        let mut results = Vec::with_capacity(events.size_hint().0);
-        let mut in_flight = futures::stream::FuturesOrdered::new();
-        for (tenant, event, options) in events {
-            if in_flight.len() >= self.max_in_flight
-                && let Some(done) = in_flight.next().await
-            {
-                results.push(done);
-            }
-            match self.prepare_event(tenant, &event, &options) {
-                Ok(prepared) => match self.start(prepared).await {
-                    Ok(pending) => in_flight.push_back(pending.finish().boxed()),
-                    Err(e) => in_flight.push_back(futures::future::ready(Err(e)).boxed()),
-                },
-                Err(e) => in_flight.push_back(futures::future::ready(Err(e)).boxed()),
-            }
-        }
-        while let Some(done) = in_flight.next().await {
-            results.push(done);
-        }
-        if let Some(t) = &self.telemetry {
-            for e in results.iter().filter_map(|r| r.as_ref().err()) {
-                t.publish_error(e.kind().as_label());
-            }
-        }
-        results
-    }
-
-    fn prepare_event<E: Event>(
+    pub(super) fn prepare_event<E: Event>(
         &self,
         tenant: impl IntoTenantId,
         event: &E,
@@ -316,7 +260,7 @@ impl Publisher {
     }
 
     /// Sends one event; the returned value awaits its ack.
-    async fn start(&self, prepared: Prepared) -> Result<PendingAck, PublishError> {
+    pub(super) async fn start(&self, prepared: Prepared) -> Result<PendingAck, PublishError> {
         let Prepared {
             id,
             message_id,
@@ -414,14 +358,14 @@ pub fn message_id(tenant: &TenantId, id: &str) -> String {
 }
 
 /// A sent event whose ack is still outstanding.
-struct PendingAck {
+pub(super) struct PendingAck {
     id: String,
     sent: Sent,
     deliver_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PendingAck {
-    async fn finish(self) -> Result<Published, PublishError> {
+    pub(super) async fn finish(self) -> Result<Published, PublishError> {
         let Self {
             id,
             sent,

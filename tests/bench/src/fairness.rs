@@ -73,12 +73,10 @@ async fn work(e: Tick, ctx: Context<Seen>) -> HandlerResult {
 
 async fn fill_noisy(conn: &Connection, n: usize) -> BoxResult<()> {
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    for r in publisher
+    publisher
         .publish_many((0..n as u64).map(|i| (NOISY, tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     Ok(())
 }
 
@@ -193,12 +191,10 @@ async fn consumers_with_tenants(conn: &Connection, tenants: usize) -> BoxResult<
     reset(conn).await?;
     let names: Vec<String> = (0..tenants).map(|n| format!("t{n}")).collect();
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    for r in publisher
+    publisher
         .publish_many(names.iter().map(|t| (t.as_str(), tick(0, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let handled = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let worker =

@@ -107,9 +107,7 @@ async fn conveyor_lateness(conn: &Connection) -> BoxResult<(f64, f64)> {
             ("acme", due, EventOptions::default().deliver_at(at))
         }))
         .await;
-    for r in results {
-        r?;
-    }
+    results.into_result()?;
     wait_len(&late, DELAYED as usize, "conveyor").await?;
     worker.shutdown().await;
     Ok(p50_p99(&late))
@@ -222,12 +220,10 @@ async fn throughput_next_to_retries(
         .build()?
         .spawn();
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    for r in publisher
+    publisher
         .publish_many((0..waiting).map(|i| ("acme", tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while failed.load(Ordering::Relaxed) < waiting {
         if Instant::now() > deadline {
@@ -238,12 +234,10 @@ async fn throughput_next_to_retries(
     // Let the last retries settle (copies acked, or Naks sent).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
-    for r in publisher
+    publisher
         .publish_many((waiting..waiting + FRESH).map(|i| ("acme", tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while fresh.load(Ordering::Relaxed) < FRESH {
         if Instant::now() > deadline {
@@ -288,13 +282,11 @@ async fn rate_accuracy(url: &str, conn: &Connection) -> BoxResult<(usize, usize)
                 .spawn(),
         );
     }
-    for r in Publisher::new(conn)
+    Publisher::new(conn)
         .with_max_in_flight(IN_FLIGHT)
         .publish_many((0..u64::from(RATE_LIMIT) * 3).map(|i| ("acme", tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     tokio::time::sleep(Duration::from_secs(62)).await;
     for w in workers {
         w.shutdown().await;
@@ -337,13 +329,11 @@ impl Service {
 /// per batch of up to `batch`, with 256 handler slots.
 async fn batch_throughput(conn: &Connection, batch: usize) -> BoxResult<f64> {
     reset(conn).await?;
-    for r in Publisher::new(conn)
+    Publisher::new(conn)
         .with_max_in_flight(IN_FLIGHT)
         .publish_many((0..BATCH_EVENTS).map(|i| ("acme", tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let service = Service {
         done: Arc::new(AtomicU64::new(0)),
         calls: Arc::new(tokio::sync::Semaphore::new(SERVICE_CALLS)),

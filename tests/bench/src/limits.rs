@@ -68,21 +68,17 @@ async fn run(_: Tick, ctx: Context<Seen>) -> HandlerResult {
 pub(crate) async fn limits(url: &str, conn: &Connection) -> BoxResult<()> {
     reset(conn).await?;
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    for r in publisher
+    publisher
         .publish_many((0..BUSY_EVENTS).map(|i| (BUSY, tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let others: Vec<String> = (0..OTHERS).map(|n| format!("tenant-{n}")).collect();
-    for r in publisher
+    publisher
         .publish_many(
             (0..OTHER_EVENTS).flat_map(|i| others.iter().map(move |t| (t.as_str(), tick(i, 0)))),
         )
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let seen = Seen {
         origin: Some(Instant::now()),
         ..Seen::default()

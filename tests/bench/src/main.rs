@@ -9,6 +9,8 @@
 //!   consumer that acks each message;
 //! - `latency`: publish-to-handler latency p50/p99 at a steady rate, each stack end to end;
 //! - `memory`: the process's peak RSS;
+//! - `bulk` (run on its own: `-- bulk`): peak RSS and rate of one `publish_many` of 1 000 000
+//!   events vs raw async-nats, each in a fresh process;
 //! - `scheduler` (run on its own: `-- scheduler`): leader failover time after a crash and tick
 //!   lateness;
 //! - `observability` (run on its own: `-- observability`): consume throughput with metrics off,
@@ -29,6 +31,7 @@
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
+mod bulk;
 mod fairness;
 mod flow;
 mod limits;
@@ -147,13 +150,16 @@ async fn conveyor_publish(conn: &Connection) -> BoxResult<f64> {
         .publish_many((0..PUBLISH_N as u64).map(|i| ("acme", tick(i, 0))))
         .await;
     let elapsed = start.elapsed().as_secs_f64();
-    for r in results {
-        r?;
-    }
+    results.into_result()?;
     Ok(PUBLISH_N as f64 / elapsed)
 }
 
 async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
+    raw_publish_n(conn, PUBLISH_N as u64).await
+}
+
+/// Publishes `n` envelopes with raw async-nats, `IN_FLIGHT` acks outstanding; events/s.
+async fn raw_publish_n(conn: &Connection, n: u64) -> BoxResult<f64> {
     let js = async_nats::jetstream::new(conn.client().clone());
     // Ids unique across rounds: a repeated Nats-Msg-Id is a duplicate the server does not store.
     let round = std::time::SystemTime::now()
@@ -161,7 +167,7 @@ async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
         .as_nanos();
     let start = Instant::now();
     let mut acks = futures::stream::FuturesOrdered::new();
-    for i in 0..PUBLISH_N as u64 {
+    for i in 0..n {
         let body = raw_body(i)?;
         if acks.len() >= IN_FLIGHT
             && let Some(r) = acks.next().await
@@ -181,17 +187,15 @@ async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
     while let Some(r) = acks.next().await {
         r?;
     }
-    Ok(PUBLISH_N as f64 / start.elapsed().as_secs_f64())
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn fill(conn: &Connection, n: usize) -> BoxResult<()> {
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    for r in publisher
+    publisher
         .publish_many((0..n as u64).map(|i| ("acme", tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     Ok(())
 }
 
@@ -531,12 +535,10 @@ async fn urgent_latency(conn: &Connection, lane: bool) -> BoxResult<(f64, u64)> 
         work: Duration::from_millis(10),
     };
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    for r in publisher
+    publisher
         .publish_many((0..BACKLOG).map(|i| ("acme", tick(i, 0))))
         .await
-    {
-        r?;
-    }
+        .into_result()?;
     let worker = Worker::builder(conn, state.clone())
         .backstop(false)
         .group(Group::new("work").concurrency(8).handle(slow_work))
@@ -731,6 +733,9 @@ async fn scheduler_bench(url: &str) -> BoxResult<()> {
 #[tokio::main]
 async fn main() -> BoxResult<()> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "core".into());
+    if which == bulk::CHILD {
+        return bulk::child().await;
+    }
     let server = NatsServer::start()?;
     let conn = Connection::connect(&server.url())
         .await?
@@ -747,8 +752,9 @@ async fn main() -> BoxResult<()> {
         "fairness" => fairness::fairness(&conn).await,
         "flow" => flow::flow(&server.url(), &conn).await,
         "limits" => limits::limits(&server.url(), &conn).await,
+        "bulk" => bulk::bulk(&server.url()).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits, bulk"
         )
         .into()),
     }

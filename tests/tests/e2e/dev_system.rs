@@ -168,9 +168,7 @@ async fn a_high_priority_explanation_overtakes_a_backlog_of_normal_ones() {
             },
         )
     });
-    for r in publisher.publish_many(normal).await {
-        r.unwrap();
-    }
+    publisher.publish_many(normal).await.into_result().unwrap();
     // The triage of a blocked order puts its request on the high lane.
     publisher
         .publish("acme", &samples::detection(99, Decision::Block).unwrap())

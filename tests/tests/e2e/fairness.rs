@@ -30,12 +30,11 @@ async fn a_quiet_tenant_overtakes_another_tenants_backlog() {
     let quiet = quiet_tenant();
     let publisher = Publisher::new(&conn);
     // The noisy tenant's backlog is in the stream before the quiet tenant's one event.
-    for r in publisher
+    publisher
         .publish_many((0..2000).map(|n| ("acme", Ping { n })))
         .await
-    {
-        r.unwrap();
-    }
+        .into_result()
+        .unwrap();
     let quiet_event = publisher.publish(quiet, &Ping { n: 0 }).await.unwrap();
     let recorder = Recorder::default();
     let worker = Worker::builder(&conn, recorder.clone())
@@ -100,12 +99,11 @@ async fn a_failing_tenant_does_not_take_the_groups_capacity() {
         .unwrap()
         .spawn();
     let publisher = Publisher::new(&conn);
-    for r in publisher
+    publisher
         .publish_many((0..40).map(|n| ("acme", Ping { n })))
         .await
-    {
-        r.unwrap();
-    }
+        .into_result()
+        .unwrap();
     recorder
         .wait_for(Duration::from_secs(20), "acme's partition full", |s| {
             s.iter().filter(|r| r.worker == "acme").count() >= 8
@@ -131,12 +129,11 @@ async fn a_failing_tenant_does_not_take_the_groups_capacity() {
 async fn the_number_of_consumers_does_not_grow_with_tenants() {
     let (_server, conn) = server().await;
     let tenants: Vec<String> = (0..300).map(|n| format!("tenant-{n}")).collect();
-    let ids: Vec<String> = Publisher::new(&conn)
-        .publish_many(tenants.iter().map(|t| (t.as_str(), Ping { n: 1 })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let ids: Vec<String> = conveyor_tests::published_ids(
+        &Publisher::new(&conn),
+        tenants.iter().map(|t| (t.as_str(), Ping { n: 1 })),
+    )
+    .await;
     let recorder = Recorder::default();
     let worker = Worker::builder(&conn, recorder.clone())
         .group(Group::new("reports").concurrency(16).handle(

@@ -187,10 +187,14 @@ accounts {
 
 #[tokio::test]
 async fn publish_many_keeps_order_and_stores_every_event() {
+    use futures::StreamExt;
     let (_server, conn) = server().await;
     let publisher = Publisher::new(&conn).with_max_in_flight(64);
-    let events = (0..500).map(|n| (if n % 2 == 0 { "acme" } else { "globex" }, Ping { n }));
-    let results = publisher.publish_many(events).await;
+    let events = (0..500).map(|n| {
+        let tenant = if n % 2 == 0 { "acme" } else { "globex" };
+        (tenant, Ping { n }, EventOptions::default())
+    });
+    let results: Vec<_> = publisher.publish_stream(events).collect().await;
     assert_eq!(results.len(), 500);
     let seqs: Vec<u64> = results
         .into_iter()
@@ -199,12 +203,29 @@ async fn publish_many_keeps_order_and_stores_every_event() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in input order");
     assert_eq!(events_count(&conn).await, 500);
 
-    let mixed = publisher
-        .publish_many(vec![("acme", Ping { n: 1 }), ("bad.tenant", Ping { n: 2 })])
-        .await;
-    assert!(mixed[0].is_ok());
+    // The summary counts what was stored and keeps only the failures, by position.
+    let again = (0..500).map(|n| ("acme", Ping { n }));
+    let summary = publisher.publish_many(again).await;
+    assert_eq!(summary.stored, 500);
+    assert_eq!(summary.duplicates, 0);
     assert_eq!(
-        mixed[1].as_ref().unwrap_err().kind(),
+        summary.last_sequence.unwrap() - summary.first_sequence.unwrap(),
+        499
+    );
+    let mixed = publisher
+        .publish_many(vec![
+            ("acme", Ping { n: 1 }),
+            ("bad.tenant", Ping { n: 2 }),
+            ("acme", Ping { n: 3 }),
+        ])
+        .await;
+    assert_eq!(mixed.stored, 2);
+    assert_eq!(mixed.failed.len(), 1);
+    assert_eq!(mixed.failed[0].0, 1);
+    assert_eq!(mixed.failed[0].1.kind(), PublishErrorKind::InvalidTenant);
+    assert!(!mixed.is_complete());
+    assert_eq!(
+        mixed.into_result().unwrap_err().kind(),
         PublishErrorKind::InvalidTenant
     );
 }

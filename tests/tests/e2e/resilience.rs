@@ -163,13 +163,8 @@ async fn a_server_restart_mid_stream_loses_nothing() {
         .unwrap()
         .spawn();
     let publisher = Publisher::new(&conn);
-    let mut ids = Vec::new();
-    for r in publisher
-        .publish_many((0..60).map(|n| ("acme", Ping { n })))
-        .await
-    {
-        ids.push(r.unwrap().id);
-    }
+    let mut ids =
+        conveyor_tests::published_ids(&publisher, (0..60).map(|n| ("acme", Ping { n }))).await;
     recorder
         .wait_for(Duration::from_secs(10), "some progress", |s| s.len() >= 10)
         .await;

@@ -69,12 +69,8 @@ async fn old_and_new_versions_of_a_group_lose_and_dead_letter_nothing() {
         info.config.filter_subjects
     );
     let publisher = Publisher::new(&conn);
-    let pongs: Vec<String> = publisher
-        .publish_many((0..40).map(|n| ("acme", Pong { n })))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().id)
-        .collect();
+    let pongs: Vec<String> =
+        conveyor_tests::published_ids(&publisher, (0..40).map(|n| ("acme", Pong { n }))).await;
     publisher
         .publish_many((0..40).map(|n| ("acme", Ping { n })))
         .await;

@@ -136,9 +136,11 @@ async fn three_workers_share_one_group_and_handle_each_event_once() {
     // Let all three bind before the burst.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = (0..300).map(|n| ("acme", Ping { n }));
-    for r in Publisher::new(&conn).publish_many(events).await {
-        r.unwrap();
-    }
+    Publisher::new(&conn)
+        .publish_many(events)
+        .await
+        .into_result()
+        .unwrap();
     recorder
         .wait_for(Duration::from_secs(20), "300 events", |s| s.len() >= 300)
         .await;
