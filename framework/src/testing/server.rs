@@ -186,6 +186,11 @@ impl NatsServer {
         Ok(())
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The client URL, e.g. `nats://127.0.0.1:43121`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -61,7 +61,7 @@ pub(super) async fn child() -> BoxResult<()> {
             }
             BULK_N as f64 / start.elapsed().as_secs_f64()
         }
-        _ => raw_publish_n(&conn, BULK_N).await?,
+        _ => raw_publish_n(&conn, BULK_N).await?.per_s,
     };
     println!(
         "{}",

@@ -32,6 +32,7 @@
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
 mod bulk;
+mod cpu;
 mod fairness;
 mod flow;
 mod limits;
@@ -143,29 +144,29 @@ fn raw_body(seq: u64) -> BoxResult<Vec<u8>> {
     })?)
 }
 
-async fn conveyor_publish(conn: &Connection) -> BoxResult<f64> {
+async fn conveyor_publish(conn: &Connection) -> BoxResult<cpu::Timed> {
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    let start = Instant::now();
+    let start = cpu::Mark::now();
     let results = publisher
         .publish_many((0..PUBLISH_N as u64).map(|i| ("acme", tick(i, 0))))
         .await;
-    let elapsed = start.elapsed().as_secs_f64();
+    let timed = start.timed(PUBLISH_N as u64);
     results.into_result()?;
-    Ok(PUBLISH_N as f64 / elapsed)
+    Ok(timed)
 }
 
-async fn raw_publish(conn: &Connection) -> BoxResult<f64> {
+async fn raw_publish(conn: &Connection) -> BoxResult<cpu::Timed> {
     raw_publish_n(conn, PUBLISH_N as u64).await
 }
 
 /// Publishes `n` envelopes with raw async-nats, `IN_FLIGHT` acks outstanding; events/s.
-async fn raw_publish_n(conn: &Connection, n: u64) -> BoxResult<f64> {
+async fn raw_publish_n(conn: &Connection, n: u64) -> BoxResult<cpu::Timed> {
     let js = async_nats::jetstream::new(conn.client().clone());
     // Ids unique across rounds: a repeated Nats-Msg-Id is a duplicate the server does not store.
     let round = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
-    let start = Instant::now();
+    let start = cpu::Mark::now();
     let mut acks = futures::stream::FuturesOrdered::new();
     for i in 0..n {
         let body = raw_body(i)?;
@@ -187,7 +188,7 @@ async fn raw_publish_n(conn: &Connection, n: u64) -> BoxResult<f64> {
     while let Some(r) = acks.next().await {
         r?;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(start.timed(n))
 }
 
 async fn fill(conn: &Connection, n: usize) -> BoxResult<()> {
@@ -242,7 +243,7 @@ async fn wait_until(c: &AtomicU64, n: u64, limit: Duration) -> BoxResult<()> {
     Ok(())
 }
 
-async fn conveyor_consume(conn: &Connection) -> BoxResult<f64> {
+async fn conveyor_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
     observed_consume(conn, None, false).await
 }
 
@@ -252,10 +253,10 @@ async fn observed_consume(
     conn: &Connection,
     telemetry: Option<&Telemetry>,
     history: bool,
-) -> BoxResult<f64> {
+) -> BoxResult<cpu::Timed> {
     fill(conn, CONSUME_N).await?;
     let c = counter();
-    let start = Instant::now();
+    let start = cpu::Mark::now();
     let mut builder = Worker::builder(conn, c.clone()).backstop(false).group(
         Group::new("bench")
             .concurrency(CONCURRENCY)
@@ -268,14 +269,14 @@ async fn observed_consume(
     }
     let worker = builder.build()?.spawn();
     wait_until(&c.handled, CONSUME_N as u64, Duration::from_secs(120)).await?;
-    let rate = CONSUME_N as f64 / start.elapsed().as_secs_f64();
+    let timed = start.timed(CONSUME_N as u64);
     worker.shutdown().await;
-    Ok(rate)
+    Ok(timed)
 }
 
-async fn raw_consume(conn: &Connection) -> BoxResult<f64> {
+async fn raw_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
     fill(conn, CONSUME_N).await?;
-    let start = Instant::now();
+    let start = cpu::Mark::now();
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
     let consumer = stream
         .create_consumer(pull::Config {
@@ -297,7 +298,7 @@ async fn raw_consume(conn: &Connection) -> BoxResult<f64> {
             None => return Err("raw stream ended".into()),
         }
     }
-    Ok(CONSUME_N as f64 / start.elapsed().as_secs_f64())
+    Ok(start.timed(CONSUME_N as u64))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -411,13 +412,7 @@ async fn publish(conn: &Connection) -> BoxResult<()> {
         reset(conn).await?;
         raw.push(raw_publish(conn).await?);
     }
-    let (c, r) = (median(conveyor), median(raw));
-    println!(
-        "{}",
-        json!({"bench": "publish", "events": PUBLISH_N, "in_flight": IN_FLIGHT,
-               "conveyor_publish_per_s": c.round(), "raw_publish_per_s": r.round(),
-               "ratio": round2(c / r)})
-    );
+    println!("{}", compared("publish", PUBLISH_N, &conveyor, &raw));
     Ok(())
 }
 
@@ -429,14 +424,27 @@ async fn consume(conn: &Connection) -> BoxResult<()> {
         reset(conn).await?;
         conveyor.push(conveyor_consume(conn).await?);
     }
-    let (c, r) = (median(conveyor), median(raw));
-    println!(
-        "{}",
-        json!({"bench": "consume", "events": CONSUME_N, "concurrency": CONCURRENCY,
-               "conveyor_consume_per_s": c.round(), "raw_consume_per_s": r.round(),
-               "ratio": round2(c / r)})
-    );
+    println!("{}", compared("consume", CONSUME_N, &conveyor, &raw));
     Ok(())
+}
+
+/// One line comparing Conveyor's runs with raw async-nats': median rate, and CPU per event of
+/// the client and the server.
+fn compared(
+    bench: &str,
+    events: usize,
+    conveyor: &[cpu::Timed],
+    raw: &[cpu::Timed],
+) -> serde_json::Value {
+    let rate = |runs: &[cpu::Timed]| median(runs.iter().map(|r| r.per_s).collect());
+    let (c, r) = (rate(conveyor), rate(raw));
+    let (cc, cs) = cpu::per_event_us(conveyor);
+    let (rc, rs) = cpu::per_event_us(raw);
+    json!({"bench": bench, "events": events, "in_flight": IN_FLIGHT, "concurrency": CONCURRENCY,
+           "conveyor_per_s": c.round(), "raw_per_s": r.round(), "ratio": round2(c / r),
+           "conveyor_client_cpu_us": cc, "raw_client_cpu_us": rc,
+           "client_cpu_ratio": round2(cc / rc),
+           "conveyor_server_cpu_us": cs, "raw_server_cpu_us": rs})
 }
 
 async fn latency(conn: &Connection) -> BoxResult<()> {
@@ -484,10 +492,10 @@ async fn observability(conn: &Connection) -> BoxResult<()> {
             reset(conn).await?;
             reset_history(conn).await?;
             match variant {
-                0 => raw.push(raw_consume(conn).await?),
-                1 => off.push(observed_consume(conn, None, false).await?),
-                2 => on.push(observed_consume(conn, Some(&telemetry), false).await?),
-                _ => history.push(observed_consume(conn, Some(&telemetry), true).await?),
+                0 => raw.push(raw_consume(conn).await?.per_s),
+                1 => off.push(observed_consume(conn, None, false).await?.per_s),
+                2 => on.push(observed_consume(conn, Some(&telemetry), false).await?.per_s),
+                _ => history.push(observed_consume(conn, Some(&telemetry), true).await?.per_s),
             }
         }
     }
@@ -737,6 +745,9 @@ async fn main() -> BoxResult<()> {
         return bulk::child().await;
     }
     let server = NatsServer::start()?;
+    if let Some(pid) = server.pid() {
+        let _ = cpu::SERVER_PID.set(pid);
+    }
     let conn = Connection::connect(&server.url())
         .await?
         .with_timeout(Duration::from_secs(30));
