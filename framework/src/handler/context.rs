@@ -16,18 +16,28 @@ use tokio_util::sync::CancellationToken;
 /// Facts about the delivery a handler is running for.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
-    pub(crate) group: String,
+    /// The group (shared by its deliveries).
+    pub(crate) group: std::sync::Arc<str>,
     pub(crate) tenant: TenantId,
     pub(crate) event_id: String,
-    pub(crate) event_type: String,
+    /// The handled type, from the group's route (no copy per delivery).
+    pub(crate) event_type: &'static str,
     pub(crate) source: String,
     pub(crate) time: Option<DateTime<Utc>>,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
-    pub(crate) correlation_id: String,
+    /// `None`: the event is its own correlation (its id).
+    pub(crate) correlation_id: Option<String>,
     /// The trace context of this handler run (its own span id).
     pub(crate) trace: TraceParent,
     pub(crate) stream_sequence: u64,
+}
+
+impl Delivery {
+    /// The correlation id of the handled event (its own id when it carries none).
+    pub(crate) fn correlation_id(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.event_id)
+    }
 }
 
 /// Receives the progress reports of one run.
@@ -206,7 +216,7 @@ impl<S> Context<S> {
 
     /// The event type.
     pub fn event_type(&self) -> &str {
-        &self.delivery.event_type
+        self.delivery.event_type
     }
 
     /// The `source` of the event (the app that published it).
@@ -236,7 +246,7 @@ impl<S> Context<S> {
 
     /// The correlation id of the event's causal chain (the event's own id if it started one).
     pub fn correlation_id(&self) -> &str {
-        &self.delivery.correlation_id
+        self.delivery.correlation_id()
     }
 
     /// The trace context of this handler run: the event's trace, with this run's span id.
@@ -344,7 +354,7 @@ impl<S> Context<S> {
     ) -> Result<Published, PublishError> {
         options
             .correlation_id
-            .get_or_insert_with(|| self.delivery.correlation_id.clone());
+            .get_or_insert_with(|| self.delivery.correlation_id().to_owned());
         options
             .causation_id
             .get_or_insert_with(|| self.delivery.event_id.clone());

@@ -198,11 +198,11 @@ impl<E: Event> TestDelivery<E> {
         };
         let log = Arc::new(Mutex::new(Vec::new()));
         let delivery = Arc::new(Delivery {
-            group: self.group,
+            group: self.group.into(),
             tenant: self.tenant,
-            correlation_id: self.options.correlation_id.unwrap_or_else(|| id.clone()),
+            correlation_id: self.options.correlation_id.filter(|c| *c != id),
             event_id: id,
-            event_type: E::TYPE.to_owned(),
+            event_type: E::TYPE,
             source: "test".into(),
             time: Some(time),
             attempt: self.attempt,

@@ -94,6 +94,8 @@ pub(crate) struct RouteSpec<S> {
 }
 
 pub(crate) struct Route<S> {
+    /// The type it handles.
+    pub(crate) event_type: &'static str,
     pub(crate) handler: Arc<dyn ErasedHandler<S>>,
     pub(crate) options: HandlerOptions,
     pub(crate) metrics: Option<RouteMetrics>,

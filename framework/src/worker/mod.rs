@@ -188,6 +188,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                     .unwrap_or_else(|| group.config.handler_defaults.clone());
                 options.timeout = options.timeout.saturating_add(spec.extra_timeout);
                 let route = Route {
+                    event_type: spec.event_type,
                     handler: spec.handler,
                     options,
                     metrics: group_metrics.as_ref().map(|m| m.route(spec.event_type)),

@@ -199,13 +199,35 @@ pub async fn watch(conn: Connection, stop: CancellationToken) {
     }
 }
 
-/// The last 8 characters of an id, keeping a derived id's suffix:
-/// `…3aecbad1:fraud.explanation.requested`.
+/// The last 8 characters of an id, keeping the last step of a derived id's suffix:
+/// `3aecbad1:fraud.explanation.requested`, `ccc83b67…:video.ai.generated` for a longer chain.
 fn short(id: &str) -> String {
     let (base, suffix) = match id.find(':') {
         Some(i) if !id.starts_with("cron:") => (&id[..i], &id[i..]),
         _ => (id, ""),
     };
     let tail = base.get(base.len().saturating_sub(8)..).unwrap_or(base);
-    format!("{tail}{suffix}")
+    match suffix.rfind(':') {
+        Some(last) if last > 0 => format!("{tail}…{}", &suffix[last..]),
+        _ => format!("{tail}{suffix}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn shortens_ids_and_keeps_the_last_step_of_a_chain() {
+        assert_eq!(short("0193aa00-7b1c-7000-8000-00003aecbad1"), "3aecbad1");
+        assert_eq!(
+            short("0193aa00-7b1c-7000-8000-00003aecbad1:fraud.explanation.requested"),
+            "3aecbad1:fraud.explanation.requested"
+        );
+        assert_eq!(
+            short("x-ccc83b67:video.transcription.started:video.ai.generated"),
+            "ccc83b67…:video.ai.generated"
+        );
+        assert_eq!(short("cron:daily:acme:1700000000:ab"), "00000:ab");
+    }
 }

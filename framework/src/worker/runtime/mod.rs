@@ -94,6 +94,8 @@ const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
 
 pub(crate) struct GroupRuntime<S> {
     name: String,
+    /// The name again, shared by every delivery's context.
+    shared_name: Arc<str>,
     config: GroupConfig,
     routes: HashMap<String, Route<S>>,
     conn: Connection,
@@ -185,6 +187,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
         state: S,
         shared: Shared,
     ) -> Self {
+        let name_for_deliveries: Arc<str> = Arc::from(name.as_str());
         let max_deliver = routes
             .values()
             .map(|r| i64::from(r.options.retry.max_attempts.max(1)))
@@ -218,6 +221,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             weights: shared.weights,
             handbacks: shared.handbacks,
             bound: Arc::new(AtomicU32::new(0)),
+            shared_name: name_for_deliveries,
             ack_floors: (0..PARTITIONS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -427,15 +431,19 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     }
     let Routed { env, tenant, .. } = routed;
     let delivery = Arc::new(Delivery {
-        group: rt.name.clone(),
+        group: rt.shared_name.clone(),
         tenant,
         event_id: env.id.to_string(),
-        event_type: env.event_type.to_string(),
+        event_type: route.event_type,
         source: env.source.to_string(),
         time: env.time,
         attempt,
         max_attempts: route.options.retry.max_attempts,
-        correlation_id: env.correlationid.as_deref().unwrap_or(&env.id).to_owned(),
+        correlation_id: env
+            .correlationid
+            .as_deref()
+            .filter(|c| **c != *env.id)
+            .map(str::to_owned),
         trace,
         stream_sequence: incoming.stream_sequence,
     });

@@ -23,9 +23,9 @@ impl ProgressSink for LiveProgress {
             send_ack(&self.conn, self.reply.clone(), jetstream::AckKind::Progress).await;
             let update = ProgressUpdate {
                 event_id: d.event_id.clone(),
-                event_type: d.event_type.clone(),
+                event_type: d.event_type.to_owned(),
                 tenant: d.tenant.as_str().to_owned(),
-                group: d.group.clone(),
+                group: d.group.to_string(),
                 attempt: d.attempt,
                 percent,
                 message: message.clone(),
@@ -281,16 +281,16 @@ async fn sla_breached<S: Clone + Send + Sync + 'static>(
     }
     if route.options.sla_event {
         let event = SlaBreached {
-            group: delivery.group.clone(),
+            group: delivery.group.to_string(),
             event_id: delivery.event_id.clone(),
-            event_type: delivery.event_type.clone(),
+            event_type: delivery.event_type.to_owned(),
             attempt: delivery.attempt,
             expected_ms: u64::try_from(expected.as_millis()).unwrap_or(u64::MAX),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             detected_at: Utc::now(),
         };
         let options = crate::EventOptions {
-            correlation_id: Some(delivery.correlation_id.clone()),
+            correlation_id: Some(delivery.correlation_id().to_owned()),
             causation_id: Some(delivery.event_id.clone()),
             traceparent: Some(delivery.trace.to_string()),
             ..crate::EventOptions::default()
