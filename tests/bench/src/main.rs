@@ -35,7 +35,11 @@ mod bulk;
 mod cpu;
 mod fairness;
 mod flow;
+mod latency;
 mod limits;
+mod observability;
+mod priority;
+mod scheduler;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,94 +313,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
-/// Publishes at a steady rate through Conveyor and returns (p50, p99) latency in ms.
-async fn conveyor_latency(conn: &Connection) -> BoxResult<(f64, f64)> {
-    let c = counter();
-    let worker = Worker::builder(conn, c.clone())
-        .backstop(false)
-        .group(
-            Group::new("latency")
-                .concurrency(32)
-                .handle(measure_latency),
-        )
-        .build()?
-        .spawn();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = Publisher::new(conn);
-    let total = LATENCY_RATE * LATENCY_SECS;
-    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
-    let mut sends = Vec::new();
-    for i in 0..total {
-        interval.tick().await;
-        let p = publisher.clone();
-        let sent_us = c.origin.elapsed().as_micros() as u64;
-        sends.push(tokio::spawn(async move {
-            p.publish("acme", &tick(i, sent_us)).await
-        }));
-    }
-    for s in sends {
-        s.await??;
-    }
-    wait_until(&c.handled, total, Duration::from_secs(30)).await?;
-    worker.shutdown().await;
-    let mut l = c.latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    l.sort_by(f64::total_cmp);
-    Ok((percentile(&l, 0.5), percentile(&l, 0.99)))
-}
-
-/// Publishes at a steady rate with raw async-nats, reads with a raw pull consumer, and returns
-/// (p50, p99) latency in ms.
-async fn raw_latency(conn: &Connection) -> BoxResult<(f64, f64)> {
-    let origin = Instant::now();
-    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("raw_latency".into()),
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await?;
-    let total = LATENCY_RATE * LATENCY_SECS;
-    let reader = tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(total as usize);
-        let mut messages = consumer.messages().await?;
-        while (latencies.len() as u64) < total {
-            let Some(m) = messages.next().await else {
-                break;
-            };
-            let m = m?;
-            let now_us = origin.elapsed().as_micros() as u64;
-            let body: serde_json::Value = serde_json::from_slice(&m.payload)?;
-            let sent_us = body["sent_us"].as_u64().unwrap_or(now_us);
-            latencies.push(now_us.saturating_sub(sent_us) as f64 / 1000.0);
-            m.ack().await?;
-        }
-        Ok::<_, BoxError>(latencies)
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let js = conn.jetstream().clone();
-    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
-    let mut sends = Vec::new();
-    for i in 0..total {
-        interval.tick().await;
-        let js = js.clone();
-        let sent_us = origin.elapsed().as_micros() as u64;
-        sends.push(tokio::spawn(async move {
-            let body = serde_json::to_vec(&json!({"seq": i, "sent_us": sent_us}))?;
-            js.publish("events.acme.bench.tick", body.into())
-                .await?
-                .await?;
-            Ok::<_, BoxError>(())
-        }));
-    }
-    for s in sends {
-        s.await??;
-    }
-    let mut l = tokio::time::timeout(Duration::from_secs(30), reader).await???;
-    l.sort_by(f64::total_cmp);
-    Ok((percentile(&l, 0.5), percentile(&l, 0.99)))
-}
-
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -447,293 +363,13 @@ fn compared(
            "conveyor_server_cpu_us": cs, "raw_server_cpu_us": rs})
 }
 
-async fn latency(conn: &Connection) -> BoxResult<()> {
-    let (mut c50, mut c99, mut r50, mut r99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..LATENCY_ROUNDS {
-        reset(conn).await?;
-        let (p50, p99) = raw_latency(conn).await?;
-        r50.push(p50);
-        r99.push(p99);
-        reset(conn).await?;
-        let (p50, p99) = conveyor_latency(conn).await?;
-        c50.push(p50);
-        c99.push(p99);
-    }
-    let (c99, r99) = (median(c99), median(r99));
-    println!(
-        "{}",
-        json!({"bench": "latency", "rate_per_s": LATENCY_RATE, "seconds": LATENCY_SECS,
-               "rounds": LATENCY_ROUNDS,
-               "conveyor_p50_ms": round2(median(c50)), "conveyor_p99_ms": round2(c99),
-               "raw_p50_ms": round2(median(r50)), "raw_p99_ms": round2(r99),
-               "p99_overhead_ms": round2(c99 - r99)})
-    );
-    Ok(())
-}
-
-/// Purges the run history, if there is one.
-async fn reset_history(conn: &Connection) -> BoxResult<()> {
-    if let Ok(stream) = conn
-        .jetstream()
-        .get_stream(format!("KV_{}", conveyor::history::HISTORY_BUCKET))
-        .await
-    {
-        stream.purge().await?;
-    }
-    Ok(())
-}
-
-async fn observability(conn: &Connection) -> BoxResult<()> {
-    let (mut off, mut on, mut history, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let telemetry = Telemetry::new();
-    // The order of the variants rotates from round to round, so none always runs first.
-    for round in 0..OBSERVABILITY_ROUNDS {
-        for variant in (0..4).map(|i| (i + round) % 4) {
-            reset(conn).await?;
-            reset_history(conn).await?;
-            match variant {
-                0 => raw.push(raw_consume(conn).await?.per_s),
-                1 => off.push(observed_consume(conn, None, false).await?.per_s),
-                2 => on.push(observed_consume(conn, Some(&telemetry), false).await?.per_s),
-                _ => history.push(observed_consume(conn, Some(&telemetry), true).await?.per_s),
-            }
-        }
-    }
-    let (off, on, history, raw) = (median(off), median(on), median(history), median(raw));
-    println!(
-        "{}",
-        json!({"bench": "observability", "events": CONSUME_N, "concurrency": CONCURRENCY,
-               "rounds": OBSERVABILITY_ROUNDS,
-               "metrics_off_per_s": off.round(), "metrics_on_per_s": on.round(),
-               "history_on_per_s": history.round(), "raw_consume_per_s": raw.round(),
-               "metrics_cost": round2(1.0 - on / off),
-               "history_cost": round2(1.0 - history / on)})
-    );
-    Ok(())
-}
-
-/// Records when each event was handled: normal ones counted, the urgent one timed.
-#[derive(Clone)]
-struct Lanes {
-    normal_done: Arc<AtomicU64>,
-    urgent_done: Arc<std::sync::Mutex<Option<(Instant, u64)>>>,
-    work: Duration,
-}
-
-async fn slow_work(e: Tick, ctx: Context<Lanes>) -> HandlerResult {
-    let s = ctx.state();
-    tokio::time::sleep(s.work).await;
-    if e.customer == "urgent" {
-        if let Ok(mut u) = s.urgent_done.lock() {
-            *u = Some((Instant::now(), s.normal_done.load(Ordering::Relaxed)));
-        }
-    } else {
-        s.normal_done.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-/// Latency of one urgent event published behind a backlog, on the `high` lane or on the
-/// default lane, and how many backlog events were handled before it.
-async fn urgent_latency(conn: &Connection, lane: bool) -> BoxResult<(f64, u64)> {
-    const BACKLOG: u64 = 400;
-    let state = Lanes {
-        normal_done: Arc::new(AtomicU64::new(0)),
-        urgent_done: Arc::new(std::sync::Mutex::new(None)),
-        work: Duration::from_millis(10),
-    };
-    let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
-    publisher
-        .publish_many((0..BACKLOG).map(|i| ("acme", tick(i, 0))))
-        .await
-        .into_result()?;
-    let worker = Worker::builder(conn, state.clone())
-        .backstop(false)
-        .group(Group::new("work").concurrency(8).handle(slow_work))
-        .group(
-            Group::new("work-high")
-                .lane("high")
-                .concurrency(2)
-                .handle(slow_work),
-        )
-        .build()?
-        .spawn();
-    // Let the backlog start draining, then send the urgent event.
-    wait_until(&state.normal_done, 20, Duration::from_secs(30)).await?;
-    let mut urgent = tick(BACKLOG, 0);
-    urgent.customer = "urgent".into();
-    let options = if lane {
-        conveyor::EventOptions::default().lane("high")
-    } else {
-        conveyor::EventOptions::default()
-    };
-    let sent = Instant::now();
-    publisher.publish_with("acme", &urgent, options).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (done, normal_before) = loop {
-        if let Some(d) = state.urgent_done.lock().ok().and_then(|u| *u) {
-            break d;
-        }
-        if Instant::now() > deadline {
-            return Err("the urgent event was not handled within 60 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
-    worker.shutdown().await;
-    Ok(((done - sent).as_secs_f64() * 1000.0, normal_before))
-}
-
-async fn priority(conn: &Connection) -> BoxResult<()> {
-    let (mut lane, mut same, mut lane_before, mut same_before) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
-        reset(conn).await?;
-        let (ms, before) = urgent_latency(conn, true).await?;
-        lane.push(ms);
-        lane_before.push(before as f64);
-        reset(conn).await?;
-        let (ms, before) = urgent_latency(conn, false).await?;
-        same.push(ms);
-        same_before.push(before as f64);
-    }
-    println!(
-        "{}",
-        json!({"bench": "priority", "backlog": 400, "handler_ms": 10, "concurrency": 8,
-               "rounds": 3,
-               "high_lane_latency_ms": round2(median(lane)),
-               "same_lane_latency_ms": round2(median(same)),
-               "backlog_handled_before_high_lane": median(lane_before),
-               "backlog_handled_before_same_lane": median(same_before)})
-    );
-    Ok(())
-}
-
 async fn core(conn: &Connection) -> BoxResult<()> {
     publish(conn).await?;
     consume(conn).await?;
-    latency(conn).await?;
+    latency::latency(conn).await?;
     println!(
         "{}",
         json!({"bench": "memory", "peak_rss_mb": peak_rss_mb().map(round2)})
-    );
-    Ok(())
-}
-
-/// A scheduler in a thread of its own with its own runtime, so dropping the runtime ends it
-/// abruptly, like a killed process: no lease release, connection gone.
-struct SchedulerNode {
-    leadership: std::sync::Arc<conveyor_scheduler::lease::Leadership>,
-    stats: std::sync::Arc<conveyor_scheduler::Stats>,
-    kill: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SchedulerNode {
-    fn start(
-        url: &str,
-        schedules: Vec<conveyor_scheduler::Schedule>,
-        node: &str,
-    ) -> BoxResult<Self> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-        let url = url.to_owned();
-        let node = node.to_owned();
-        let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let Ok(conn) = Connection::connect(&url).await else {
-                    return;
-                };
-                let options = conveyor_scheduler::Options {
-                    node_id: node,
-                    ..Default::default()
-                };
-                let Ok(s) = conveyor_scheduler::Scheduler::new(&conn, &schedules, options) else {
-                    return;
-                };
-                let _ = ready_tx.send((s.leadership(), s.stats()));
-                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                std::thread::spawn(move || {
-                    let _ = kill_rx.recv();
-                    let _ = tx.send(());
-                });
-                tokio::select! {
-                    _ = s.run_until(futures::future::pending()) => {}
-                    _ = rx => {}
-                }
-            });
-            // Dropping the runtime here cancels every task mid-flight.
-        });
-        let (leadership, stats) = ready_rx.recv_timeout(Duration::from_secs(10))?;
-        Ok(Self {
-            leadership,
-            stats,
-            kill: Some(kill_tx),
-            thread: Some(thread),
-        })
-    }
-
-    fn kill(&mut self) {
-        if let Some(k) = self.kill.take() {
-            let _ = k.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn wait_for(cond: impl Fn() -> bool, limit: Duration) -> BoxResult<Duration> {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > limit {
-            return Err("timed out".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(start.elapsed())
-}
-
-/// Failover after a crashed leader (5 rounds) and tick lateness of an every-second schedule
-/// with 10 tenants over 20 s.
-async fn scheduler_bench(url: &str) -> BoxResult<()> {
-    use conveyor_scheduler::{CatchUp, Schedule};
-    let tenants: Vec<String> = (0..10).map(|i| format!("tenant-{i}")).collect();
-    let schedules = vec![
-        Schedule::new("bench-pulse", "* * * * * *", "health.check")
-            .tenants(tenants.clone())
-            .catch_up(CatchUp::All),
-    ];
-    let mut failovers = Vec::new();
-    let mut leader = SchedulerNode::start(url, schedules.clone(), "bench-a")?;
-    wait_for(|| leader.leadership.is_leader(), Duration::from_secs(10)).await?;
-    // Steady state: lateness measured on the leader over 20 s.
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let mut lateness = leader.stats.lateness_ms();
-    for round in 0..5 {
-        let follower = SchedulerNode::start(url, schedules.clone(), &format!("bench-{round}"))?;
-        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
-        leader.kill();
-        let took = wait_for(|| follower.leadership.is_leader(), Duration::from_secs(10)).await?;
-        failovers.push(took.as_secs_f64() * 1000.0);
-        leader = follower;
-    }
-    leader.kill();
-    lateness.sort_by(f64::total_cmp);
-    failovers.sort_by(f64::total_cmp);
-    println!(
-        "{}",
-        json!({"bench": "scheduler", "lease_ttl_ms": 2000, "rounds": failovers.len(),
-               "failover_ms": round2(median(failovers.clone())),
-               "failover_max_ms": round2(failovers.last().copied().unwrap_or(f64::NAN)),
-               "tick_events": lateness.len(),
-               "tick_late_p50_ms": round2(percentile(&lateness, 0.5)),
-               "tick_late_p99_ms": round2(percentile(&lateness, 0.99))})
     );
     Ok(())
 }
@@ -756,10 +392,10 @@ async fn main() -> BoxResult<()> {
         "core" => core(&conn).await,
         "publish" => publish(&conn).await,
         "consume" => consume(&conn).await,
-        "latency" => latency(&conn).await,
-        "scheduler" => scheduler_bench(&server.url()).await,
-        "observability" => observability(&conn).await,
-        "priority" => priority(&conn).await,
+        "latency" => latency::latency(&conn).await,
+        "scheduler" => scheduler::scheduler_bench(&server.url()).await,
+        "observability" => observability::observability(&conn).await,
+        "priority" => priority::priority(&conn).await,
         "fairness" => fairness::fairness(&conn).await,
         "flow" => flow::flow(&server.url(), &conn).await,
         "limits" => limits::limits(&server.url(), &conn).await,
