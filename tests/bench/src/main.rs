@@ -9,6 +9,8 @@
 //!   consumer that acks each message;
 //! - `latency`: publish-to-handler latency p50/p99 at a steady rate, each stack end to end;
 //! - `memory`: the process's peak RSS;
+//! - `awaiting` (run on its own: `-- awaiting`): handlers that await 5 ms, 256 slots: rate
+//!   against the ideal, busy slots, CPU per event;
 //! - `bulk` (run on its own: `-- bulk`): peak RSS and rate of one `publish_many` of 1 000 000
 //!   events vs raw async-nats, each in a fresh process;
 //! - `scheduler` (run on its own: `-- scheduler`): leader failover time after a crash and tick
@@ -31,6 +33,7 @@
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 
+mod awaiting;
 mod bulk;
 mod cpu;
 mod fairness;
@@ -400,8 +403,9 @@ async fn main() -> BoxResult<()> {
         "flow" => flow::flow(&server.url(), &conn).await,
         "limits" => limits::limits(&server.url(), &conn).await,
         "bulk" => bulk::bulk(&server.url()).await,
+        "awaiting" => awaiting::awaiting(&conn).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits, bulk"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits, bulk, awaiting"
         )
         .into()),
     }
