@@ -288,7 +288,8 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
     };
     // Deliveries this group handed back without a result do not count as attempts.
     let handed_back = if delivered > 1 {
-        rt.handbacks.count(&rt.name, stream_sequence).await
+        // Boxed: a redelivery's lookup should not grow every delivery's future.
+        Box::pin(rt.handbacks.count(&rt.name, stream_sequence)).await
     } else {
         0
     };

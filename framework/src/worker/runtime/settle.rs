@@ -19,8 +19,11 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     };
     let metrics = tracking.metrics.or(rt.unrouted.as_ref());
     let tenant = tracking.tenant.as_ref().map(TenantId::as_str);
+    // The futures of what most deliveries never do (history, anything but a plain ack,
+    // hand-back bookkeeping) are boxed: inline, they would make every delivery's future several
+    // kilobytes larger, allocated and moved for each event.
     if let Some(record) = &tracking.record {
-        record.store(&outcome, tracking.started, &beat).await;
+        Box::pin(record.store(&outcome, tracking.started, &beat)).await;
     }
     let counted = outcome.counted();
     tracing::Span::current().record("outcome", outcome.span_label());
@@ -28,11 +31,26 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
         Outcome::DeadLetter { kind, .. } => Some(*kind),
         _ => None,
     };
-    let settled =
-        settle_delivery(rt, incoming, (&beat, abort), tracking.handed_back, outcome).await;
+    let settled = match outcome {
+        Outcome::Ack => {
+            tracing::debug!("handled");
+            send_ack(&rt.conn, incoming.reply.clone(), AckKind::Ack).await;
+            Settled::Finished
+        }
+        other => {
+            Box::pin(settle_delivery(
+                rt,
+                incoming,
+                (&beat, abort),
+                tracking.handed_back,
+                other,
+            ))
+            .await
+        }
+    };
     let finished = settled == Settled::Finished;
     if settled != Settled::Pending && tracking.handed_back > 0 {
-        rt.handbacks.forget(&rt.name, stream_sequence).await;
+        Box::pin(rt.handbacks.forget(&rt.name, stream_sequence)).await;
     }
     if let Some(m) = metrics {
         m.settled(counted, tenant);
