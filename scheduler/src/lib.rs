@@ -20,6 +20,7 @@ mod error;
 mod fire;
 mod ids;
 pub mod lease;
+mod registry;
 mod retention;
 mod runtime;
 pub mod schedule;

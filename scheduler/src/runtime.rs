@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 use conveyor::runs::RUNS_BUCKET;
 use conveyor::telemetry::Telemetry;
 use conveyor::{Connection, Publisher, TenantId};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::Schedule;
 use crate::fire::{Fired, OWED_RETRY_MS, fire, retry_owed};
 use crate::lease::{self, Leadership};
+use crate::registry::{load_registry, watch_registry};
 use crate::schedule::{CatchUp, CompiledSchedule, ScheduleError, compile_all};
 use crate::stats::SchedulerCollector;
 pub use crate::stats::Stats;
@@ -241,77 +241,6 @@ impl Scheduler {
     }
 }
 
-/// Loads every tenant of the registry. A registry that cannot be read in full leaves what was
-/// loaded before (or nothing: schedules then wait, rather than firing for no tenant).
-async fn load_registry(store: &kv::Store, registry: &RwLock<Option<BTreeSet<TenantId>>>) {
-    let mut keys = match store.keys().await {
-        Ok(keys) => keys,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the tenant registry");
-            return;
-        }
-    };
-    let mut set = BTreeSet::new();
-    while let Some(key) = keys.next().await {
-        let key = match key {
-            Ok(key) => key,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the tenant registry");
-                return;
-            }
-        };
-        match TenantId::parse(key.as_str()) {
-            Ok(t) => {
-                set.insert(t);
-            }
-            Err(e) => {
-                tracing::warn!(key, error = %e, "tenant registry key is not a valid tenant id")
-            }
-        }
-    }
-    if let Ok(mut r) = registry.write() {
-        *r = Some(set);
-    }
-}
-
-async fn watch_registry(
-    store: kv::Store,
-    registry: Arc<RwLock<Option<BTreeSet<TenantId>>>>,
-    shutdown: CancellationToken,
-) {
-    while !shutdown.is_cancelled() {
-        let mut watch = match store.watch_all().await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the tenant registry");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        load_registry(&store, &registry).await;
-        loop {
-            let entry = tokio::select! {
-                () = shutdown.cancelled() => return,
-                e = watch.next() => e,
-            };
-            let Some(Ok(entry)) = entry else { break };
-            let Ok(tenant) = TenantId::parse(entry.key.as_str()) else {
-                tracing::warn!(key = %entry.key, "tenant registry key is not a valid tenant id");
-                continue;
-            };
-            if let Ok(mut guard) = registry.write()
-                && let Some(r) = guard.as_mut()
-            {
-                if entry.operation == kv::Operation::Put {
-                    r.insert(tenant);
-                } else {
-                    r.remove(&tenant);
-                }
-            }
-        }
-    }
-}
-
 fn state_key(schedule: &str) -> String {
     format!("last.{schedule}")
 }
@@ -515,57 +444,4 @@ async fn sleep_or(d: Duration, token: &CancellationToken) {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use conveyor::testing::NatsServer;
-
-    /// A leader whose renewal comes late (it stops acting for a while) but succeeds keeps its
-    /// term: nothing is caught up, so under `catch_up = "skip"` no tick is dropped.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_late_but_successful_renewal_skips_no_tick() {
-        let server = NatsServer::start().unwrap();
-        let conn = server.connect().await.unwrap();
-        conveyor::topology::provision(&conn, &conveyor::topology::Topology::default())
-            .await
-            .unwrap();
-        let js = conn.jetstream();
-        let state = bucket(js, STATE_BUCKET, "state").await.unwrap();
-        let leadership = Arc::new(Leadership::new(false));
-        let since = Utc::now();
-        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-        leadership.set(far, since);
-        let ctx = Arc::new(Ctx {
-            publisher: Publisher::new(&conn),
-            leadership: leadership.clone(),
-            stats: Arc::new(Stats::default()),
-            ids: crate::ids::TickIds::load(&state).await.unwrap(),
-            state,
-            runs: bucket(js, RUNS_BUCKET, "runs").await.unwrap(),
-            registry: Arc::new(RwLock::new(None)),
-        });
-        let schedule = compile_all(&[Schedule::new("pulse", "* * * * * *", "health.check")
-            .tenants(["acme"])
-            .catch_up(CatchUp::Skip)])
-        .unwrap()
-        .remove(0);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_schedule(ctx.clone(), schedule, shutdown.clone()));
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        // The renewal is late: the leader stops acting for 2.5 s, then the renewal succeeds
-        // with the same term.
-        leadership.set(tokio::time::Instant::now(), since);
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        leadership.set(far, since);
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        shutdown.cancel();
-        task.await.unwrap();
-        assert_eq!(
-            ctx.stats.skipped.load(Ordering::Relaxed),
-            0,
-            "no tick skipped"
-        );
-        let fired = ctx.stats.fired.load(Ordering::Relaxed);
-        assert!(fired >= 6, "the ticks of the pause fired after it: {fired}");
-    }
-}
+mod tests;

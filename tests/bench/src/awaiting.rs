@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{AckPolicy, pull};
-use conveyor::topology::EVENTS_STREAM;
 use conveyor::{Connection, Context, Group, HandlerResult, Worker};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{BoxResult, Tick, cpu, fill, median, reset, round2};
+use super::{BoxResult, Tick, cpu, fill, median, raw_consumer, reset, round2};
 
 const EVENTS: usize = 20_000;
 const SLOTS: usize = 256;
@@ -87,15 +85,7 @@ async fn raw_run(conn: &Connection) -> BoxResult<(cpu::Timed, f64)> {
     fill(conn, EVENTS).await?;
     let busy = Busy::default();
     let start = cpu::Mark::now();
-    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("raw".into()),
-            ack_policy: AckPolicy::Explicit,
-            max_ack_pending: 4096,
-            ..Default::default()
-        })
-        .await?;
+    let consumer = raw_consumer(conn).await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(SLOTS));
     let pulling = {
         let busy = busy.clone();

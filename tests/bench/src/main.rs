@@ -281,19 +281,25 @@ async fn observed_consume(
     Ok(timed)
 }
 
-async fn raw_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
-    fill(conn, CONSUME_N).await?;
-    let start = cpu::Mark::now();
+/// The raw side's durable pull consumer on `EVENTS`: explicit acks, 4 096 unacked at most.
+async fn raw_consumer(
+    conn: &Connection,
+) -> BoxResult<async_nats::jetstream::consumer::PullConsumer> {
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
-    let consumer = stream
+    Ok(stream
         .create_consumer(pull::Config {
             durable_name: Some("raw".into()),
             ack_policy: AckPolicy::Explicit,
             max_ack_pending: 4096,
             ..Default::default()
         })
-        .await?;
-    let mut messages = consumer.messages().await?;
+        .await?)
+}
+
+async fn raw_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
+    fill(conn, CONSUME_N).await?;
+    let start = cpu::Mark::now();
+    let mut messages = raw_consumer(conn).await?.messages().await?;
     let mut n = 0;
     while n < CONSUME_N {
         match messages.next().await {
