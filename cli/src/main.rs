@@ -4,6 +4,7 @@
 
 mod dlq;
 mod groups;
+mod keys;
 mod publish;
 mod runs;
 mod scheduled;
@@ -73,6 +74,9 @@ enum Command {
     /// Pause and resume whole groups.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// API keys of the HTTP gateway (conveyor-gateway): one tenant each.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Delayed events and delayed retries waiting for their time.
     #[command(subcommand)]
     Scheduled(scheduled::ScheduledCommand),
@@ -167,6 +171,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Groups(cmd) => {
             let conn = connect(&cli.conn).await?;
             explain(&conn, groups::run(&conn, cmd).await)
+        }
+        Command::Keys(cmd) => {
+            let conn = connect(&cli.conn).await?;
+            explain(&conn, keys::run(&conn, cmd).await)
         }
         Command::Tenants(cmd) => {
             let conn = connect(&cli.conn).await?;

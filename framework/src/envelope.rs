@@ -102,6 +102,9 @@ pub struct EventOptions {
     pub causation_id: Option<String>,
     /// W3C trace context.
     pub traceparent: Option<String>,
+    /// The `source` attribute of this event, instead of the publisher's
+    /// ([`Publisher::with_source`](crate::Publisher::with_source)).
+    pub source: Option<String>,
     /// Extra NATS headers sent with the event (not part of the envelope).
     pub headers: Vec<(String, String)>,
     /// The lane to publish on (`events.<tenant>.<type>.~<lane>`); `None`: the default lane.
@@ -120,6 +123,11 @@ impl EventOptions {
     /// Sets the event id.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+    /// Sets the `source` attribute of this event (instead of the publisher's).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
         self
     }
     /// Sets the event time.

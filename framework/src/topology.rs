@@ -28,6 +28,8 @@ pub const SCHEDULES_BUCKET: &str = "conveyor_schedules";
 pub const TENANTS_BUCKET: &str = "conveyor_tenants";
 /// The bucket of handler state (`conveyor::store::KvStore`, feature `store`).
 pub const STORE_BUCKET: &str = "conveyor_store";
+/// The HTTP gateway's API keys (hashed; `conveyor keys`).
+pub const KEYS_BUCKET: &str = "conveyor_keys";
 pub use crate::runs::RUNS_BUCKET;
 
 /// Limits of one stream.
@@ -96,8 +98,8 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
 /// tenant registry, run history (7 days), cancellations (7 days), paused tenants, hand-back
-/// counts (7 days), rate-limit slots (7 days), concurrency leases (7 days), handler state (`conveyor::store::KvStore`) and the
-/// counts of work removed by retention limits.
+/// counts (7 days), rate-limit slots (7 days), concurrency leases (7 days), handler state (`conveyor::store::KvStore`), the
+/// counts of work removed by retention limits and the HTTP gateway's API keys.
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -151,6 +153,11 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             crate::retention::BUCKET.name,
             crate::retention::BUCKET.description,
             crate::retention::BUCKET.max_age,
+        ),
+        bucket(
+            KEYS_BUCKET,
+            "Conveyor gateway API keys (hashed)",
+            Duration::ZERO,
         ),
     ]
 }
@@ -279,6 +286,8 @@ impl Topology {
             // are in (see `crate::delay`); schedules outlive `max_age` with `Nats-TTL: never`.
             allow_message_schedules: true,
             allow_message_ttl: true,
+            // Atomic batches (see `crate::publisher::AtomicBatch`).
+            allow_atomic_publish: true,
             ..base(
                 EVENTS_STREAM,
                 vec![
@@ -416,6 +425,7 @@ fn same_settings(actual: &stream::Config, desired: &stream::Config) -> bool {
         && actual.subject_transform == desired.subject_transform
         && actual.allow_message_schedules == desired.allow_message_schedules
         && actual.allow_message_ttl == desired.allow_message_ttl
+        && actual.allow_atomic_publish == desired.allow_atomic_publish
 }
 
 fn rejected(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {

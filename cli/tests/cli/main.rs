@@ -45,6 +45,7 @@ fn text(o: &Output) -> (String, String) {
 }
 
 mod dlq;
+mod keys;
 mod publish;
 mod runs;
 mod setup;

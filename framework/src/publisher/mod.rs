@@ -1,9 +1,11 @@
 //! Publishing typed events.
 
+mod atomic;
 mod many;
 mod prepare;
 mod send;
 
+pub use atomic::{AtomicBatch, MAX_ATOMIC_BATCH};
 pub use many::PublishSummary;
 
 pub(crate) use prepare::Prepared;
@@ -59,6 +61,11 @@ pub enum PublishErrorKind {
     PermissionDenied,
     /// The message is larger than the server's `max_payload`; nothing was sent.
     PayloadTooLarge,
+    /// An atomic batch held an event whose id the stream already stored inside its duplicate
+    /// window, or one id twice: nothing of the batch was stored.
+    Duplicate,
+    /// An atomic batch would hold more than [`MAX_ATOMIC_BATCH`] events.
+    BatchTooLarge,
     /// Anything else (connection closed, stream limits, ...).
     Other,
 }
@@ -76,6 +83,8 @@ impl fmt::Display for PublishErrorKind {
             Self::Timeout => "publish timed out",
             Self::PermissionDenied => "permission denied",
             Self::PayloadTooLarge => "payload too large",
+            Self::Duplicate => "duplicate event id in batch",
+            Self::BatchTooLarge => "batch too large",
             Self::Other => "publish failed",
         })
     }
@@ -95,6 +104,8 @@ impl PublishErrorKind {
             Self::Timeout => "timeout",
             Self::PermissionDenied => "permission_denied",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::Duplicate => "duplicate",
+            Self::BatchTooLarge => "batch_too_large",
             Self::Other => "other",
         }
     }

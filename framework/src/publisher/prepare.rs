@@ -107,7 +107,7 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
     let body = envelope::encode(
         &envelope::Attributes {
             id: &id,
-            source,
+            source: options.source.as_deref().unwrap_or(source),
             event_type,
             time: &time,
             tenant: &tenant,

@@ -24,7 +24,7 @@ impl Telemetry {
             .local_addr()
             .map_err(|e| Error::with_source(TelemetryErrorKind::Bind, "no local address", e))?;
         let token = CancellationToken::new();
-        let app = router(self.clone());
+        let app = self.router();
         let stop = token.clone();
         let join = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -40,6 +40,14 @@ impl Telemetry {
             token,
             join: Some(join),
         })
+    }
+}
+
+impl Telemetry {
+    /// The routes `/metrics`, `/healthz` and `/readyz`, to serve beside an app's own (a
+    /// service that already has an HTTP server merges them into its router).
+    pub fn router(&self) -> axum::Router {
+        router(self.clone())
     }
 }
 
