@@ -238,7 +238,10 @@ impl AtomicBatch {
             )
         })?;
         if let Some(error) = ack.error {
-            let id = self.events.get(index).map(|e| e.id.clone());
+            // A refusal at the commit is about the whole batch, not its last event.
+            let id = (index + 1 < n)
+                .then(|| self.events.get(index).map(|e| e.id.clone()))
+                .flatten();
             return Err(refused(error, id));
         }
         let count = ack.count.unwrap_or(n as u64);

@@ -326,3 +326,76 @@ async fn an_event_its_own_type_cannot_decode_is_never_sent() {
     assert!(err.to_string().contains("would not decode"), "{err}");
     assert_eq!(events_count(&conn).await, 0);
 }
+
+#[tokio::test]
+async fn an_atomic_batch_is_stored_whole_or_not_at_all() {
+    let (_server, conn) = server().await;
+    let publisher = Publisher::new(&conn).with_source("shop");
+    let mut batch = publisher.atomic_batch("acme").unwrap();
+    for n in 0..3 {
+        let id = format!("a-{n}");
+        batch
+            .add(&order(&id), EventOptions::default().id(id.clone()))
+            .unwrap();
+    }
+    batch
+        .add_untyped(
+            "order.created",
+            &order("a-later"),
+            EventOptions::default()
+                .id("a-later")
+                .delay(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    assert_eq!(batch.len(), 4);
+    let stored = batch.commit().await.unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|p| p.stream_sequence).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert!(stored[3].deliver_at.is_some());
+    assert_eq!(events_count(&conn).await, 4);
+
+    // One id already stored: nothing of the batch is.
+    let mut again = publisher.atomic_batch("acme").unwrap();
+    again
+        .add(&order("a-new"), EventOptions::default().id("a-new"))
+        .unwrap();
+    again
+        .add(&order("a-1"), EventOptions::default().id("a-1"))
+        .unwrap();
+    let e = again.commit().await.unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Duplicate, "{e}");
+    assert_eq!(events_count(&conn).await, 4);
+
+    // Refused before sending: one id twice, too many events, a debounced event, a bad tenant.
+    let mut twice = publisher.atomic_batch("acme").unwrap();
+    twice
+        .add(&Ping { n: 1 }, EventOptions::default().id("x"))
+        .unwrap();
+    let e = twice
+        .add(&Ping { n: 2 }, EventOptions::default().id("x"))
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Duplicate);
+    let mut full = publisher.atomic_batch("acme").unwrap();
+    for n in 0..conveyor::publisher::MAX_ATOMIC_BATCH {
+        full.add(&Ping { n: n as u32 }, EventOptions::default())
+            .unwrap();
+    }
+    let e = full
+        .add(&Ping { n: 0 }, EventOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::BatchTooLarge);
+    let mut debounced = publisher.atomic_batch("acme").unwrap();
+    let e = debounced
+        .add(
+            &Ping { n: 1 },
+            EventOptions::default().debounce("k", Duration::from_secs(5)),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidDelay);
+    let e = publisher.atomic_batch("ac me").unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidTenant);
+    // An empty batch stores nothing.
+    let empty = publisher.atomic_batch("acme").unwrap();
+    assert!(empty.commit().await.unwrap().is_empty());
+    assert_eq!(events_count(&conn).await, 4);
+}
