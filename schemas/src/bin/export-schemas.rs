@@ -1,4 +1,5 @@
-//! Writes the catalog's JSON Schema files into `schemas/json/` (or `--dir DIR`).
+//! Writes the catalog's JSON Schema files into `schemas/json/` (or `--dir DIR`) and their
+//! TypeScript declarations into `schemas/ts/` (or `--ts-dir DIR`).
 //!
 //! `--check` only compares and exits 1 when the files differ from the code. Breaking changes to
 //! event types already in the directory are refused (exit 1) unless `--allow-breaking` is given;
@@ -11,6 +12,7 @@ use conveyor_schemas::export;
 
 fn main() -> ExitCode {
     let mut dir = export::default_dir();
+    let mut ts_dir = conveyor_schemas::typescript::default_dir();
     let (mut check, mut allow_breaking) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -24,8 +26,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--ts-dir" => match args.next() {
+                Some(d) => ts_dir = PathBuf::from(d),
+                None => {
+                    eprintln!("--ts-dir needs a directory");
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
-                println!("usage: export-schemas [--check] [--allow-breaking] [--dir DIR]");
+                println!(
+                    "usage: export-schemas [--check] [--allow-breaking] [--dir DIR] [--ts-dir DIR]"
+                );
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -39,10 +50,24 @@ fn main() -> ExitCode {
     } else {
         export::write_dir(&dir, allow_breaking)
     };
+    let ts = if check {
+        conveyor_schemas::typescript::check_dir(&ts_dir)
+    } else {
+        conveyor_schemas::typescript::write_dir(&ts_dir)
+    };
+    let result = match (result, ts) {
+        (Ok(mut report), Ok(ts)) => {
+            report.changed.extend(ts.changed);
+            report.added.extend(ts.added);
+            report.removed.extend(ts.removed);
+            Ok(report)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
     match result {
         Ok(report) if check => {
             if report.is_clean() && report.incompatibilities.is_empty() {
-                println!("{} matches the code", dir.display());
+                println!("{} and {} match the code", dir.display(), ts_dir.display());
                 ExitCode::SUCCESS
             } else {
                 print!("{report}");
@@ -53,7 +78,11 @@ fn main() -> ExitCode {
         Ok(report) => {
             print!("{report}");
             let n = conveyor_schemas::catalog().len();
-            println!("wrote {n} event types to {}", dir.display());
+            println!(
+                "wrote {n} event types to {} and {}",
+                dir.display(),
+                ts_dir.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
