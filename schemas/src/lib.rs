@@ -77,6 +77,26 @@ impl std::fmt::Display for ValidateError {
 
 impl std::error::Error for ValidateError {}
 
+/// A type's compiled validator, or why its schema did not compile.
+type Compiled = Result<jsonschema::Validator, String>;
+
+/// The compiled validator of every type, built once: compiling a schema costs far more than
+/// checking a payload against it.
+fn validators() -> &'static std::collections::HashMap<&'static str, Compiled> {
+    static VALIDATORS: std::sync::OnceLock<std::collections::HashMap<&'static str, Compiled>> =
+        std::sync::OnceLock::new();
+    VALIDATORS.get_or_init(|| {
+        catalog()
+            .iter()
+            .map(|entry| {
+                let compiled =
+                    jsonschema::draft202012::new(&entry.schema()).map_err(|e| e.to_string());
+                (entry.event_type(), compiled)
+            })
+            .collect()
+    })
+}
+
 /// Checks `data` against the schema of `event_type`.
 ///
 /// ```
@@ -87,14 +107,16 @@ impl std::error::Error for ValidateError {}
 /// assert!(err.to_string().contains("fulfilled_at"));
 /// ```
 pub fn validate(event_type: &str, data: &serde_json::Value) -> Result<(), ValidateError> {
-    let entry = find(event_type).ok_or_else(|| ValidateError::UnknownType(event_type.into()))?;
-    let schema = entry.schema();
-    let validator = jsonschema::draft202012::new(&schema).map_err(|e| {
-        ValidateError::Invalid(vec![Violation {
-            path: String::new(),
-            message: format!("the catalog's schema does not compile: {e}"),
-        }])
-    })?;
+    let validator = match validators().get(event_type) {
+        None => return Err(ValidateError::UnknownType(event_type.into())),
+        Some(Err(e)) => {
+            return Err(ValidateError::Invalid(vec![Violation {
+                path: String::new(),
+                message: format!("the catalog's schema does not compile: {e}"),
+            }]));
+        }
+        Some(Ok(v)) => v,
+    };
     let violations: Vec<Violation> = validator
         .iter_errors(data)
         .map(|e| Violation {

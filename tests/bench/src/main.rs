@@ -27,6 +27,9 @@
 //!   events wait for a retry in an hour, as delayed copies and as delayed Naks, a batch
 //!   handler's throughput next to one run per event, and the runs in a minute of a
 //!   100-a-minute group limit over 4 worker processes;
+//! - `gateway` (run on its own: `-- gateway`): events/s and p50/p99 latency through the HTTP
+//!   gateway (keep-alive, single events and batches of 100) next to direct JetStream publishes
+//!   of the same events with the same concurrency;
 //! - `limits` (run on its own: `-- limits`): a concurrency limit of 2 per tenant over 4 worker
 //!   processes: the most concurrent runs of one tenant, the hand-over time from a run's end to
 //!   its tenant's next waiting event, and the other tenants' throughput.
@@ -38,6 +41,7 @@ mod bulk;
 mod cpu;
 mod fairness;
 mod flow;
+mod gateway;
 mod latency;
 mod limits;
 mod observability;
@@ -410,8 +414,9 @@ async fn main() -> BoxResult<()> {
         "limits" => limits::limits(&server.url(), &conn).await,
         "bulk" => bulk::bulk(&server.url()).await,
         "awaiting" => awaiting::awaiting(&conn).await,
+        "gateway" => gateway::gateway(&conn).await,
         other => Err(format!(
-            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits, bulk, awaiting"
+            "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits, bulk, awaiting, gateway"
         )
         .into()),
     }
