@@ -10,11 +10,14 @@
 //!   production; emails under `<data>/outbox`);
 //! - the scheduler with the dev schedules (a health check every 30 s, daily metrics every
 //!   minute, for every sample tenant);
+//! - the HTTP gateway on `127.0.0.1:8800` with an API key for tenant `acme` in
+//!   `<data>/gateway-key`;
 //! - a stream of sample events from three tenants: orders screened by fraud (some blocked), webhook
 //!   deliveries (some to the gone endpoint), video uploads and analyses.
 //!
 //! [`lines`] prints what happens in readable lines; Ctrl-C stops everything it started.
 
+pub mod gateway;
 pub mod lines;
 pub mod samples;
 
@@ -53,6 +56,8 @@ pub struct DevOptions {
     pub concurrency: Option<usize>,
     /// Serve /metrics, /healthz and /readyz here.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the HTTP gateway here (`None`: no gateway).
+    pub gateway_addr: Option<SocketAddr>,
     /// Run the scheduler.
     pub scheduler: bool,
     /// Where handler state is kept (default: the `conveyor_store` key-value bucket, as in
@@ -80,6 +85,7 @@ impl Default for DevOptions {
             },
             concurrency: None,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            gateway_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8800))),
             scheduler: true,
             store: conveyor_worker::StoreChoice::default(),
         }
@@ -110,6 +116,8 @@ pub struct DevSystem {
     pub outbox_dir: PathBuf,
     /// The telemetry endpoint, if serving.
     pub telemetry: Option<TelemetryServer>,
+    /// The HTTP gateway and its dev key, if serving.
+    pub gateway: Option<(conveyor_gateway::Gateway, String)>,
     worker: Running,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -182,6 +190,10 @@ impl DevSystem {
             },
             None => None,
         };
+        let gateway = match options.gateway_addr {
+            Some(addr) => gateway::start(&conn, &telemetry, addr, &options.data_dir).await,
+            None => None,
+        };
         let store = options.store.open(&conn).await?;
         let outbox_dir = options.data_dir.join("outbox");
         let worker_options = WorkerOptions {
@@ -239,6 +251,7 @@ impl DevSystem {
             store,
             outbox_dir,
             telemetry: telemetry_server,
+            gateway,
             worker,
             stop,
             tasks,
@@ -248,6 +261,9 @@ impl DevSystem {
     /// Stops the samples, the scheduler and the worker (gracefully), then the server.
     pub async fn shutdown(self) {
         self.stop.cancel();
+        if let Some((g, _)) = self.gateway {
+            g.shutdown().await;
+        }
         for t in self.tasks {
             let _ = t.await;
         }

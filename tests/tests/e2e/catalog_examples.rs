@@ -30,6 +30,7 @@ async fn every_catalog_example_is_handled_by_its_shipped_handler() {
         data_dir: dir.path().to_path_buf(),
         nats_port: Some(0),
         metrics_addr: None,
+        gateway_addr: None,
         sample_every: None,
         scheduler: false,
         analysis: conveyor_analysis::AnalysisConfig {

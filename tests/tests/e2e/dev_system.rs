@@ -17,6 +17,7 @@ fn options(dir: &std::path::Path) -> DevOptions {
         data_dir: dir.to_path_buf(),
         nats_port: Some(0),
         metrics_addr: None,
+        gateway_addr: None,
         sample_every: None,
         scheduler: false,
         analysis: conveyor_analysis::AnalysisConfig {
@@ -125,6 +126,50 @@ async fn the_dev_system_runs_the_video_chain_fraud_alerts_and_dead_letters_webho
     assert_eq!(failed["causationid"], webhook.id.as_str());
     assert_eq!(failed["data"]["last_status"], 410);
     system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_system_takes_events_over_http_with_a_key_kept_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = DevSystem::start(DevOptions {
+        gateway_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let (gateway, key) = system.gateway.as_ref().expect("the gateway runs");
+    let (addr, key) = (gateway.local_addr(), key.clone());
+    let saved = std::fs::read_to_string(dir.path().join("gateway-key")).unwrap();
+    assert_eq!(saved.trim(), key);
+    let upload = serde_json::to_value(samples::upload(7).unwrap()).unwrap();
+    let body = serde_json::json!({"type": "video.upload.completed", "id": "http-upload-7", "data": upload});
+    let auth = format!("Bearer {key}");
+    let (status, answer) = conveyor_tests::http_post(
+        addr,
+        "/v1/events",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    // The pipeline runs from the event that came in over HTTP.
+    let generated = find_after(&system.conn, "video.ai.generated").await;
+    assert_eq!(generated["correlationid"], "http-upload-7");
+    assert_eq!(generated["tenantid"], "acme");
+    system.shutdown().await;
+
+    // The next run keeps the key.
+    let again = DevSystem::start(DevOptions {
+        gateway_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.gateway.as_ref().expect("gateway").1, key);
+    again.shutdown().await;
 }
 
 async fn find_after(conn: &conveyor::Connection, event_type: &str) -> serde_json::Value {
