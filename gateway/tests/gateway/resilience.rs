@@ -51,6 +51,8 @@ async fn nats_restarted_mid_load_loses_nothing_accepted() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let refused_while_down = refused.lock().unwrap().len();
     assert!(refused_while_down > 0, "no 503 while NATS was down");
+    let (ready, body) = conveyor_tests::http_get(gw.addr, "/readyz").await;
+    assert_eq!(ready, 503, "ready while NATS is down: {body}");
     server.start_again().unwrap();
     // Served again once reconnected.
     let before = accepted.lock().unwrap().len();
