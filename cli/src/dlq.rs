@@ -24,6 +24,18 @@ pub(crate) struct Filter {
     kind: Option<String>,
 }
 
+impl Filter {
+    fn selection(&self) -> conveyor::dlq::Filter {
+        conveyor::dlq::Filter {
+            group: self.group.clone(),
+            tenant: self.tenant.clone(),
+            event_type: self.event_type.clone(),
+            kind: self.kind.clone(),
+            fingerprint: None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqCommand {
     /// List dead letters, newest first.
@@ -69,16 +81,15 @@ pub(crate) enum DlqCommand {
     },
 }
 
-/// Every dead letter with its DLQ sequence, oldest first.
-/// Every dead letter, oldest first, without bodies (for listings).
-pub(crate) async fn dead_letters(conn: &Connection) -> Result<Vec<(u64, DeadLetter)>, Fail> {
-    let mut out = Vec::new();
-    let mut letters = std::pin::pin!(conveyor::dlq::letters(conn, false));
-    while let Some(stored) = letters.next().await {
-        let stored = stored.map_err(|e| dlq_error(&e))?;
-        out.push((stored.sequence, stored.letter));
-    }
-    Ok(out)
+/// The dead letters matching `filter` with their DLQ sequences, oldest first, without bodies.
+async fn chosen(conn: &Connection, filter: &Filter) -> Result<Vec<(u64, DeadLetter)>, Fail> {
+    let letters = conveyor::dlq::list(conn, &filter.selection())
+        .await
+        .map_err(|e| dlq_error(&e))?;
+    Ok(letters
+        .into_iter()
+        .map(|s| (s.sequence, s.letter))
+        .collect())
 }
 
 /// The message `seq` of the `DLQ` stream.
@@ -106,19 +117,6 @@ pub(crate) fn dlq_error(e: &conveyor::DeadLetterError) -> String {
     }
 }
 
-pub(crate) fn matches(f: &Filter, d: &DeadLetter) -> bool {
-    let (tenant, ty) =
-        conveyor::envelope::split_event_subject(&d.original_subject).unwrap_or(("", ""));
-    f.group.as_ref().is_none_or(|g| *g == d.group)
-        && f.tenant.as_ref().is_none_or(|t| t == tenant)
-        && f.event_type.as_ref().is_none_or(|t| t == ty)
-        && f.kind.as_ref().is_none_or(|k| k == d.kind.as_str())
-}
-
-pub(crate) fn filtered(all: Vec<(u64, DeadLetter)>, f: &Filter) -> Vec<(u64, DeadLetter)> {
-    all.into_iter().filter(|(_, d)| matches(f, d)).collect()
-}
-
 pub(crate) fn row(seq: u64, d: &DeadLetter) -> Value {
     json!({
         "seq": seq, "group": d.group, "subject": d.original_subject, "kind": d.kind.as_str(),
@@ -134,7 +132,7 @@ pub(crate) async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> 
             page,
             json,
         } => {
-            let mut rows = filtered(dead_letters(conn).await?, &filter);
+            let mut rows = chosen(conn, &filter).await?;
             rows.reverse();
             let total = rows.len();
             let start = limit.saturating_mul(page.max(1) - 1);
@@ -217,11 +215,12 @@ pub(crate) async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> 
                     .await?;
                 }
                 None => {
+                    let selection = filter.selection();
                     // Streamed: each letter is replayed as it is read, none kept in memory.
                     let mut letters = std::pin::pin!(conveyor::dlq::letters(conn, true));
                     while let Some(stored) = letters.next().await {
                         let stored = stored.map_err(|e| dlq_error(&e))?;
-                        if matches(&filter, &stored.letter) {
+                        if selection.matches(&stored.letter) {
                             replay_one(stored).await?;
                         }
                     }
@@ -238,7 +237,7 @@ pub(crate) async fn dlq(conn: &Connection, cmd: DlqCommand) -> Result<(), Fail> 
             Ok(())
         }
         DlqCommand::Purge { filter, yes } => {
-            let chosen = filtered(dead_letters(conn).await?, &filter);
+            let chosen = chosen(conn, &filter).await?;
             if !yes {
                 return Err(format!(
                     "{} dead letters match; add --yes to delete them",

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 failure (one `error:` line says what and how to fix it), 2 usage.
 
+mod dashboard;
 mod dlq;
 mod groups;
 mod keys;
@@ -53,6 +54,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the operator dashboard and its JSON API (http://127.0.0.1:8700 by default).
+    Dashboard(dashboard::DashboardArgs),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -171,6 +174,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Groups(cmd) => {
             let conn = connect(&cli.conn).await?;
             explain(&conn, groups::run(&conn, cmd).await)
+        }
+        Command::Dashboard(args) => {
+            // Not the command's short-lived connection: the dashboard runs until stopped.
+            let conn = cli.conn.connect().await.map_err(|e| e.to_string())?;
+            dashboard::run(&conn, args).await
         }
         Command::Keys(cmd) => {
             let conn = connect(&cli.conn).await?;

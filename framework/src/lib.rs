@@ -75,6 +75,7 @@ pub mod retry;
 pub mod runs;
 pub mod scope;
 pub mod sla;
+pub mod status;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod subject;

@@ -26,9 +26,11 @@ mod runtime;
 pub mod schedule;
 mod stats;
 pub mod status;
+mod trigger;
 
 pub use error::{RunError, RunErrorKind};
 pub use runtime::{LATE_AFTER, Options, STATE_BUCKET, Scheduler, Stats, TENANT_BUCKET};
 pub use schedule::{
     CatchUp, CompiledSchedule, Overlap, Schedule, ScheduleError, ScheduleErrorKind,
 };
+pub use trigger::trigger_now;

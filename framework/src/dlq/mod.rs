@@ -23,9 +23,11 @@ use crate::tenant::TenantId;
 
 mod purge;
 mod replay;
+mod select;
 
 pub use purge::purge;
 pub use replay::{REPLAY_FOR_HEADER, StoredLetter, letters, replay};
+pub use select::{Filter, fingerprint, get, list, replay_matching};
 
 /// Header names of a dead letter: a public contract, like the subjects.
 pub mod headers {
@@ -140,6 +142,8 @@ pub enum DeadLetterErrorKind {
     NotReplayable,
     /// A dead letter could not be deleted from the `DLQ` stream.
     Delete,
+    /// No dead letter has this sequence.
+    NotFound,
 }
 
 impl fmt::Display for DeadLetterErrorKind {
@@ -151,6 +155,7 @@ impl fmt::Display for DeadLetterErrorKind {
             Self::Read => "dead letters unreadable",
             Self::NotReplayable => "not replayable",
             Self::Delete => "dead letter not deleted",
+            Self::NotFound => "no such dead letter",
         })
     }
 }

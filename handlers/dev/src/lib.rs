@@ -12,6 +12,7 @@
 //!   minute, for every sample tenant);
 //! - the HTTP gateway on `127.0.0.1:8800` with an API key for tenant `acme` in
 //!   `<data>/gateway-key`;
+//! - the operator dashboard on `127.0.0.1:8700`;
 //! - a stream of sample events from three tenants: orders screened by fraud (some blocked), webhook
 //!   deliveries (some to the gone endpoint), video uploads and analyses.
 //!
@@ -58,6 +59,8 @@ pub struct DevOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Serve the HTTP gateway here (`None`: no gateway).
     pub gateway_addr: Option<SocketAddr>,
+    /// Serve the dashboard here (`None`: no dashboard).
+    pub dashboard_addr: Option<SocketAddr>,
     /// Run the scheduler.
     pub scheduler: bool,
     /// Where handler state is kept (default: the `conveyor_store` key-value bucket, as in
@@ -86,6 +89,7 @@ impl Default for DevOptions {
             concurrency: None,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             gateway_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8800))),
+            dashboard_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8700))),
             scheduler: true,
             store: conveyor_worker::StoreChoice::default(),
         }
@@ -98,6 +102,34 @@ pub fn dev_schedules() -> Vec<Schedule> {
         Schedule::new("health-check", "*/30 * * * * *", "health.check").tenants(TENANTS),
         Schedule::new("daily-metrics", "0 * * * * *", "daily.metrics").tenants(TENANTS),
     ]
+}
+
+/// Starts the dashboard on `addr` (with the dev schedules when the scheduler runs); says why
+/// not when it cannot.
+async fn start_dashboard(
+    conn: &Connection,
+    addr: SocketAddr,
+    scheduler: bool,
+) -> Option<conveyor_dashboard::Dashboard> {
+    let config = conveyor_dashboard::DashboardConfig {
+        listen: addr,
+        schedules: if scheduler {
+            dev_schedules()
+        } else {
+            Vec::new()
+        },
+        ..conveyor_dashboard::DashboardConfig::default()
+    };
+    match conveyor_dashboard::Dashboard::start(conn, config).await {
+        Ok(d) => {
+            lines::say("dashboard", &format!("http://{}/", d.local_addr()));
+            Some(d)
+        }
+        Err(e) => {
+            lines::say("dashboard", &format!("not serving the dashboard: {e}"));
+            None
+        }
+    }
 }
 
 /// A running dev system.
@@ -118,6 +150,8 @@ pub struct DevSystem {
     pub telemetry: Option<TelemetryServer>,
     /// The HTTP gateway and its dev key, if serving.
     pub gateway: Option<(conveyor_gateway::Gateway, String)>,
+    /// The dashboard, if serving.
+    pub dashboard: Option<conveyor_dashboard::Dashboard>,
     worker: Running,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -194,6 +228,10 @@ impl DevSystem {
             Some(addr) => gateway::start(&conn, &telemetry, addr, &options.data_dir).await,
             None => None,
         };
+        let dashboard = match options.dashboard_addr {
+            Some(addr) => start_dashboard(&conn, addr, options.scheduler).await,
+            None => None,
+        };
         let store = options.store.open(&conn).await?;
         let outbox_dir = options.data_dir.join("outbox");
         let worker_options = WorkerOptions {
@@ -252,6 +290,7 @@ impl DevSystem {
             outbox_dir,
             telemetry: telemetry_server,
             gateway,
+            dashboard,
             worker,
             stop,
             tasks,
@@ -263,6 +302,9 @@ impl DevSystem {
         self.stop.cancel();
         if let Some((g, _)) = self.gateway {
             g.shutdown().await;
+        }
+        if let Some(d) = self.dashboard {
+            d.shutdown().await;
         }
         for t in self.tasks {
             let _ = t.await;

@@ -31,6 +31,7 @@ async fn every_catalog_example_is_handled_by_its_shipped_handler() {
         nats_port: Some(0),
         metrics_addr: None,
         gateway_addr: None,
+        dashboard_addr: None,
         sample_every: None,
         scheduler: false,
         analysis: conveyor_analysis::AnalysisConfig {

@@ -18,6 +18,7 @@ fn options(dir: &std::path::Path) -> DevOptions {
         nats_port: Some(0),
         metrics_addr: None,
         gateway_addr: None,
+        dashboard_addr: None,
         sample_every: None,
         scheduler: false,
         analysis: conveyor_analysis::AnalysisConfig {

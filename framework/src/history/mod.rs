@@ -173,6 +173,9 @@ impl RunRecord {
 
 pub use crate::subject::{escape_token, unescape_token};
 
+mod query;
+pub use query::{RunQuery, find};
+
 /// The history key of one attempt.
 pub fn run_key(group: &str, tenant: &str, event_id: &str, attempt: u32) -> String {
     format!("{group}.{tenant}.{}.{attempt}", escape_token(event_id))
@@ -249,7 +252,7 @@ pub async fn recent_failures(
 }
 
 /// Reads the latest value of every key matching `filter` (a key pattern with `*` tokens).
-async fn read(conn: &Connection, filter: &str) -> Result<Vec<RunRecord>, HistoryError> {
+pub(super) async fn read(conn: &Connection, filter: &str) -> Result<Vec<RunRecord>, HistoryError> {
     let stream_name = format!("KV_{HISTORY_BUCKET}");
     let stream = match conn.jetstream().get_stream(&stream_name).await {
         Ok(s) => s,

@@ -1,0 +1,110 @@
+//! `/`: every group's backlog, in-flight and dead letters, the streams' size and limits, the
+//! scheduler's leader, and charts of the last hour.
+
+use axum::extract::{Query, State};
+use maud::html;
+use serde::Deserialize;
+
+use crate::charts::sparkline;
+use crate::layout::{PageError, PageResult, age, bytes, shell, time};
+use crate::server::App;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Params {
+    /// Only groups whose name contains this.
+    group: Option<String>,
+    notice: Option<String>,
+}
+
+pub(crate) async fn page(
+    State(app): State<std::sync::Arc<App>>,
+    Query(p): Query<Params>,
+) -> PageResult {
+    let o = conveyor::status::overview(&app.conn)
+        .await
+        .map_err(PageError::unavailable)?;
+    let samples = app.samples.all();
+    let wanted = p.group.as_deref().unwrap_or("");
+    let groups: Vec<_> = o
+        .groups
+        .iter()
+        .filter(|g| g.group.contains(wanted))
+        .collect();
+    let dead_series: Vec<_> = samples
+        .iter()
+        .map(|s| (s.at, s.dead_letters as f64))
+        .collect();
+    let events = o.streams.iter().find(|s| s.stream == "EVENTS");
+    let dlq = o.streams.iter().find(|s| s.stream == "DLQ");
+    let body = html! {
+        div.cards {
+            div.card { div.muted { "Events stored" } div.value { (events.map_or(0, |s| s.messages)) } }
+            div.card {
+                div.muted { "Dead letters" }
+                div.value { a href="/dead-letters" { (dlq.map_or(0, |s| s.messages)) } }
+                (sparkline("dead letters", &dead_series))
+            }
+            div.card { div.muted { "Waiting in schedules" } div.value { (o.scheduled.map_or("?".to_owned(), |n| n.to_string())) } }
+            div.card {
+                div.muted { "Scheduler leader" }
+                @match &o.scheduler_leader {
+                    Some(l) => { div.value { (l.node) } div.muted { "since " (l.since.map_or("?".into(), time)) } }
+                    None => { div.value.error { "none" } }
+                }
+            }
+        }
+        h2 { "Groups" }
+        form.filters method="get" action="/" {
+            label { "Group" input type="search" name="group" value=(wanted) placeholder="name contains"; }
+            button.secondary type="submit" { "Filter" }
+        }
+        table {
+            thead { tr {
+                th { "Group" } th.num { "Backlog" } th.num { "In flight" } th.num { "Redelivered" }
+                th.num { "Waiting pulls" } th.num { "Consumers" } th.num { "Dead letters" }
+                th.num { "Removed unhandled" } th { "Last active" } th { "Backlog, last hour" }
+            } }
+            tbody {
+                @for g in &groups {
+                    @let series: Vec<_> = samples.iter().map(|s| (s.at, s.groups.get(&g.group).map_or(0.0, |(p, _)| *p as f64))).collect();
+                    tr {
+                        td { (g.group) @if g.paused { " " span.state.paused { "paused" } } }
+                        td.num { (g.pending) }
+                        td.num { (g.ack_pending) }
+                        td.num { (g.redelivered) }
+                        td.num { (g.waiting) }
+                        td.num { (g.consumers) }
+                        td.num { a href={ "/dead-letters?group=" (crate::layout::encode(&g.group)) } { (g.dead_letters) } }
+                        td.num {
+                            @match (g.removed, g.removed_at_least) {
+                                (Some(n), Some(true)) => { "≥" (n) }
+                                (Some(n), _) => { (n) }
+                                (None, _) => { span.muted { "?" } }
+                            }
+                        }
+                        td.muted { (g.last_active.as_deref().unwrap_or("-")) }
+                        td { (sparkline(&format!("{} backlog", g.group), &series)) }
+                    }
+                }
+                @if groups.is_empty() { tr { td colspan="10" .muted { "No group has consumers yet: start a worker." } } }
+            }
+        }
+        h2 { "Streams" }
+        table {
+            thead { tr { th { "Stream" } th.num { "Messages" } th.num { "Size" } th.num { "Age limit" } th.num { "Size limit" } } }
+            tbody {
+                @for s in &o.streams {
+                    tr {
+                        td { (s.stream) } td.num { (s.messages) } td.num { (bytes(s.bytes)) }
+                        td.num { (age(s.max_age_secs)) }
+                        td.num { @if s.max_bytes < 0 { "none" } @else { (bytes(s.max_bytes as u64)) } }
+                    }
+                }
+            }
+        }
+        @if let Some(n) = o.dead_letters_removed.filter(|n| *n > 0) {
+            p.error { (n) " dead letters were removed by the DLQ stream's limits." }
+        }
+    };
+    Ok(shell("Overview", "/", p.notice.as_deref(), body))
+}
