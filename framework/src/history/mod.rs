@@ -344,7 +344,8 @@ impl HistoryWriter {
         format!("$KV.{HISTORY_BUCKET}.{}", record.key())
     }
 
-    /// Writes a record without waiting for the server (an intermediate state).
+    /// Sends a record without waiting for the server: it travels ahead of the event's ack on
+    /// the same connection.
     pub(crate) async fn put_nowait(&self, record: &RunRecord) {
         let Ok(body) = serde_json::to_vec(record) else {
             return;
@@ -356,25 +357,6 @@ impl HistoryWriter {
             .await
         {
             tracing::warn!(error = %e, "could not write the run record");
-        }
-    }
-
-    /// Writes a record and waits until it is stored (a final state, before the event is acked).
-    pub(crate) async fn put(&self, record: &RunRecord) {
-        let Ok(body) = serde_json::to_vec(record) else {
-            return;
-        };
-        let stored = match self
-            .conn
-            .jetstream()
-            .publish(Self::subject(record), Bytes::from(body))
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = stored {
-            tracing::warn!(error = %e, key = %record.key(), "could not store the run record");
         }
     }
 

@@ -3,8 +3,9 @@
 use super::*;
 
 /// One run's record and where it is written. Every change goes through [`RunRecorder::write`]
-/// (an intermediate state, not waited for) or [`RunRecorder::store`] (the final state, stored
-/// before the event is acked).
+/// (an intermediate state) or [`RunRecorder::store`] (the final state). Neither waits for the
+/// server: the record is sent on the connection the event's ack follows on, so the server has
+/// it before the ack, and a delivery is not held for a history write.
 pub(super) struct RunRecorder {
     history: HistoryWriter,
     record: Mutex<RunRecord>,
@@ -75,13 +76,8 @@ impl RunRecorder {
         }
     }
 
-    /// Records how the run ended and stores it, heartbeating the delivery meanwhile.
-    pub(super) async fn store(
-        &self,
-        outcome: &Outcome,
-        started: Option<tokio::time::Instant>,
-        beat: &settle::Heartbeat<'_>,
-    ) {
+    /// Records how the run ended and sends it, ahead of the event's ack.
+    pub(super) async fn store(&self, outcome: &Outcome, started: Option<tokio::time::Instant>) {
         let snapshot = self.change(|r| {
             let now = Utc::now();
             if let Some(started) = started {
@@ -99,7 +95,7 @@ impl RunRecorder {
             }
         });
         if let Some(snapshot) = snapshot {
-            beat.during(self.history.put(&snapshot)).await;
+            self.history.put_nowait(&snapshot).await;
         }
     }
 }

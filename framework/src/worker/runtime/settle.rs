@@ -23,7 +23,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     // hand-back bookkeeping) are boxed: inline, they would make every delivery's future several
     // kilobytes larger, allocated and moved for each event.
     if let Some(record) = &tracking.record {
-        Box::pin(record.store(&outcome, tracking.started, &beat)).await;
+        Box::pin(record.store(&outcome, tracking.started)).await;
     }
     let counted = outcome.counted();
     tracing::Span::current().record("outcome", outcome.span_label());
