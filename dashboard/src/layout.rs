@@ -133,6 +133,25 @@ pub(crate) fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// `3 s ago`, `5 min ago`, from a consumer's `last_active` text (`2026-12-01 21:50:28.18 UTC`);
+/// the text itself when it does not parse.
+pub(crate) fn ago(text: &str) -> String {
+    let parsed = chrono::NaiveDateTime::parse_from_str(
+        text.trim_end_matches(" UTC"),
+        "%Y-%m-%d %H:%M:%S%.f",
+    );
+    let Ok(t) = parsed else {
+        return text.to_owned();
+    };
+    let secs = (chrono::Utc::now().naive_utc() - t).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 7200 => format!("{} min ago", s / 60),
+        s if s < 172_800 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
+    }
+}
+
 /// `1.2 MB`.
 pub(crate) fn bytes(n: u64) -> String {
     let n = n as f64;

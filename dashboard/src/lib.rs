@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod activity;
 mod api;
 mod charts;
 mod dead_letters;

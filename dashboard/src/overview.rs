@@ -62,11 +62,13 @@ pub(crate) async fn page(
             thead { tr {
                 th { "Group" } th.num { "Backlog" } th.num { "In flight" } th.num { "Redelivered" }
                 th.num { "Waiting pulls" } th.num { "Consumers" } th.num { "Dead letters" }
-                th.num { "Removed unhandled" } th { "Last active" } th { "Backlog, last hour" }
+                th.num { "Removed unhandled" } th.num { "Handled/min" } th.num { "Failed/min" }
+                th.num { "p50 / p95" } th { "Last active" }
             } }
             tbody {
                 @for g in &groups {
-                    @let series: Vec<_> = samples.iter().map(|s| (s.at, s.groups.get(&g.group).map_or(0.0, |(p, _)| *p as f64))).collect();
+                    @let recent = app.activity.group(&g.group, 5);
+                    @let timed = app.activity.group(&g.group, 15);
                     tr {
                         td { (g.group) @if g.paused { " " span.state.paused { "paused" } } }
                         td.num { (g.pending) }
@@ -82,11 +84,37 @@ pub(crate) async fn page(
                                 (None, _) => { span.muted { "?" } }
                             }
                         }
-                        td.muted { (g.last_active.as_deref().unwrap_or("-")) }
-                        td { (sparkline(&format!("{} backlog", g.group), &series)) }
+                        @if recent.handled + recent.failed + timed.handled + timed.failed == 0 {
+                            td.num.muted colspan="3" title="no run recorded in the last 15 minutes (run history off, or idle)" { "-" }
+                        } @else {
+                            td.num { (recent.handled_per_min) }
+                            td.num { (recent.failed_per_min) }
+                            td.num { (timed.p50_ms.map_or("-".into(), |v| format!("{v} ms"))) " / " (timed.p95_ms.map_or("-".into(), |v| format!("{v} ms"))) }
+                        }
+                        td.muted title=[g.last_active.as_deref()] { (g.last_active.as_deref().map_or("-".to_owned(), crate::layout::ago)) }
+
                     }
                 }
-                @if groups.is_empty() { tr { td colspan="10" .muted { "No group has consumers yet: start a worker." } } }
+                @if groups.is_empty() { tr { td colspan="12" .muted { "No group has consumers yet: start a worker." } } }
+            }
+        }
+        p.muted {
+            "Handled and failed per minute are averaged over the last 5 minutes, run times over the last 15, from the run history ("
+            code { "Group::history" } ")"
+            @if !app.activity.following() { ": no group records history yet" }
+            "."
+        }
+        h2 { "Last hour" }
+        div.cards {
+            @for g in &groups {
+                @let backlog: Vec<_> = samples.iter().map(|s| (s.at, s.groups.get(&g.group).map_or(0.0, |(p, _)| *p as f64))).collect();
+                div.card {
+                    strong { (g.group) }
+                    div.muted { "backlog" }
+                    (sparkline(&format!("{} backlog", g.group), &backlog))
+                    div.muted { "handled per minute" }
+                    (sparkline(&format!("{} handled per minute", g.group), &app.activity.handled_series(&g.group)))
+                }
             }
         }
         h2 { "Streams" }

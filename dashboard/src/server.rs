@@ -73,6 +73,7 @@ pub(crate) struct App {
     pub(crate) read_only: bool,
     pub(crate) schedules: Vec<Schedule>,
     pub(crate) samples: Samples,
+    pub(crate) activity: crate::activity::Activity,
 }
 
 /// A running dashboard; dropping it stops serving.
@@ -105,11 +106,18 @@ impl Dashboard {
             config.sample_every,
             stop.clone(),
         ));
+        let activity = crate::activity::Activity::default();
+        tokio::spawn(crate::activity::follow(
+            conn.clone(),
+            activity.clone(),
+            stop.clone(),
+        ));
         let app = Arc::new(App {
             conn: conn.clone(),
             read_only: config.read_only,
             schedules: config.schedules.clone(),
             samples,
+            activity,
         });
         let guard = Guard::new(config.token.clone(), config.read_only);
         let router = routes()

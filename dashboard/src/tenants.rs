@@ -25,6 +25,8 @@ pub(crate) struct TenantRow {
     pub(crate) paused: Vec<conveyor::pause::Pause>,
     /// Its events parked while paused.
     pub(crate) parked: u64,
+    /// Handled and failed in the last hour, in groups with run history.
+    pub(crate) last_hour: crate::activity::Summary,
 }
 
 /// Every tenant known from the stream's subjects, the dead letters, the pauses and the tenant
@@ -87,6 +89,9 @@ pub(crate) async fn tenants(app: &App, search: &str) -> Result<Vec<TenantRow>, P
             row(&mut rows, search, &k);
         }
     }
+    for r in rows.values_mut() {
+        r.last_hour = app.activity.tenant(&r.tenant, 60);
+    }
     for r in rows.values_mut().filter(|r| !r.paused.is_empty()) {
         if let Ok(t) = conveyor::TenantId::parse(&r.tenant) {
             r.parked = conveyor::pause::parked_count(&app.conn, &t)
@@ -112,12 +117,14 @@ pub(crate) async fn page(State(app): State<Arc<App>>, Query(p): Query<Params>) -
             button.secondary type="submit" { "Search" }
         }
         table {
-            thead { tr { th { "Tenant" } th.num { "Events stored" } th.num { "Dead letters" } th { "State" } th.num { "Parked" } th { "" } } }
+            thead { tr { th { "Tenant" } th.num { "Events stored" } th.num { "Handled (1 h)" } th.num { "Failed (1 h)" } th.num { "Dead letters" } th { "State" } th.num { "Parked" } th { "" } } }
             tbody {
                 @for r in &rows {
                     tr {
                         td { (r.tenant) }
                         td.num { (r.stored) }
+                        td.num { (r.last_hour.handled) }
+                        td.num { a href={ "/runs?tenant=" (encode(&r.tenant)) "&state=retrying" } { (r.last_hour.failed) } }
                         td.num { a href={ "/dead-letters?tenant=" (encode(&r.tenant)) } { (r.dead_letters) } }
                         td {
                             @if r.paused.is_empty() { span.state.succeeded { "running" } }
@@ -143,7 +150,7 @@ pub(crate) async fn page(State(app): State<Arc<App>>, Query(p): Query<Params>) -
                         }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="6" .muted { "No tenant found." } } }
+                @if rows.is_empty() { tr { td colspan="8" .muted { "No tenant found." } } }
             }
         }
         p.muted { "A paused tenant's events are kept (in PARKED) and run when it is resumed, oldest first; other tenants are not affected." }

@@ -122,6 +122,22 @@ async fn an_operator_sees_and_acts_on_every_page() {
     c.goto(&w.url("/runs/order-bad-1")).await.unwrap();
     assert!(text(c, "main").await.contains("succeeded"));
 
+    // The overview counts what the history recorded: handled per minute and run times.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        c.goto(&w.url("/?group=orders")).await.unwrap();
+        if text(c, "main table").await.contains(" ms") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run times on the overview"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    c.goto(&w.url("/")).await.unwrap();
+    screenshot(c, "overview").await;
+
     // Runs: the list, and a running job's page with its progress; cancel it.
     c.goto(&w.url("/runs?group=slow")).await.unwrap();
     assert!(text(c, "main table").await.contains("review-1"));
