@@ -134,14 +134,20 @@ fn normalize(error: &str) -> String {
             .map_or((token, ""), |(i, _)| (&token[..i], &token[i..]));
         let quotes = word.matches('"').count();
         if in_quote {
+            // Inside a quoted value: nothing of it is kept; its closing quote ends it.
             in_quote = quotes % 2 == 0;
-            out.push_str(sep);
+            if !in_quote {
+                out.push_str(sep);
+            }
             continue;
         }
-        if quotes % 2 == 1 {
-            in_quote = true;
+        if quotes > 0 {
+            // A quoted value, whole (`"vid-1"`) or starting here (`"vid 22`).
+            in_quote = quotes % 2 == 1;
             out.push_str("\"…\"");
-            out.push_str(sep);
+            if !in_quote {
+                out.push_str(sep);
+            }
             continue;
         }
         let keep = !word.chars().any(|c| c.is_ascii_digit())
