@@ -4,10 +4,19 @@
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use conveyor::delay::When;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::rejection::Rejection;
+
+mod binary;
+mod minimal;
+mod structured;
+
+use binary::binary;
+#[cfg(test)]
+use binary::percent_decode;
+use minimal::minimal;
+use structured::structured;
 
 /// Most events in one batch request.
 pub const MAX_BATCH: usize = conveyor::publisher::MAX_ATOMIC_BATCH;
@@ -82,7 +91,7 @@ fn unsupported(why: String) -> Rejection {
     )
 }
 
-fn is_json(content_type: &str) -> bool {
+pub(super) fn is_json(content_type: &str) -> bool {
     content_type == "application/json" || content_type.ends_with("+json")
 }
 
@@ -129,7 +138,7 @@ pub(crate) fn events(
     }
 }
 
-fn json_body(body: &[u8]) -> Result<Value, Rejection> {
+pub(super) fn json_body(body: &[u8]) -> Result<Value, Rejection> {
     serde_json::from_slice(body).map_err(|e| {
         Rejection::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })
@@ -166,95 +175,7 @@ fn check_depth(body: &[u8]) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A structured-mode CloudEvent (also each item of a batch).
-fn structured(value: Value) -> Result<Incoming, Rejection> {
-    let Value::Object(mut attrs) = value else {
-        return Err(Rejection::bad_request(
-            "invalid_event",
-            "a CloudEvent is a JSON object",
-        ));
-    };
-    let specversion = required(&mut attrs, "specversion")?;
-    if specversion != "1.0" {
-        return Err(Rejection::bad_request(
-            "invalid_event",
-            format!("specversion {specversion:?} is not supported; send \"1.0\""),
-        )
-        .at("/specversion"));
-    }
-    if attrs.contains_key("data_base64") {
-        return Err(Rejection::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "binary data (data_base64) is not accepted: an event's data is JSON",
-        )
-        .at("/data_base64"));
-    }
-    if let Some(ct) = optional(&mut attrs, "datacontenttype")? {
-        let ct = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !is_json(&ct) {
-            return Err(Rejection::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("datacontenttype {ct:?} is not accepted: an event's data is JSON"),
-            )
-            .at("/datacontenttype"));
-        }
-    }
-    let id = required(&mut attrs, "id")?;
-    let source = required(&mut attrs, "source")?;
-    let event_type = required(&mut attrs, "type")?;
-    let time = optional(&mut attrs, "time")?
-        .map(|t| parse_time(&t).map_err(|r| r.at("/time")))
-        .transpose()?;
-    let deliver = deliver(
-        optional(&mut attrs, "delay")?.as_deref(),
-        optional(&mut attrs, "deliverat")?.as_deref(),
-        ("/delay", "/deliverat"),
-    )?;
-    Ok(Incoming {
-        id: Some(id),
-        event_type,
-        source: Some(source),
-        time,
-        tenant: optional(&mut attrs, "tenantid")?,
-        traceparent: optional(&mut attrs, "traceparent")?,
-        correlation_id: optional(&mut attrs, "correlationid")?,
-        causation_id: optional(&mut attrs, "causationid")?,
-        deliver,
-        data: attrs.remove("data").unwrap_or(Value::Null),
-    })
-}
-
-fn optional(attrs: &mut Map<String, Value>, name: &str) -> Result<Option<String>, Rejection> {
-    match attrs.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Rejection::bad_request(
-            "invalid_event",
-            format!("attribute {name:?} must be a string"),
-        )
-        .at(format!("/{name}"))),
-    }
-}
-
-fn required(attrs: &mut Map<String, Value>, name: &str) -> Result<String, Rejection> {
-    match optional(attrs, name)? {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(Rejection::bad_request(
-            "invalid_event",
-            format!("attribute {name:?} is required"),
-        )
-        .at(format!("/{name}"))),
-    }
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, Rejection> {
+pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, Rejection> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
@@ -265,7 +186,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, Rejection> {
         })
 }
 
-fn deliver(
+pub(super) fn deliver(
     delay: Option<&str>,
     at: Option<&str>,
     pointers: (&str, &str),
@@ -288,139 +209,6 @@ fn deliver(
         (None, Some(t)) => Ok(Some(When::At(parse_time(t).map_err(|r| r.at(pointers.1))?))),
         (None, None) => Ok(None),
     }
-}
-
-/// A binary-mode CloudEvent: attributes in `ce-*` headers, the data as the body.
-fn binary(headers: &HeaderMap, body: &[u8]) -> Result<Incoming, Rejection> {
-    let header = |name: &str| -> Result<Option<String>, Rejection> {
-        match headers.get(name) {
-            None => Ok(None),
-            Some(v) => {
-                let text = v.to_str().map_err(|_| {
-                    Rejection::bad_request(
-                        "invalid_event",
-                        format!(
-                            "header {name} is not visible ASCII (percent-encode other characters)"
-                        ),
-                    )
-                })?;
-                percent_decode(text).map(Some).ok_or_else(|| {
-                    Rejection::bad_request(
-                        "invalid_event",
-                        format!("header {name} has a malformed percent-encoding"),
-                    )
-                })
-            }
-        }
-    };
-    let required = |name: &str| -> Result<String, Rejection> {
-        match header(name)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(Rejection::bad_request(
-                "invalid_event",
-                format!("header {name} is required"),
-            )),
-        }
-    };
-    let specversion = required("ce-specversion")?;
-    if specversion != "1.0" {
-        return Err(Rejection::bad_request(
-            "invalid_event",
-            format!("ce-specversion {specversion:?} is not supported; send 1.0"),
-        ));
-    }
-    let data = if body.is_empty() {
-        Value::Null
-    } else {
-        json_body(body)?
-    };
-    let time = header("ce-time")?.map(|t| parse_time(&t)).transpose()?;
-    Ok(Incoming {
-        id: Some(required("ce-id")?),
-        source: Some(required("ce-source")?),
-        event_type: required("ce-type")?,
-        time,
-        tenant: header("ce-tenantid")?,
-        traceparent: header("ce-traceparent")?,
-        correlation_id: header("ce-correlationid")?,
-        causation_id: header("ce-causationid")?,
-        deliver: deliver(
-            header("ce-delay")?.as_deref(),
-            header("ce-deliverat")?.as_deref(),
-            ("", ""),
-        )?,
-        data,
-    })
-}
-
-/// Decodes the `%XX` escapes of a CloudEvents header value (UTF-8); `None` when malformed.
-fn percent_decode(text: &str) -> Option<String> {
-    if !text.contains('%') {
-        return Some(text.to_owned());
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The minimal form for hand-written calls: `{"type", "data", "id"?}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Minimal {
-    #[serde(rename = "type")]
-    event_type: String,
-    #[serde(default)]
-    data: Value,
-    id: Option<String>,
-    source: Option<String>,
-    time: Option<String>,
-    correlation_id: Option<String>,
-    causation_id: Option<String>,
-    delay: Option<String>,
-    deliver_at: Option<String>,
-}
-
-fn minimal(body: &[u8]) -> Result<Incoming, Rejection> {
-    let m: Minimal = serde_json::from_slice(body).map_err(|e| {
-        Rejection::bad_request(
-            "invalid_request",
-            format!(
-                "the body is not an event {{\"type\", \"data\", \"id\", \"source\", \"time\", \"correlation_id\", \"causation_id\", \"delay\", \"deliver_at\"}}: {e}"
-            ),
-        )
-    })?;
-    let time = m
-        .time
-        .as_deref()
-        .map(|t| parse_time(t).map_err(|r| r.at("/time")))
-        .transpose()?;
-    Ok(Incoming {
-        deliver: deliver(
-            m.delay.as_deref(),
-            m.deliver_at.as_deref(),
-            ("/delay", "/deliver_at"),
-        )?,
-        id: m.id,
-        event_type: m.event_type,
-        source: m.source,
-        time,
-        tenant: None,
-        traceparent: None,
-        correlation_id: m.correlation_id,
-        causation_id: m.causation_id,
-        data: m.data,
-    })
 }
 
 #[cfg(test)]
