@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{Gateway, key, order_event, stored};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_load_loses_nothing_accepted() {
     let (mut server, conn) = conveyor_tests::server().await;
     let gw = Arc::new(Gateway::start(&server, &[]));
@@ -48,9 +48,13 @@ async fn nats_restarted_mid_load_loses_nothing_accepted() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.stop();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let refused_while_down = refused.lock().unwrap().len();
-    assert!(refused_while_down > 0, "no 503 while NATS was down");
+    // Requests in flight when the server died wait for their ack until the connection's
+    // timeout; the ones after them are refused at once.
+    conveyor_tests::eventually(Duration::from_secs(20), "503s while NATS is down", || {
+        let refused = refused.clone();
+        async move { !refused.lock().unwrap().is_empty() }
+    })
+    .await;
     let (ready, body) = conveyor_tests::http_get(gw.addr, "/readyz").await;
     assert_eq!(ready, 503, "ready while NATS is down: {body}");
     server.start_again().unwrap();
