@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use conveyor::telemetry::HttpServer;
 use conveyor::{Connection, Error};
 use conveyor_scheduler::Schedule;
 use tokio_util::sync::CancellationToken;
@@ -78,11 +79,7 @@ pub(crate) struct App {
 
 /// A running dashboard; dropping it stops serving.
 #[derive(Debug)]
-pub struct Dashboard {
-    local_addr: SocketAddr,
-    token: CancellationToken,
-    join: Option<tokio::task::JoinHandle<()>>,
-}
+pub struct Dashboard(HttpServer);
 
 impl Dashboard {
     /// Starts serving.
@@ -138,41 +135,27 @@ impl Dashboard {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::with_source(DashboardErrorKind::Bind, "no local address", e))?;
-        let shutdown = stop.clone();
-        let join = tokio::spawn(async move {
+        let server = HttpServer::spawn(local_addr, move |shutdown| async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
+            // The samplers end with the server.
+            stop.cancel();
             if let Err(e) = served {
                 tracing::error!(error = %e, "dashboard failed");
             }
         });
-        Ok(Self {
-            local_addr,
-            token: stop,
-            join: Some(join),
-        })
+        Ok(Self(server))
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Stops serving and waits until the listener is closed.
-    pub async fn shutdown(mut self) {
-        self.token.cancel();
-        if let Some(join) = self.join.take()
-            && let Err(e) = join.await
-        {
-            tracing::error!(error = %e, "dashboard task failed");
-        }
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        self.token.cancel();
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 

@@ -103,12 +103,18 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<EventR
 }
 
 /// Reads the whole body: at most `max` bytes (413), within `timeout` (408).
+///
+/// A body over `max` but under [`DRAIN_FACTOR`] × `max` is read to its end and dropped before
+/// the 413, so the client gets the answer instead of a connection reset (an answer sent while
+/// the client is still sending makes the server's TCP stack reset the connection); a larger one
+/// is refused at once.
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
     max: usize,
     timeout: Duration,
 ) -> Result<bytes::Bytes, Rejection> {
+    use http_body_util::BodyExt;
     let too_large = || {
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,30 +122,49 @@ async fn read_body(
             format!("the body is larger than {max} bytes"),
         )
     };
+    let drain_up_to = max.saturating_mul(DRAIN_FACTOR) as u64;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    if declared.is_some_and(|n| n > drain_up_to) {
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, max);
-    match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(limited)).await {
+    let read = async {
+        let mut body = body;
+        let mut kept = bytes::BytesMut::new();
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Rejection::bad_request(
+                    "invalid_request",
+                    format!("the body could not be read: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > drain_up_to {
+                    return Err(too_large());
+                }
+                if seen <= max as u64 {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+        if seen > max as u64 {
+            return Err(too_large());
+        }
+        Ok(kept.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(Rejection::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             format!("the body did not arrive within {timeout:?}"),
         )),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Ok(Err(e)) => Err(Rejection::bad_request(
-            "invalid_request",
-            format!("the body could not be read: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(result) => result,
     }
 }
+
+/// How far past the size limit a body is still read (and dropped) to answer 413 cleanly.
+const DRAIN_FACTOR: usize = 4;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::post;
-use conveyor::telemetry::Telemetry;
+use conveyor::telemetry::{HttpServer, Telemetry};
 use conveyor::{Connection, Error};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -68,11 +68,7 @@ pub type GatewayError = Error<GatewayErrorKind>;
 
 /// A running gateway; dropping it stops accepting connections.
 #[derive(Debug)]
-pub struct Gateway {
-    local_addr: SocketAddr,
-    token: CancellationToken,
-    join: Option<tokio::task::JoinHandle<()>>,
-}
+pub struct Gateway(HttpServer);
 
 impl Gateway {
     /// Starts serving `POST /v1/events`, `/metrics`, `/healthz` and `/readyz` (ready while
@@ -113,40 +109,21 @@ impl Gateway {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::with_source(GatewayErrorKind::Bind, "no local address", e))?;
-        let token = CancellationToken::new();
-        let join = tokio::spawn(accept_loop(
-            listener,
-            router,
-            config.header_timeout,
-            token.clone(),
-        ));
         tracing::info!(%local_addr, "gateway serving POST /v1/events");
-        Ok(Self {
-            local_addr,
-            token,
-            join: Some(join),
-        })
+        let header_timeout = config.header_timeout;
+        Ok(Self(HttpServer::spawn(local_addr, move |stop| {
+            accept_loop(listener, router, header_timeout, stop)
+        })))
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Stops accepting, lets requests in progress finish, and waits for the accept loop.
-    pub async fn shutdown(mut self) {
-        self.token.cancel();
-        if let Some(join) = self.join.take()
-            && let Err(e) = join.await
-        {
-            tracing::error!(error = %e, "gateway accept loop failed");
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.token.cancel();
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 

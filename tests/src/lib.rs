@@ -291,11 +291,9 @@ where
     }
 }
 
-/// `GET http://<addr><path>`: the status code and body (HTTP/1.1, connection closed after).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+/// Sends `request` whole and reads the answer to its end: the status code and body.
+async fn exchange(mut stream: tokio::net::TcpStream, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
@@ -309,6 +307,13 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// `GET http://<addr><path>`: the status code and body (HTTP/1.1, connection closed after).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(stream, &request).await
+}
+
 /// `POST http://<addr><path>` with `headers` and `body`: the status code and body (HTTP/1.1,
 /// connection closed after).
 pub async fn http_post(
@@ -317,8 +322,7 @@ pub async fn http_post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -328,17 +332,7 @@ pub async fn http_post(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    exchange(stream, &request).await
 }
 
 /// The value of the metric sample `series` (name and labels exactly as exposed), if present.

@@ -46,7 +46,7 @@ mod serve;
 pub(crate) use histogram::DurationHistogram;
 pub(crate) use metrics::{GroupMetrics, RouteMetrics};
 #[cfg(feature = "http")]
-pub use serve::{TelemetryError, TelemetryErrorKind, TelemetryServer};
+pub use serve::{HttpServer, TelemetryError, TelemetryErrorKind, TelemetryServer};
 
 /// Histogram buckets of handler durations, in seconds: 1 ms to 15 min.
 pub const DURATION_BUCKETS: [f64; 16] = [

@@ -23,23 +23,16 @@ impl Telemetry {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::with_source(TelemetryErrorKind::Bind, "no local address", e))?;
-        let token = CancellationToken::new();
         let app = self.router();
-        let stop = token.clone();
-        let join = tokio::spawn(async move {
+        tracing::info!(%local_addr, "serving /metrics, /healthz and /readyz");
+        Ok(HttpServer::spawn(local_addr, move |stop| async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "telemetry endpoint failed");
             }
-        });
-        tracing::info!(%local_addr, "serving /metrics, /healthz and /readyz");
-        Ok(TelemetryServer {
-            local_addr,
-            token,
-            join: Some(join),
-        })
+        }))
     }
 }
 
@@ -92,32 +85,57 @@ fn router(telemetry: Telemetry) -> axum::Router {
         )
 }
 
-/// The running HTTP endpoint of a [`Telemetry`]; dropping it stops serving.
+/// A running HTTP server (the telemetry endpoint, the gateway, the dashboard): its address,
+/// and a stop that lets requests in progress finish. Dropping it stops serving too.
 #[derive(Debug)]
-pub struct TelemetryServer {
+pub struct HttpServer {
     local_addr: SocketAddr,
     token: CancellationToken,
     join: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl TelemetryServer {
+/// The running HTTP endpoint of a [`Telemetry`].
+pub type TelemetryServer = HttpServer;
+
+impl HttpServer {
+    /// Runs `serve` in a task: it is given the token that is cancelled when the server is
+    /// shut down or dropped, and should stop accepting then.
+    pub fn spawn<F>(local_addr: SocketAddr, serve: impl FnOnce(CancellationToken) -> F) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        let join = tokio::spawn(serve(token.clone()));
+        Self {
+            local_addr,
+            token,
+            join: Some(join),
+        }
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Stops serving and waits until the listener is closed.
+    /// The token cancelled when it stops (for tasks that should end with it).
+    pub fn stopping(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Stops accepting, lets requests in progress finish, and waits until the server's task
+    /// has ended.
     pub async fn shutdown(mut self) {
         self.token.cancel();
         if let Some(join) = self.join.take()
             && let Err(e) = join.await
         {
-            tracing::error!(error = %e, "telemetry endpoint task failed");
+            tracing::error!(error = %e, "HTTP server task failed");
         }
     }
 }
 
-impl Drop for TelemetryServer {
+impl Drop for HttpServer {
     fn drop(&mut self) {
         self.token.cancel();
     }
