@@ -54,16 +54,22 @@ pub(crate) async fn sample(
     stop: CancellationToken,
 ) {
     loop {
-        if let Ok(o) = conveyor::status::overview(&conn).await {
-            let dead_letters = o
-                .streams
-                .iter()
-                .find(|s| s.stream == conveyor::topology::DLQ_STREAM)
-                .map_or(0, |s| s.messages);
+        // Consumer state and the DLQ's size only: a sample every few seconds must not scan
+        // the dead letters as the full overview does.
+        let dead_letters = match conn
+            .jetstream()
+            .get_stream(conveyor::topology::DLQ_STREAM)
+            .await
+        {
+            Ok(mut dlq) => dlq.info().await.map(|i| i.state.messages).ok(),
+            Err(_) => None,
+        };
+        if let (Ok(groups), Some(dead_letters)) =
+            (conveyor::status::backlogs(&conn).await, dead_letters)
+        {
             samples.push(Sample {
                 at: Utc::now(),
-                groups: o
-                    .groups
+                groups: groups
                     .iter()
                     .map(|g| (g.group.clone(), (g.pending, g.ack_pending)))
                     .collect(),

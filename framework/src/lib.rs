@@ -74,6 +74,7 @@ pub mod retention;
 pub mod retry;
 pub mod runs;
 pub mod scope;
+pub mod shutdown;
 pub mod sla;
 pub mod status;
 #[cfg(feature = "store")]

@@ -146,46 +146,9 @@ pub async fn overview(conn: &Connection) -> Result<Overview, StatusError> {
         });
     }
     let dead = dead_letters_by_group(conn).await?;
-    let events = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| unavailable("cannot read EVENTS".into(), e))?;
-    let mut by_group: BTreeMap<String, GroupStatus> = BTreeMap::new();
-    let mut infos = events.consumers();
-    while let Some(info) = infos.next().await {
-        let info = info.map_err(|e| unavailable("cannot list the consumers".into(), e))?;
-        // Ephemeral consumers (a `conveyor tail`, a schedule listing) are no groups.
-        if info.config.durable_name.is_none() {
-            continue;
-        }
-        let (group, _) = crate::partition::group_of_consumer(&info.name);
-        let row = by_group
-            .entry(group.to_owned())
-            .or_insert_with(|| GroupStatus {
-                group: group.to_owned(),
-                pending: 0,
-                ack_pending: 0,
-                redelivered: 0,
-                waiting: 0,
-                consumers: 0,
-                paused: false,
-                last_active: None,
-                dead_letters: dead.get(group).copied().unwrap_or(0),
-                removed: None,
-                removed_at_least: None,
-            });
-        row.pending += info.num_pending;
-        row.ack_pending += info.num_ack_pending as u64;
-        row.redelivered += info.num_redelivered as u64;
-        row.waiting += info.num_waiting as u64;
-        row.consumers += 1;
-        row.paused |= info.paused;
-        if let Some(t) = info.delivered.last_active {
-            let t = t.to_string();
-            if row.last_active.as_deref().is_none_or(|last| *last < *t) {
-                row.last_active = Some(t);
-            }
-        }
+    let mut by_group = consumers_by_group(conn).await?;
+    for row in by_group.values_mut() {
+        row.dead_letters = dead.get(&row.group).copied().unwrap_or(0);
     }
     // Sampling here too keeps the counts going where no scheduler runs; a user who may not
     // sample reads what the scheduler's leader counted.
@@ -218,6 +181,63 @@ pub async fn overview(conn: &Connection) -> Result<Overview, StatusError> {
         scheduled: crate::delay::scheduled_count(conn, None).await.ok(),
         dead_letters_removed: retention.as_ref().map(|r| r.dead_letters_removed),
     })
+}
+
+/// Each group's backlog and in-flight events, summed over its partition consumers: the part of
+/// the [`overview`] that reads consumer state only (no dead-letter scan, no sampling), for
+/// callers that poll it often.
+pub async fn backlogs(conn: &Connection) -> Result<Vec<GroupStatus>, StatusError> {
+    Ok(consumers_by_group(conn).await?.into_values().collect())
+}
+
+/// Every group with a durable consumer on `EVENTS`, its consumers summed (dead letters and
+/// removals not filled in).
+async fn consumers_by_group(
+    conn: &Connection,
+) -> Result<BTreeMap<String, GroupStatus>, StatusError> {
+    let events = conn
+        .jetstream()
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| unavailable("cannot read EVENTS".into(), e))?;
+    let mut by_group: BTreeMap<String, GroupStatus> = BTreeMap::new();
+    let mut infos = events.consumers();
+    while let Some(info) = infos.next().await {
+        let info = info.map_err(|e| unavailable("cannot list the consumers".into(), e))?;
+        // Ephemeral consumers (a `conveyor tail`, a schedule listing) are no groups.
+        if info.config.durable_name.is_none() {
+            continue;
+        }
+        let (group, _) = crate::partition::group_of_consumer(&info.name);
+        let row = by_group
+            .entry(group.to_owned())
+            .or_insert_with(|| GroupStatus {
+                group: group.to_owned(),
+                pending: 0,
+                ack_pending: 0,
+                redelivered: 0,
+                waiting: 0,
+                consumers: 0,
+                paused: false,
+                last_active: None,
+                dead_letters: 0,
+                removed: None,
+                removed_at_least: None,
+            });
+        row.pending += info.num_pending;
+        row.ack_pending += info.num_ack_pending as u64;
+        row.redelivered += info.num_redelivered as u64;
+        row.waiting += info.num_waiting as u64;
+        row.consumers += 1;
+        row.paused |= info.paused;
+        if let Some(t) = info.delivered.last_active {
+            let t = t.to_string();
+            if row.last_active.as_deref().is_none_or(|last| *last < *t) {
+                row.last_active = Some(t);
+            }
+        }
+    }
+    Ok(by_group)
 }
 
 /// How many dead letters each group has.

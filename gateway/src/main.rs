@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let stop = shutdown_signal()?;
+    let stop = conveyor::shutdown::signal()?;
     let conn = cli.nats.connect().await?;
     let telemetry = Telemetry::new();
     let config = GatewayConfig {
@@ -71,18 +71,4 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing::info!("stopping: finishing requests in progress");
     gateway.shutdown().await;
     Ok(())
-}
-
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

@@ -320,7 +320,9 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
     pub async fn run(self) -> Result<(), WorkerError> {
-        let signal = shutdown_signal()?;
+        let signal = crate::shutdown::signal().map_err(|e| {
+            Error::with_source(WorkerErrorKind::Signal, "cannot listen for SIGTERM", e)
+        })?;
         self.run_until(signal).await;
         Ok(())
     }
@@ -480,27 +482,5 @@ async fn poll_consumers(
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
-    }
-}
-
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send, WorkerError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| {
-            Error::with_source(WorkerErrorKind::Signal, "cannot listen for SIGTERM", e)
-        })?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
     }
 }

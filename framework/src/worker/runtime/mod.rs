@@ -8,6 +8,7 @@ mod pulling;
 mod record;
 mod run;
 mod settle;
+use settle::send_ack;
 mod slots;
 
 use admission::Routed;
@@ -228,21 +229,6 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
 
     fn heartbeat_every(&self) -> Duration {
         (self.config.ack_wait / 3).max(Duration::from_millis(50))
-    }
-}
-
-async fn send_ack(conn: &Connection, reply: async_nats::Subject, kind: jetstream::AckKind) {
-    if let Err(e) = conn.client().publish(reply, kind.into()).await {
-        tracing::error!(error = %e, "could not send ack");
-    }
-}
-
-/// Terminates a delivery with a reason (`+TERM <reason>`, shown in the server's advisory);
-/// `AckKind::Term` carries none.
-async fn send_term(conn: &Connection, reply: async_nats::Subject, reason: &str) {
-    let body = Bytes::from(format!("+TERM {reason}"));
-    if let Err(e) = conn.client().publish(reply, body).await {
-        tracing::error!(error = %e, "could not send ack");
     }
 }
 

@@ -373,3 +373,19 @@ impl Heartbeat<'_> {
         }
     }
 }
+
+/// Sends an ack of `kind` (ack, Nak, in progress) without waiting.
+pub(super) async fn send_ack(conn: &Connection, reply: async_nats::Subject, kind: AckKind) {
+    if let Err(e) = conn.client().publish(reply, kind.into()).await {
+        tracing::error!(error = %e, "could not send ack");
+    }
+}
+
+/// Terminates a delivery with a reason (`+TERM <reason>`, shown in the server's advisory);
+/// `AckKind::Term` carries none.
+pub(super) async fn send_term(conn: &Connection, reply: async_nats::Subject, reason: &str) {
+    let body = Bytes::from(format!("+TERM {reason}"));
+    if let Err(e) = conn.client().publish(reply, body).await {
+        tracing::error!(error = %e, "could not send ack");
+    }
+}

@@ -90,7 +90,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Listen for SIGTERM from the start, so a stop during startup is graceful too.
-    let stop = shutdown_signal()?;
+    let stop = conveyor::shutdown::signal()?;
     let conn = cli.nats.connect().await?;
     let telemetry = Telemetry::new();
     let _endpoint = match cli.metrics_addr {
@@ -122,19 +122,4 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
-}
-
-/// Completes on SIGTERM or Ctrl-C; the handlers are installed when this is called.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
