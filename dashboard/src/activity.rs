@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use conveyor::Connection;
-use conveyor::history::{HISTORY_BUCKET, RunRecord, RunState};
+use conveyor::history::{HISTORY_STREAM, RunRecord, RunState};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -188,10 +188,7 @@ async fn follow_once(
     activity: &Activity,
     stop: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let stream = conn
-        .jetstream()
-        .get_stream(format!("KV_{HISTORY_BUCKET}"))
-        .await?;
+    let stream = conn.jetstream().get_stream(HISTORY_STREAM).await?;
     // Resumes where the last message read left off, or an hour back.
     let start = activity
         .0
@@ -201,7 +198,7 @@ async fn follow_once(
         .unwrap_or_else(|| Utc::now() - WINDOW);
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: format!("$KV.{HISTORY_BUCKET}.>"),
+            filter_subject: "history.>".into(),
             deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
             ..Default::default()
         })
@@ -217,7 +214,7 @@ async fn follow_once(
         };
         match next {
             Some(Ok(m)) => {
-                if let Ok(record) = serde_json::from_slice::<RunRecord>(&m.payload) {
+                for record in conveyor::history::decode_batch(&m.payload) {
                     activity.add(&record);
                 }
             }

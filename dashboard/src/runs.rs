@@ -68,7 +68,7 @@ pub(crate) async fn page(
     let query = query_of(&p)?;
     let runs = match conveyor::history::find(&app.conn, &query, LIMIT).await {
         Ok(r) => Ok(r),
-        Err(e) if e.kind() == conveyor::history::HistoryErrorKind::NoBucket => Err(e.to_string()),
+        Err(e) if e.kind() == conveyor::history::HistoryErrorKind::NoHistory => Err(e.to_string()),
         Err(e) => return Err(PageError::unavailable(e)),
     };
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
@@ -140,7 +140,7 @@ pub(crate) async fn run_page(
 ) -> PageResult {
     let runs = match conveyor::history::runs_of_event(&app.conn, &event_id).await {
         Ok(r) => r,
-        Err(e) if e.kind() == conveyor::history::HistoryErrorKind::NoBucket => Vec::new(),
+        Err(e) if e.kind() == conveyor::history::HistoryErrorKind::NoHistory => Vec::new(),
         Err(e) => return Err(PageError::unavailable(e)),
     };
     let running = runs.iter().any(|r| {

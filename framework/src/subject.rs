@@ -9,6 +9,7 @@
 //! | dead letter | `dlq.<group>.<tenant>.<type>` | [`dead_letter_subject`] |
 //! | parked event | `parked.<group>.<tenant>.<type>` | [`parked_subject`] |
 //! | progress | `progress.<tenant>.<group>.<escaped event id>` | [`progress_subject`] |
+//! | run history batch | `history.<group>.<shard>` | [`history_subject`], [`history_shard`] |
 //!
 //! Tokens: a tenant id ([`crate::TenantId::parse`]) and a group name ([`validate_group_name`])
 //! are `[A-Za-z0-9_-]{1,64}`; an event type is dot-separated `[a-z0-9_]` tokens
@@ -85,6 +86,31 @@ pub fn parked_subject(group: &str, tenant: &str, event_type: &str) -> String {
 /// The subject progress updates of an event in a group are published on.
 pub fn progress_subject(tenant: &str, group: &str, event_id: &str) -> String {
     format!("progress.{tenant}.{group}.{}", escape_token(event_id))
+}
+
+/// How many shards the run history of a group is spread over (see [`history_shard`]).
+pub const HISTORY_SHARDS: u32 = 32;
+
+/// The history shard of an event id: the 32-bit FNV-1a hash of its UTF-8 bytes, modulo
+/// [`HISTORY_SHARDS`]. Every record of one event in one group is on the same subject, so the
+/// records of an event are found by reading one shard of the history.
+///
+/// ```
+/// assert_eq!(conveyor::subject::history_shard(""), 0x811c_9dc5 % 32);
+/// assert!(conveyor::subject::history_shard("order-1001") < conveyor::subject::HISTORY_SHARDS);
+/// ```
+pub fn history_shard(event_id: &str) -> u32 {
+    // FNV-1a: a fixed, documented hash that an app in any language computes in three lines
+    // (std's hasher is randomised per process and may change between Rust versions).
+    let hash = event_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % HISTORY_SHARDS
+}
+
+/// The subject a batch of run records of `group` in `shard` is appended to, in `HISTORY`.
+pub fn history_subject(group: &str, shard: u32) -> String {
+    format!("history.{group}.{shard:02}")
 }
 
 /// Escapes an event id into one subject or key token: `[A-Za-z0-9_-]` stay, every other byte

@@ -1,4 +1,5 @@
-//! Stream provisioning: the `EVENTS`, `DLQ` and dead-letter advisory streams.
+//! Stream provisioning: the `EVENTS`, `DLQ`, dead-letter advisory, `PARKED` and `HISTORY`
+//! streams and the key-value buckets.
 
 use std::fmt;
 use std::time::Duration;
@@ -46,6 +47,26 @@ pub struct StreamLimits {
     pub duplicate_window: Duration,
 }
 
+/// Limits of the run history stream (`HISTORY`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryLimits {
+    /// How long run records are kept (`Duration::ZERO` = forever), e.g. `"7d"`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Size cap in bytes (-1 = none); the oldest records are discarded first.
+    pub max_bytes: i64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            max_age: crate::history::DEFAULT_HISTORY_MAX_AGE,
+            max_bytes: crate::history::DEFAULT_HISTORY_MAX_BYTES,
+        }
+    }
+}
+
 /// One key-value bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +90,9 @@ pub struct Topology {
     pub events: StreamLimits,
     /// The `DLQ` stream: 30 days, no size cap by default.
     pub dead_letters: StreamLimits,
+    /// The `HISTORY` stream of run records: 7 days and 1 GiB by default.
+    #[serde(default)]
+    pub history: HistoryLimits,
     /// Replicas of every stream and bucket: 1 on a single server, 3 on a cluster.
     #[serde(default = "one")]
     pub replicas: usize,
@@ -97,7 +121,7 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 }
 
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
-/// tenant registry, run history (7 days), cancellations (7 days), paused tenants, hand-back
+/// tenant registry, cancellations (7 days), paused tenants, hand-back
 /// counts (7 days), rate-limit slots (7 days), concurrency leases (7 days), handler state (`conveyor::store::KvStore`), the
 /// counts of work removed by retention limits and the HTTP gateway's API keys.
 pub fn default_buckets() -> Vec<BucketSpec> {
@@ -118,11 +142,6 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             Duration::from_secs(24 * 3600),
         ),
         bucket(TENANTS_BUCKET, "Tenant registry", Duration::ZERO),
-        bucket(
-            crate::history::HISTORY_BUCKET,
-            "Conveyor run history",
-            crate::history::DEFAULT_HISTORY_MAX_AGE,
-        ),
         bucket(
             crate::control::CANCEL_BUCKET,
             "Conveyor cancelled events",
@@ -178,6 +197,7 @@ impl Default for Topology {
                 max_bytes: -1,
                 duplicate_window: Duration::from_secs(120),
             },
+            history: HistoryLimits::default(),
             replicas: 1,
             file_storage: true,
             buckets: default_buckets(),
@@ -256,13 +276,39 @@ impl Topology {
         Ok(())
     }
 
-    /// The stream configurations this topology stands for.
-    pub fn stream_configs(&self) -> [stream::Config; 4] {
-        let storage = if self.file_storage {
+    fn storage(&self) -> StorageType {
+        if self.file_storage {
             StorageType::File
         } else {
             StorageType::Memory
-        };
+        }
+    }
+
+    /// The configuration of the `HISTORY` stream (see [`crate::history`]).
+    pub fn history_stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: crate::history::HISTORY_STREAM.to_owned(),
+            description: Some("Conveyor run history".into()),
+            subjects: vec!["history.>".into()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            max_age: self.history.max_age,
+            max_bytes: self.history.max_bytes,
+            // Records carry no message ids; the window is the server's default, within max_age.
+            duplicate_window: if self.history.max_age.is_zero() {
+                Duration::from_secs(120)
+            } else {
+                self.history.max_age.min(Duration::from_secs(120))
+            },
+            num_replicas: self.replicas,
+            storage: self.storage(),
+            ..Default::default()
+        }
+    }
+
+    /// The stream configurations this topology stands for.
+    pub fn stream_configs(&self) -> [stream::Config; 5] {
+        let storage = self.storage();
         let base = |name: &str, subjects: Vec<String>, limits: &StreamLimits| stream::Config {
             name: name.to_owned(),
             subjects,
@@ -315,6 +361,7 @@ impl Topology {
                     duplicate_window: self.dead_letters.duplicate_window,
                 },
             ),
+            self.history_stream_config(),
         ]
     }
 }

@@ -1,33 +1,42 @@
 //! Run history: what happened to each event in each group, attempt by attempt.
 //!
-//! A group with history on ([`Group::history`](crate::Group::history)) writes one record per
-//! attempt into the key-value bucket [`HISTORY_BUCKET`], under the key
-//! `<group>.<tenant>.<event id>.<attempt>` (the id escaped with [`escape_token`]). A record
-//! holds the attempt's state transitions (`queued` when the event entered the stream, `running`,
-//! then `succeeded`, `retrying` with the error and when the next attempt is due,
-//! `dead_lettered`, `cancelled` or `handed_back`), its duration, the last progress report and
-//! the error. The bucket's `max_age` bounds how long records are kept (7 days by default).
+//! Every group records its runs unless it turns history off
+//! ([`Group::history`](crate::Group::history)). A record holds one attempt's state transitions
+//! (`queued` when the event entered the stream, `running`, then `succeeded`, `retrying` with the
+//! error and when the next attempt is due, `dead_lettered`, `cancelled` or `handed_back`), its
+//! duration, the last progress report and the error.
 //!
-//! History costs two key-value writes per attempt; keep it off for high-volume groups and on
-//! for long jobs. `conveyor runs show <event-id>` and `conveyor runs failed --group <g>` read
-//! it; so do [`runs_of_event`] and [`recent_failures`].
+//! Records are appended in batches to the stream [`HISTORY_STREAM`]: a worker collects the
+//! records of a group for up to [`FLUSH_INTERVAL`] and publishes them as one message per
+//! shard, on `history.<group>.<shard>` (see [`crate::subject::history_shard`]), one JSON
+//! [`RunRecord`] per line. A record is written when an attempt ends (and when a handler that
+//! waits starts, and at each progress report); a later record of the same attempt replaces the
+//! earlier one for readers. The stream's `max_age` and `max_bytes` bound how much is kept (7 days
+//! and 1 GiB by default, see [`crate::topology::Topology::history`]).
+//!
+//! Records follow the event's ack by up to [`FLUSH_INTERVAL`]: a worker that is killed loses
+//! the records of its last interval (never the events: those are settled first). A graceful
+//! shutdown writes every record.
+//!
+//! `conveyor runs show <event-id>` and `conveyor runs failed --group <g>` read it; so do
+//! [`runs_of_event`], [`recent_failures`] and [`find`].
 
 use std::fmt;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::Connection;
 use crate::error::Error;
 
-/// Key-value bucket of the run history.
-pub const HISTORY_BUCKET: &str = "conveyor_history";
-/// How long run records are kept when the worker creates the bucket itself.
+/// The stream of the run history (`history.>`).
+pub const HISTORY_STREAM: &str = "HISTORY";
+/// How long run records are kept by default.
 pub const DEFAULT_HISTORY_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How many bytes of run records are kept by default (the oldest go first): 1 GiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: i64 = 1 << 30;
+/// How long a worker collects a group's run records before it appends them.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Where an attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +90,7 @@ pub struct Transition {
     /// The new state.
     pub state: RunState,
     /// When it changed.
+    #[serde(serialize_with = "time_format::time")]
     pub at: DateTime<Utc>,
     /// The error that caused it, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +105,7 @@ pub struct ProgressReport {
     /// What the handler is doing.
     pub message: String,
     /// When it reported.
+    #[serde(serialize_with = "time_format::time")]
     pub at: DateTime<Utc>,
 }
 
@@ -116,19 +127,35 @@ pub struct RunRecord {
     /// The current state.
     pub state: RunState,
     /// When the event entered the stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time_format::optional_time"
+    )]
     pub queued_at: Option<DateTime<Utc>>,
     /// When the handler started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time_format::optional_time"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When the attempt ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time_format::optional_time"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// How long the handler ran, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     /// When the next attempt is due (state `retrying`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time_format::optional_time"
+    )]
     pub retry_at: Option<DateTime<Utc>>,
     /// The last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,19 +167,19 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_ms: Option<u64>,
     /// True when the run took longer than expected.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sla_breached: bool,
     /// The trace id of the run (32 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     /// Every state change, oldest first.
+    #[serde(default)]
     pub transitions: Vec<Transition>,
 }
 
 impl RunRecord {
-    /// Moves to `state` now, recording `error` with it.
-    pub(crate) fn transition(&mut self, state: RunState, error: Option<String>) {
-        let at = Utc::now();
+    /// Moves to `state` at `at`, recording `error` with it.
+    pub(crate) fn transition(&mut self, state: RunState, at: DateTime<Utc>, error: Option<String>) {
         self.state = state;
         if error.is_some() {
             self.error.clone_from(&error);
@@ -160,9 +187,9 @@ impl RunRecord {
         self.transitions.push(Transition { state, at, error });
     }
 
-    /// The key of this record in [`HISTORY_BUCKET`].
-    pub fn key(&self) -> String {
-        run_key(&self.group, &self.tenant, &self.event_id, self.attempt)
+    /// The subject this record is appended to in [`HISTORY_STREAM`].
+    pub fn subject(&self) -> String {
+        crate::subject::history_subject(&self.group, crate::subject::history_shard(&self.event_id))
     }
 
     /// When the record last changed.
@@ -174,19 +201,21 @@ impl RunRecord {
 pub use crate::subject::{escape_token, unescape_token};
 
 mod query;
-pub use query::{RunQuery, find};
-
-/// The history key of one attempt.
-pub fn run_key(group: &str, tenant: &str, event_id: &str, attempt: u32) -> String {
-    format!("{group}.{tenant}.{}.{attempt}", escape_token(event_id))
-}
+mod read;
+mod time_format;
+mod wire;
+mod writer;
+pub use query::{FIND_MAX_BYTES, RunQuery, find};
+pub use read::{recent_failures, runs_of_event};
+pub use wire::decode_batch;
+pub(crate) use writer::{Full, HistoryWriter};
 
 /// Why reading the run history failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HistoryErrorKind {
-    /// The history bucket does not exist: no group has recorded history yet.
-    NoBucket,
+    /// The history stream does not exist: no group has recorded history yet.
+    NoHistory,
     /// The server could not be asked (timeout, permissions, connection).
     Unavailable,
 }
@@ -194,7 +223,7 @@ pub enum HistoryErrorKind {
 impl fmt::Display for HistoryErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::NoBucket => "no run history",
+            Self::NoHistory => "no run history",
             Self::Unavailable => "run history unavailable",
         })
     }
@@ -209,178 +238,6 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> HistoryErro
         "could not read the run history",
         e,
     )
-}
-
-/// Every recorded attempt at `event_id`, in every group, ordered by group and attempt.
-pub async fn runs_of_event(
-    conn: &Connection,
-    event_id: &str,
-) -> Result<Vec<RunRecord>, HistoryError> {
-    let mut runs = read(conn, &format!("*.*.{}.*", escape_token(event_id))).await?;
-    runs.sort_by(|a, b| (&a.group, a.attempt).cmp(&(&b.group, b.attempt)));
-    Ok(runs)
-}
-
-/// The events of `group` (and `tenant`, if given) whose latest attempt failed (`retrying` or
-/// `dead_lettered`), newest first, at most `limit`.
-pub async fn recent_failures(
-    conn: &Connection,
-    group: &str,
-    tenant: Option<&str>,
-    limit: usize,
-) -> Result<Vec<RunRecord>, HistoryError> {
-    let filter = format!("{group}.{}.*.*", tenant.unwrap_or("*"));
-    let runs = read(conn, &filter).await?;
-    let mut latest: std::collections::HashMap<(String, String), RunRecord> =
-        std::collections::HashMap::new();
-    for run in runs {
-        let key = (run.tenant.clone(), run.event_id.clone());
-        match latest.get(&key) {
-            Some(seen) if seen.attempt >= run.attempt => {}
-            _ => {
-                latest.insert(key, run);
-            }
-        }
-    }
-    let mut failed: Vec<RunRecord> = latest
-        .into_values()
-        .filter(|r| r.state.is_failure())
-        .collect();
-    failed.sort_by_key(|r| std::cmp::Reverse(r.updated_at()));
-    failed.truncate(limit);
-    Ok(failed)
-}
-
-/// Reads the latest value of every key matching `filter` (a key pattern with `*` tokens).
-pub(super) async fn read(conn: &Connection, filter: &str) -> Result<Vec<RunRecord>, HistoryError> {
-    let stream_name = format!("KV_{HISTORY_BUCKET}");
-    let stream = match conn.jetstream().get_stream(&stream_name).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                    if j.code() == 404
-            ) =>
-        {
-            return Err(Error::new(
-                HistoryErrorKind::NoBucket,
-                format!(
-                    "no run history: the bucket {HISTORY_BUCKET} does not exist (turn history on for a group with Group::history)"
-                ),
-            ));
-        }
-        Err(e) => return Err(unavailable(e)),
-    };
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: format!("$KV.{HISTORY_BUCKET}.{filter}"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-    let mut pending = consumer.cached_info().num_pending;
-    let mut out = Vec::new();
-    while pending > 0 {
-        let want = usize::try_from(pending.min(1000)).unwrap_or(1000);
-        let mut batch = consumer
-            .batch()
-            .max_messages(want)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        let mut got = 0;
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| {
-                Error::new(
-                    HistoryErrorKind::Unavailable,
-                    format!("could not read the run history: {e}"),
-                )
-            })?;
-            got += 1;
-            let deleted = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some();
-            if deleted {
-                continue;
-            }
-            match serde_json::from_slice::<RunRecord>(&msg.payload) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "unreadable run record skipped");
-                }
-            }
-        }
-        if got == 0 {
-            break;
-        }
-        pending = pending.saturating_sub(got);
-    }
-    let name = consumer.cached_info().name.clone();
-    if let Err(e) = stream.delete_consumer(&name).await {
-        tracing::debug!(error = %e, "could not delete the history reader");
-    }
-    Ok(out)
-}
-
-/// Writes run records of one group.
-#[derive(Debug, Clone)]
-pub(crate) struct HistoryWriter {
-    conn: Connection,
-}
-
-impl HistoryWriter {
-    pub(crate) fn new(conn: Connection) -> Self {
-        Self { conn }
-    }
-
-    fn subject(record: &RunRecord) -> String {
-        format!("$KV.{HISTORY_BUCKET}.{}", record.key())
-    }
-
-    /// Sends a record without waiting for the server: it travels ahead of the event's ack on
-    /// the same connection.
-    pub(crate) async fn put_nowait(&self, record: &RunRecord) {
-        let Ok(body) = serde_json::to_vec(record) else {
-            return;
-        };
-        if let Err(e) = self
-            .conn
-            .client()
-            .publish(Self::subject(record), Bytes::from(body))
-            .await
-        {
-            tracing::warn!(error = %e, "could not write the run record");
-        }
-    }
-
-    /// Creates the history bucket when it is missing.
-    pub(crate) async fn ensure_bucket(&self) {
-        let js = self.conn.jetstream();
-        if js.get_key_value(HISTORY_BUCKET).await.is_ok() {
-            return;
-        }
-        let created = js
-            .create_key_value(async_nats::jetstream::kv::Config {
-                bucket: HISTORY_BUCKET.into(),
-                description: "Conveyor run history".into(),
-                history: 1,
-                max_age: DEFAULT_HISTORY_MAX_AGE,
-                ..Default::default()
-            })
-            .await;
-        if let Err(e) = created
-            && js.get_key_value(HISTORY_BUCKET).await.is_err()
-        {
-            tracing::warn!(error = %e, "could not create the run history bucket");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -428,13 +285,23 @@ mod tests {
             trace_id: None,
             transitions: vec![],
         };
-        r.transition(RunState::Running, None);
-        r.transition(RunState::Retrying, Some("boom".into()));
+        r.transition(RunState::Running, Utc::now(), None);
+        r.transition(RunState::Retrying, Utc::now(), Some("boom".into()));
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""state":"retrying""#), "{json}");
         let back: RunRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
-        assert_eq!(r.key(), "g.acme.e-1.1");
+        assert_eq!(
+            r.subject(),
+            format!("history.g.{:02}", crate::subject::history_shard("e-1"))
+        );
+        let mut batch = serde_json::to_vec(&r).unwrap();
+        batch.extend_from_slice(b"\nnot json\n");
+        batch.extend(serde_json::to_vec(&r).unwrap());
+        assert_eq!(
+            decode_batch(&batch).collect::<Vec<_>>(),
+            vec![r.clone(), r.clone()]
+        );
         assert!(r.state.is_failure());
     }
 }

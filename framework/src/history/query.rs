@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{HistoryError, RunRecord, RunState, read};
+use std::collections::HashMap;
+
+use super::read::{Scan, latest_attempts, read_newest};
+use super::{HistoryError, RunRecord, RunState};
 use crate::connection::Connection;
 
 /// Which runs: every field given must match.
@@ -22,42 +25,58 @@ pub struct RunQuery {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// How many bytes of run records [`find`] reads at most, newest first: about 190 000 records.
+pub const FIND_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+impl RunQuery {
+    /// True when `r`, the latest attempt of its event, is one of the runs asked for.
+    fn matches_latest(&self, r: &RunRecord) -> bool {
+        self.state.is_none_or(|s| s == r.state)
+            && self
+                .since
+                .is_none_or(|since| r.updated_at().is_some_and(|u| u >= since))
+    }
+}
+
 /// The latest attempt of every event matching `query`, newest first, at most `limit`.
 ///
-/// The group and tenant narrow what is read from the bucket; the other fields are checked on
-/// each record.
+/// The history is read back from its newest records until `limit` runs are found, the
+/// query's `since` is passed, or [`FIND_MAX_BYTES`] were read; the group narrows what is read
+/// from the stream, the other fields are checked on each record.
 pub async fn find(
     conn: &Connection,
     query: &RunQuery,
     limit: usize,
 ) -> Result<Vec<RunRecord>, HistoryError> {
-    let token = |v: &Option<String>| match v.as_deref() {
-        Some(v) if crate::subject::escape_token(v) == v && !v.is_empty() => v.to_owned(),
-        _ => "*".to_owned(),
+    let scan = Scan {
+        group: query
+            .group
+            .as_deref()
+            .filter(|g| !g.is_empty() && crate::subject::escape_token(g) == *g),
+        event_id: None,
+        since: query.since,
     };
-    let filter = format!("{}.{}.*.*", token(&query.group), token(&query.tenant));
-    let mut latest: std::collections::HashMap<(String, String, String), RunRecord> =
-        std::collections::HashMap::new();
-    for run in read(conn, &filter).await? {
-        let key = (run.group.clone(), run.tenant.clone(), run.event_id.clone());
-        match latest.get(&key) {
-            Some(seen) if seen.attempt >= run.attempt => {}
-            _ => {
-                latest.insert(key, run);
+    let keep = |r: &RunRecord| {
+        query.group.as_ref().is_none_or(|g| *g == r.group)
+            && query.tenant.as_ref().is_none_or(|t| *t == r.tenant)
+            && query.event_type.as_ref().is_none_or(|t| *t == r.event_type)
+    };
+    let enough = |found: &HashMap<_, RunRecord>| {
+        let mut latest: HashMap<(&str, &str, &str), &RunRecord> = HashMap::new();
+        for r in found.values() {
+            let slot = latest
+                .entry((r.group.as_str(), r.tenant.as_str(), r.event_id.as_str()))
+                .or_insert(r);
+            if r.attempt > slot.attempt {
+                *slot = r;
             }
         }
-    }
-    let mut runs: Vec<RunRecord> = latest
-        .into_values()
-        .filter(|r| {
-            query.group.as_ref().is_none_or(|g| *g == r.group)
-                && query.tenant.as_ref().is_none_or(|t| *t == r.tenant)
-                && query.event_type.as_ref().is_none_or(|t| *t == r.event_type)
-                && query.state.is_none_or(|s| s == r.state)
-                && query
-                    .since
-                    .is_none_or(|since| r.updated_at().is_some_and(|u| u >= since))
-        })
+        latest.values().filter(|r| query.matches_latest(r)).count() >= limit
+    };
+    let (runs, _) = read_newest(conn, scan, keep, enough, FIND_MAX_BYTES).await?;
+    let mut runs: Vec<RunRecord> = latest_attempts(runs)
+        .into_iter()
+        .filter(|r| query.matches_latest(r))
         .collect();
     runs.sort_by_key(|r| std::cmp::Reverse(r.updated_at()));
     runs.truncate(limit);

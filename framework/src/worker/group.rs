@@ -40,9 +40,9 @@ pub struct GroupConfig {
     /// whose permissions allow pulling and acking but not creating consumers. The consumer
     /// must exist (an admin creates it, e.g. by running the worker once with more rights).
     pub bind_only: bool,
-    /// Record every attempt in the run history (see [`crate::history`]); default false. Costs
-    /// two key-value writes per attempt: leave it off for high-volume groups, turn it on for
-    /// long jobs.
+    /// Record every attempt in the run history (see [`crate::history`]); default true. Records
+    /// are appended in batches, a fifth of a group's throughput for handlers that do
+    /// nothing (BENCHMARKS.md, Observability); turn it off for a group whose runs nobody looks up.
     pub history: bool,
     /// The lane the group handles (`None`: the default lane). See [`Group::lane`].
     pub lane: Option<String>,
@@ -75,7 +75,7 @@ impl Default for GroupConfig {
             start_from: StartFrom::Beginning,
             handler_defaults: HandlerOptions::default(),
             bind_only: false,
-            history: false,
+            history: true,
             lane: None,
             unknown_type_grace: Duration::from_secs(240),
             delayed_retry_after: DEFAULT_DELAYED_RETRY_AFTER,
@@ -291,7 +291,8 @@ impl<S: Clone + Send + Sync + 'static> Group<S> {
         self
     }
 
-    /// Records every attempt in the run history (see [`GroupConfig::history`]).
+    /// Records every attempt in the run history, or not (see [`GroupConfig::history`]; on by
+    /// default).
     pub fn history(mut self, on: bool) -> Self {
         self.config.history = on;
         self

@@ -358,9 +358,13 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 shutdown.clone(),
             )));
         }
+        // Run records are appended by one flusher per group, closed after the last handler.
+        let close_history = CancellationToken::new();
+        let mut flushers = Vec::new();
         for group in &self.groups {
             if let Some(writer) = group.history_writer() {
-                writer.ensure_bucket().await;
+                writer.ensure_stream().await;
+                flushers.push(writer.spawn_flusher(close_history.clone()));
             }
         }
         loops.push(tokio::spawn(
@@ -417,6 +421,12 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 .is_err()
             {
                 tracing::error!(running = tracker.len(), "handlers did not stop");
+            }
+        }
+        close_history.cancel();
+        for f in flushers {
+            if let Err(e) = f.await {
+                tracing::error!(error = %e, "run history flusher failed");
             }
         }
         if let Err(e) = self.conn.client().flush().await {

@@ -70,12 +70,12 @@ impl Analysis {
 /// The state handlers of this crate run with.
 pub type State = Arc<Analysis>;
 
-/// The group of this crate: history on, a timeout well above the job's length.
+/// The group of this crate: a timeout well above the job's length (its run history is on, as
+/// every group's by default).
 pub fn groups(config: &AnalysisConfig) -> Vec<Group<State>> {
     let expected = config.step_duration * config.files;
     vec![
         Group::new(GROUP)
-            .history(true)
             .ack_wait(config.ack_wait)
             .concurrency(4)
             .handle_with(

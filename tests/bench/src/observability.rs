@@ -6,7 +6,7 @@ use super::*;
 async fn reset_history(conn: &Connection) -> BoxResult<()> {
     if let Ok(stream) = conn
         .jetstream()
-        .get_stream(format!("KV_{}", conveyor::history::HISTORY_BUCKET))
+        .get_stream(conveyor::history::HISTORY_STREAM)
         .await
     {
         stream.purge().await?;
@@ -14,31 +14,58 @@ async fn reset_history(conn: &Connection) -> BoxResult<()> {
     Ok(())
 }
 
+/// How many messages the run history holds.
+async fn history_stream_messages(conn: &Connection) -> BoxResult<f64> {
+    let mut stream = conn
+        .jetstream()
+        .get_stream(conveyor::history::HISTORY_STREAM)
+        .await?;
+    Ok(stream.info().await?.state.messages as f64)
+}
+
 pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
     let (mut off, mut on, mut history, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut history_messages = Vec::new();
     let telemetry = Telemetry::new();
     // The order of the variants rotates from round to round, so none always runs first.
-    for round in 0..OBSERVABILITY_ROUNDS {
+    let rounds = std::env::var("CONVEYOR_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(OBSERVABILITY_ROUNDS);
+    for round in 0..rounds {
         for variant in (0..4).map(|i| (i + round) % 4) {
             reset(conn).await?;
             reset_history(conn).await?;
             match variant {
-                0 => raw.push(raw_consume(conn).await?.per_s),
-                1 => off.push(observed_consume(conn, None, false).await?.per_s),
-                2 => on.push(observed_consume(conn, Some(&telemetry), false).await?.per_s),
-                _ => history.push(observed_consume(conn, Some(&telemetry), true).await?.per_s),
+                0 => raw.push(raw_consume(conn).await?),
+                1 => off.push(observed_consume(conn, None, false).await?),
+                2 => on.push(observed_consume(conn, Some(&telemetry), false).await?),
+                _ => {
+                    history.push(observed_consume(conn, Some(&telemetry), true).await?);
+                    history_messages.push(history_stream_messages(conn).await?);
+                }
             }
         }
     }
-    let (off, on, history, raw) = (median(off), median(on), median(history), median(raw));
+    let cpu = |runs: &[cpu::Timed]| {
+        let (client, server) = cpu::per_event_us(runs);
+        json!({"client_us": client, "server_us": server})
+    };
+    let cpu_per_event = json!({"metrics_off": cpu(&off), "metrics_on": cpu(&on),
+                               "history_on": cpu(&history), "raw": cpu(&raw)});
+    let rate = |runs: Vec<cpu::Timed>| median(runs.iter().map(|r| r.per_s).collect());
+    let (off, on, history, raw) = (rate(off), rate(on), rate(history), rate(raw));
     println!(
         "{}",
         json!({"bench": "observability", "events": CONSUME_N, "concurrency": CONCURRENCY,
-               "rounds": OBSERVABILITY_ROUNDS,
+               "rounds": rounds,
                "metrics_off_per_s": off.round(), "metrics_on_per_s": on.round(),
                "history_on_per_s": history.round(), "raw_consume_per_s": raw.round(),
                "metrics_cost": round2(1.0 - on / off),
-               "history_cost": round2(1.0 - history / on)})
+               "history_cost": round2(1.0 - history / on),
+               "cpu_per_event": cpu_per_event,
+               "history_records_per_message": round2(
+                   CONSUME_N as f64 / median(history_messages))})
     );
     Ok(())
 }

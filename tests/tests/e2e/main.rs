@@ -10,6 +10,7 @@ mod dead_letters;
 mod delayed;
 mod dev_system;
 mod fairness;
+mod history;
 mod nats_config;
 mod observability;
 mod pause;

@@ -194,7 +194,9 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             .map(|r| i64::from(r.options.retry.max_attempts.max(1)))
             .max()
             .unwrap_or(1);
-        let history = config.history.then(|| HistoryWriter::new(conn.clone()));
+        let history = config
+            .history
+            .then(|| HistoryWriter::new(conn.clone(), &name));
         let unrouted = shared.metrics.as_ref().map(|m| m.route("unknown"));
         let limiter = config
             .rate_limit

@@ -1,11 +1,12 @@
 //! Recording one run in the history: its record, changed and written in one place.
 
 use super::*;
+use crate::history::Full;
 
 /// One run's record and where it is written. Every change goes through [`RunRecorder::write`]
 /// (an intermediate state) or [`RunRecorder::store`] (the final state). Neither waits for the
-/// server: the record is sent on the connection the event's ack follows on, so the server has
-/// it before the ack, and a delivery is not held for a history write.
+/// server: the record is handed to the group's history flusher, which appends it with others
+/// within [`crate::history::FLUSH_INTERVAL`].
 pub(super) struct RunRecorder {
     history: HistoryWriter,
     record: Mutex<RunRecord>,
@@ -52,8 +53,9 @@ impl RunRecorder {
         // The `running` state is written once the handler first waits (see `run_handler`): a
         // handler that finishes at once gets one write, with every transition in it.
         if running {
-            record.started_at = Some(Utc::now());
-            record.transition(RunState::Running, None);
+            let now = Utc::now();
+            record.started_at = Some(now);
+            record.transition(RunState::Running, now, None);
         }
         Self {
             history,
@@ -61,22 +63,22 @@ impl RunRecorder {
         }
     }
 
-    /// Changes the record and returns a copy to write.
-    fn change(&self, f: impl FnOnce(&mut RunRecord)) -> Option<RunRecord> {
-        self.record.lock().ok().map(|mut r| {
+    /// Changes the record and adds it to the history's batch; returns the batch if it is full.
+    fn change(&self, f: impl FnOnce(&mut RunRecord)) -> Option<Full> {
+        self.record.lock().ok().and_then(|mut r| {
             f(&mut r);
-            r.clone()
+            self.history.add(&r)
         })
     }
 
     /// Changes the record and writes it without waiting for the server.
     pub(super) async fn write(&self, f: impl FnOnce(&mut RunRecord)) {
-        if let Some(snapshot) = self.change(f) {
-            self.history.put_nowait(&snapshot).await;
+        if let Some(full) = self.change(f) {
+            self.history.publish_full(full).await;
         }
     }
 
-    /// Records how the run ended and sends it, ahead of the event's ack.
+    /// Records how the run ended and sends it.
     pub(super) async fn store(&self, outcome: &Outcome, started: Option<tokio::time::Instant>) {
         let snapshot = self.change(|r| {
             let now = Utc::now();
@@ -91,11 +93,11 @@ impl RunRecorder {
                     .and_then(|d| now.checked_add_signed(d));
             }
             if let Some((state, error)) = outcome.run_state() {
-                r.transition(state, error);
+                r.transition(state, now, error);
             }
         });
-        if let Some(snapshot) = snapshot {
-            self.history.put_nowait(&snapshot).await;
+        if let Some(full) = snapshot {
+            self.history.publish_full(full).await;
         }
     }
 }
