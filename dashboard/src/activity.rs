@@ -33,6 +33,10 @@ struct Inner {
     groups: BTreeMap<DateTime<Utc>, BTreeMap<String, Minute>>,
     /// Minute start → tenant → counts.
     tenants: BTreeMap<DateTime<Utc>, BTreeMap<String, Minute>>,
+    /// Attempts whose latest record says `running`: (group, tenant, event id, attempt) → when
+    /// that record was written. A record is written when a handler starts to wait, so only
+    /// handlers that wait show up here.
+    running: BTreeMap<(String, String, String, u32), DateTime<Utc>>,
     /// Whether the history stream has been found.
     following: bool,
 }
@@ -64,15 +68,29 @@ impl Activity {
     fn add(&self, record: &RunRecord) {
         let failed = matches!(record.state, RunState::Retrying | RunState::DeadLettered);
         let handled = record.state == RunState::Succeeded;
-        if !failed && !handled {
-            return;
-        }
         let Some(at) = record.updated_at() else {
             return;
         };
-        let minute = minute_of(at);
         let Ok(mut guard) = self.0.lock() else { return };
         let inner = &mut *guard;
+        let key = (
+            record.group.clone(),
+            record.tenant.clone(),
+            record.event_id.clone(),
+            record.attempt,
+        );
+        if record.state == RunState::Running {
+            inner.running.insert(key, at);
+        } else {
+            inner.running.remove(&key);
+        }
+        // A run whose process died leaves a `running` record behind: forgotten after the window.
+        let stale = Utc::now() - WINDOW;
+        inner.running.retain(|_, at| *at >= stale);
+        if !failed && !handled {
+            return;
+        }
+        let minute = minute_of(at);
         let oldest = minute_of(Utc::now() - WINDOW);
         if minute < oldest {
             return;
@@ -99,6 +117,13 @@ impl Activity {
                 map.pop_first();
             }
         }
+    }
+
+    /// Attempts of `tenant` running now (in handlers that wait), by the run history.
+    pub(crate) fn running_of_tenant(&self, tenant: &str) -> u64 {
+        self.0.lock().map_or(0, |i| {
+            i.running.keys().filter(|(_, t, _, _)| t == tenant).count() as u64
+        })
     }
 
     /// True once the history stream is followed (some group records history).
@@ -263,6 +288,8 @@ mod tests {
         }
         a.add(&record("orders", "globex", RunState::Retrying, 7));
         a.add(&record("orders", "globex", RunState::Running, 7));
+        assert_eq!(a.running_of_tenant("globex"), 1);
+        assert_eq!(a.running_of_tenant("acme"), 0);
         let g = a.group("orders", 5);
         assert_eq!((g.handled, g.failed), (100, 1));
         assert_eq!(g.p50_ms, Some(50));
@@ -272,5 +299,8 @@ mod tests {
         assert_eq!(a.group("other", 5).handled, 0);
         let series = a.handled_series("orders");
         assert_eq!(series.last().map(|p| p.1), Some(100.0));
+        // Its next record ends the run.
+        a.add(&record("orders", "globex", RunState::Succeeded, 9));
+        assert_eq!(a.running_of_tenant("globex"), 0);
     }
 }

@@ -1,5 +1,5 @@
-//! `/tenants`: every tenant with its stored events, dead letters and parked events, paused
-//! or not, with pause and resume.
+//! `/tenants`: every tenant with its stored events, running attempts, last hour, dead letters
+//! and parked events, paused or not, with pause and resume.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub(crate) struct TenantRow {
     pub(crate) parked: u64,
     /// Handled and failed in the last hour, in groups with run history.
     pub(crate) last_hour: crate::activity::Summary,
+    /// Its attempts running now, in handlers that wait (from the run history).
+    pub(crate) running: u64,
 }
 
 /// Every tenant known from the stream's subjects, the dead letters, the pauses and the tenant
@@ -91,6 +93,7 @@ pub(crate) async fn tenants(app: &App, search: &str) -> Result<Vec<TenantRow>, P
     }
     for r in rows.values_mut() {
         r.last_hour = app.activity.tenant(&r.tenant, 60);
+        r.running = app.activity.running_of_tenant(&r.tenant);
     }
     for r in rows.values_mut().filter(|r| !r.paused.is_empty()) {
         if let Ok(t) = conveyor::TenantId::parse(&r.tenant) {
@@ -117,12 +120,13 @@ pub(crate) async fn page(State(app): State<Arc<App>>, Query(p): Query<Params>) -
             button.secondary type="submit" { "Search" }
         }
         table {
-            thead { tr { th { "Tenant" } th.num { "Events stored" } th.num { "Handled (1 h)" } th.num { "Failed (1 h)" } th.num { "Dead letters" } th { "State" } th.num { "Parked" } th { "" } } }
+            thead { tr { th { "Tenant" } th.num { "Events stored" } th.num { "Running" } th.num { "Handled (1 h)" } th.num { "Failed (1 h)" } th.num { "Dead letters" } th { "State" } th.num { "Parked" } th { "" } } }
             tbody {
                 @for r in &rows {
                     tr {
                         td { (r.tenant) }
                         td.num { (r.stored) }
+                        td.num { a href={ "/runs?tenant=" (encode(&r.tenant)) "&state=running" } { (r.running) } }
                         td.num { (r.last_hour.handled) }
                         td.num { a href={ "/runs?tenant=" (encode(&r.tenant)) "&state=retrying" } { (r.last_hour.failed) } }
                         td.num { a href={ "/dead-letters?tenant=" (encode(&r.tenant)) } { (r.dead_letters) } }
@@ -150,7 +154,7 @@ pub(crate) async fn page(State(app): State<Arc<App>>, Query(p): Query<Params>) -
                         }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="8" .muted { "No tenant found." } } }
+                @if rows.is_empty() { tr { td colspan="9" .muted { "No tenant found." } } }
             }
         }
         p.muted { "A paused tenant's events are kept (in PARKED) and run when it is resumed, oldest first; other tenants are not affected." }

@@ -88,6 +88,20 @@ async fn an_operator_sees_and_acts_on_every_page() {
     screenshot(c, "tenants").await;
     c.goto(&w.url("/tenants?tenant=glob")).await.unwrap();
     assert!(!text(c, "main table").await.contains("acme"));
+    // globex's review is running (a handler that waits): counted from the run history.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        c.goto(&w.url("/tenants?tenant=globex")).await.unwrap();
+        let running = text(c, "a[href='/runs?tenant=globex&state=running']").await;
+        if running.trim() == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "globex's running job is not counted: {running:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 
     // Dead letters: grouped, with the <script> payload shown as text.
     c.goto(&w.url("/dead-letters")).await.unwrap();
