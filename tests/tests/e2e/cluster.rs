@@ -71,7 +71,9 @@ async fn ten_thousand_events_survive_killing_the_stream_leader() {
             .await
         {
             tries += 1;
-            assert!(tries < 100, "publish {n} never succeeded: {e}");
+            // Three servers on a shared 2-core machine, each electing leaders for every stream
+            // the killed one led: the new EVENTS leader can take over ten seconds to answer.
+            assert!(tries < 300, "publish {n} never succeeded in 30 s: {e}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
