@@ -240,6 +240,36 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> HistoryErro
     )
 }
 
+/// A queued record of event `e-1` (tenant `acme`, group `g`), for tests.
+#[cfg(test)]
+pub(crate) fn sample() -> RunRecord {
+    let t0 = Utc::now();
+    RunRecord {
+        group: "g".into(),
+        tenant: "acme".into(),
+        event_id: "e-1".into(),
+        event_type: "order.created".into(),
+        attempt: 1,
+        max_attempts: 3,
+        state: RunState::Queued,
+        queued_at: Some(t0),
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        retry_at: None,
+        error: None,
+        progress: None,
+        expected_ms: None,
+        sla_breached: false,
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        transitions: vec![Transition {
+            state: RunState::Queued,
+            at: t0,
+            error: None,
+        }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,26 +295,8 @@ mod tests {
 
     #[test]
     fn record_json_round_trips() {
-        let mut r = RunRecord {
-            group: "g".into(),
-            tenant: "acme".into(),
-            event_id: "e-1".into(),
-            event_type: "order.created".into(),
-            attempt: 1,
-            max_attempts: 3,
-            state: RunState::Queued,
-            queued_at: Some(Utc::now()),
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            retry_at: None,
-            error: None,
-            progress: None,
-            expected_ms: None,
-            sla_breached: false,
-            trace_id: None,
-            transitions: vec![],
-        };
+        let mut r = sample();
+        r.transitions.clear();
         r.transition(RunState::Running, Utc::now(), None);
         r.transition(RunState::Retrying, Utc::now(), Some("boom".into()));
         let json = serde_json::to_string(&r).unwrap();

@@ -149,34 +149,6 @@ pub fn decode_batch(payload: &[u8]) -> impl Iterator<Item = RunRecord> + '_ {
 mod tests {
     use super::*;
 
-    fn record() -> RunRecord {
-        let t0 = Utc::now();
-        RunRecord {
-            group: "g".into(),
-            tenant: "acme".into(),
-            event_id: "e-1".into(),
-            event_type: "order.created".into(),
-            attempt: 1,
-            max_attempts: 3,
-            state: RunState::Queued,
-            queued_at: Some(t0),
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            retry_at: None,
-            error: None,
-            progress: None,
-            expected_ms: None,
-            sla_breached: false,
-            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
-            transitions: vec![Transition {
-                state: RunState::Queued,
-                at: t0,
-                error: None,
-            }],
-        }
-    }
-
     fn round_trip(r: &RunRecord) -> (RunRecord, String) {
         let mut line = b"garbage".to_vec();
         assert!(encode_into(r, &mut line));
@@ -189,7 +161,7 @@ mod tests {
 
     #[test]
     fn plain_runs_are_stored_without_transitions_and_read_back_whole() {
-        let mut r = record();
+        let mut r = super::super::sample();
         let t1 = Utc::now();
         r.started_at = Some(t1);
         r.transition(RunState::Running, t1, None);
@@ -209,7 +181,7 @@ mod tests {
 
     #[test]
     fn other_paths_keep_their_transitions() {
-        let mut r = record();
+        let mut r = super::super::sample();
         // Cancelled before it ran: no `running`, and an error on the transition.
         let t1 = Utc::now();
         r.finished_at = Some(t1);
@@ -219,13 +191,13 @@ mod tests {
         assert!(text.contains("transitions"), "{text}");
 
         // An event without a time: its `queued` transition has none of the record's times.
-        let mut r = record();
+        let mut r = super::super::sample();
         r.queued_at = None;
         let (back, text) = round_trip(&r);
         assert_eq!(back, r);
         assert!(text.contains("transitions"), "{text}");
 
-        let mut r = record();
+        let mut r = super::super::sample();
         r.sla_breached = true;
         let (back, text) = round_trip(&r);
         assert_eq!(back, r);
