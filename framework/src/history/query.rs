@@ -4,9 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use std::collections::HashMap;
-
-use super::read::{Scan, latest_attempts, read_newest};
+use super::read::{Scan, newest_runs};
 use super::{HistoryError, RunRecord, RunState};
 use crate::connection::Connection;
 
@@ -61,24 +59,5 @@ pub async fn find(
             && query.tenant.as_ref().is_none_or(|t| *t == r.tenant)
             && query.event_type.as_ref().is_none_or(|t| *t == r.event_type)
     };
-    let enough = |found: &HashMap<_, RunRecord>| {
-        let mut latest: HashMap<(&str, &str, &str), &RunRecord> = HashMap::new();
-        for r in found.values() {
-            let slot = latest
-                .entry((r.group.as_str(), r.tenant.as_str(), r.event_id.as_str()))
-                .or_insert(r);
-            if r.attempt > slot.attempt {
-                *slot = r;
-            }
-        }
-        latest.values().filter(|r| query.matches_latest(r)).count() >= limit
-    };
-    let (runs, _) = read_newest(conn, scan, keep, enough, FIND_MAX_BYTES).await?;
-    let mut runs: Vec<RunRecord> = latest_attempts(runs)
-        .into_iter()
-        .filter(|r| query.matches_latest(r))
-        .collect();
-    runs.sort_by_key(|r| std::cmp::Reverse(r.updated_at()));
-    runs.truncate(limit);
-    Ok(runs)
+    newest_runs(conn, scan, keep, |r| query.matches_latest(r), limit).await
 }

@@ -63,45 +63,25 @@ pub async fn recent_failures(
         ..Scan::default()
     };
     let keep = |r: &RunRecord| r.group == group && tenant.is_none_or(|t| t == r.tenant);
-    let enough = |found: &HashMap<AttemptKey, RunRecord>| {
-        let mut latest: HashMap<(&str, &str), &RunRecord> = HashMap::new();
-        for r in found.values() {
-            let slot = latest
-                .entry((r.tenant.as_str(), r.event_id.as_str()))
-                .or_insert(r);
-            if r.attempt > slot.attempt {
-                *slot = r;
-            }
-        }
-        latest.values().filter(|r| r.state.is_failure()).count() >= limit
-    };
-    let (runs, _) = read_newest(conn, scan, keep, enough, super::FIND_MAX_BYTES).await?;
-    let mut failed: Vec<RunRecord> = latest_attempts(runs)
-        .into_iter()
-        .filter(|r| r.state.is_failure())
-        .collect();
-    failed.sort_by_key(|r| std::cmp::Reverse(r.updated_at()));
-    failed.truncate(limit);
-    Ok(failed)
+    newest_runs(conn, scan, keep, |r| r.state.is_failure(), limit).await
 }
 
 /// The latest attempt of each event (per group and tenant) among `runs`.
-pub(super) fn latest_attempts(runs: Vec<RunRecord>) -> Vec<RunRecord> {
-    let mut latest: HashMap<(String, String, String), RunRecord> = HashMap::new();
+fn latest_attempts<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Vec<&'a RunRecord> {
+    let mut latest: HashMap<(&str, &str, &str), &RunRecord> = HashMap::new();
     for run in runs {
-        let key = (run.group.clone(), run.tenant.clone(), run.event_id.clone());
-        match latest.get(&key) {
-            Some(seen) if seen.attempt >= run.attempt => {}
-            _ => {
-                latest.insert(key, run);
-            }
+        let slot = latest
+            .entry((&run.group, &run.tenant, &run.event_id))
+            .or_insert(run);
+        if run.attempt > slot.attempt {
+            *slot = run;
         }
     }
     latest.into_values().collect()
 }
 
 /// An attempt: group, tenant, event id, attempt number.
-pub(super) type AttemptKey = (String, String, String, u32);
+type AttemptKey = (String, String, String, u32);
 
 fn attempt_key(r: &RunRecord) -> AttemptKey {
     (
@@ -230,21 +210,23 @@ pub(super) async fn read(
     Ok(window.latest.into_values().collect())
 }
 
-/// Stream sequences in the first (newest) window [`read_newest`] reads; each next one is twice
+/// Stream sequences in the first (newest) window [`newest_runs`] reads; each next one is twice
 /// as long.
 const FIRST_WINDOW: u64 = 64;
 
-/// Like [`read`], newest records first, in windows of the stream read back from its end until
-/// `enough` says so for what was found, the start of `scan` (its `since`, or the stream's first
-/// message) is passed, or `max_bytes` of records were read. Returns the records and whether the
-/// whole of `scan` was read.
-pub(super) async fn read_newest(
+/// The latest attempt of each event in the part of the history `scan` names (among the records
+/// `keep` accepts, see [`read`]) that `matches` accepts, newest first, at most `limit`.
+///
+/// The stream is read back from its end in windows until `limit` runs are found, the start of
+/// `scan` (its `since`, or the stream's first message) is passed, or
+/// [`FIND_MAX_BYTES`](super::FIND_MAX_BYTES) of records were read.
+pub(super) async fn newest_runs(
     conn: &Connection,
     scan: Scan<'_>,
     mut keep: impl FnMut(&RunRecord) -> bool,
-    mut enough: impl FnMut(&HashMap<AttemptKey, RunRecord>) -> bool,
-    max_bytes: usize,
-) -> Result<(Vec<RunRecord>, bool), HistoryError> {
+    matches: impl Fn(&RunRecord) -> bool,
+    limit: usize,
+) -> Result<Vec<RunRecord>, HistoryError> {
     let mut stream = history_stream(conn).await?;
     let state = stream.info().await.map_err(unavailable)?.state.clone();
     let (first, mut last) = (state.first_sequence, state.last_sequence);
@@ -270,11 +252,25 @@ pub(super) async fn read_newest(
         bytes += window.bytes;
         let before_since = matches!((scan.since, window.oldest), (Some(s), Some(o)) if o < s);
         complete = start <= first || before_since;
-        if complete || enough(&found) || bytes >= max_bytes {
+        let enough = || {
+            latest_attempts(found.values())
+                .into_iter()
+                .filter(|r| matches(r))
+                .count()
+                >= limit
+        };
+        if complete || bytes >= super::FIND_MAX_BYTES || enough() {
             break;
         }
         last = start - 1;
         size = size.saturating_mul(2);
     }
-    Ok((found.into_values().collect(), complete))
+    let mut runs: Vec<RunRecord> = latest_attempts(found.values())
+        .into_iter()
+        .filter(|r| matches(r))
+        .cloned()
+        .collect();
+    runs.sort_by_key(|r| std::cmp::Reverse(r.updated_at()));
+    runs.truncate(limit);
+    Ok(runs)
 }

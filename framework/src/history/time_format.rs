@@ -35,19 +35,13 @@ fn format(t: &DateTime<Utc>) -> Option<[u8; 30]> {
     Some(out)
 }
 
-fn write<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    match format(t) {
-        Some(text) => match std::str::from_utf8(&text) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.collect_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-        },
-        None => s.collect_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-    }
-}
-
 /// `serialize_with` for a `DateTime<Utc>`.
 pub(super) fn time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    write(t, s)
+    let text = format(t);
+    match text.as_ref().and_then(|b| std::str::from_utf8(b).ok()) {
+        Some(text) => s.serialize_str(text),
+        None => s.collect_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+    }
 }
 
 /// `serialize_with` for an `Option<DateTime<Utc>>` (skipped when `None`).
@@ -56,7 +50,7 @@ pub(super) fn optional_time<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => write(t, s),
+        Some(t) => time(t, s),
         None => s.serialize_none(),
     }
 }

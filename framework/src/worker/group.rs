@@ -41,7 +41,7 @@ pub struct GroupConfig {
     /// must exist (an admin creates it, e.g. by running the worker once with more rights).
     pub bind_only: bool,
     /// Record every attempt in the run history (see [`crate::history`]); default true. Records
-    /// are appended in batches, a fifth of a group's throughput for handlers that do
+    /// are appended in batches, 20 to 30 % of a group's throughput for handlers that do
     /// nothing (BENCHMARKS.md, Observability); turn it off for a group whose runs nobody looks up.
     pub history: bool,
     /// The lane the group handles (`None`: the default lane). See [`Group::lane`].
