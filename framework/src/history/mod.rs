@@ -310,10 +310,7 @@ mod tests {
         let mut batch = serde_json::to_vec(&r).unwrap();
         batch.extend_from_slice(b"\nnot json\n");
         batch.extend(serde_json::to_vec(&r).unwrap());
-        assert_eq!(
-            decode_batch(&batch).collect::<Vec<_>>(),
-            vec![r.clone(), r.clone()]
-        );
+        assert_eq!(decode_batch(&batch), vec![r.clone(), r.clone()]);
         assert!(r.state.is_failure());
     }
 }

@@ -178,7 +178,7 @@ async fn read_window(
             }
             window.oldest.get_or_insert(info.published);
             window.bytes += msg.payload.len();
-            for record in decode_batch(&msg.payload).filter(|r| keep(r)) {
+            for record in decode_batch(&msg.payload).into_iter().filter(|r| keep(r)) {
                 window.latest.insert(attempt_key(&record), record);
             }
         }

@@ -14,18 +14,19 @@ async fn reset_history(conn: &Connection) -> BoxResult<()> {
     Ok(())
 }
 
-/// How many messages the run history holds.
-async fn history_stream_messages(conn: &Connection) -> BoxResult<f64> {
+/// How many messages and bytes the run history holds.
+async fn history_stream_size(conn: &Connection) -> BoxResult<(f64, f64)> {
     let mut stream = conn
         .jetstream()
         .get_stream(conveyor::history::HISTORY_STREAM)
         .await?;
-    Ok(stream.info().await?.state.messages as f64)
+    let state = &stream.info().await?.state;
+    Ok((state.messages as f64, state.bytes as f64))
 }
 
 pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
     let (mut off, mut on, mut history, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut history_messages = Vec::new();
+    let (mut history_messages, mut history_bytes) = (Vec::new(), Vec::new());
     let telemetry = Telemetry::new();
     // The order of the variants rotates from round to round, so none always runs first.
     let rounds = std::env::var("CONVEYOR_BENCH_ROUNDS")
@@ -42,7 +43,9 @@ pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
                 2 => on.push(observed_consume(conn, Some(&telemetry), false).await?),
                 _ => {
                     history.push(observed_consume(conn, Some(&telemetry), true).await?);
-                    history_messages.push(history_stream_messages(conn).await?);
+                    let (messages, bytes) = history_stream_size(conn).await?;
+                    history_messages.push(messages);
+                    history_bytes.push(bytes);
                 }
             }
         }
@@ -65,7 +68,9 @@ pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
                "history_cost": round2(1.0 - history / on),
                "cpu_per_event": cpu_per_event,
                "history_records_per_message": round2(
-                   CONSUME_N as f64 / median(history_messages))})
+                   CONSUME_N as f64 / median(history_messages)),
+               "history_stored_bytes_per_record": round2(
+                   median(history_bytes) / CONSUME_N as f64)})
     );
     Ok(())
 }

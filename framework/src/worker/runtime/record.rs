@@ -44,12 +44,14 @@ impl RunRecorder {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             sla_breached: false,
             trace_id: Some(trace.trace_id_hex()),
-            transitions: vec![Transition {
-                state: RunState::Queued,
-                at: env.time.unwrap_or_else(Utc::now),
-                error: None,
-            }],
+            transitions: Vec::with_capacity(3),
         };
+        // Room for the usual three: queued, running, the final state.
+        record.transitions.push(Transition {
+            state: RunState::Queued,
+            at: env.time.unwrap_or_else(Utc::now),
+            error: None,
+        });
         // The `running` state is written once the handler first waits (see `run_handler`): a
         // handler that finishes at once gets one write, with every transition in it.
         if running {
