@@ -1,4 +1,4 @@
-//! `conveyor tenants`: pause and resume a tenant's events.
+//! `conveyor tenants`: pause and resume a tenant's events, set its weight, see its backlog.
 
 use clap::Subcommand;
 use conveyor::Connection;
@@ -31,6 +31,12 @@ pub(crate) enum TenantsCommand {
     },
     /// The paused tenants.
     Paused,
+    /// Each tenant's backlog per group: its events the group has not been delivered yet.
+    Backlog {
+        /// The tenants.
+        #[arg(required = true)]
+        tenants: Vec<String>,
+    },
     /// Set a tenant's weight (1 to 100, default 1): while tenants of different partitions have
     /// backlogs, each gets handler slots in proportion to its weight.
     Weight {
@@ -90,6 +96,28 @@ pub(crate) async fn run(conn: &Connection, cmd: TenantsCommand) -> Result<(), Fa
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{tenant} has weight {weight}");
+            Ok(())
+        }
+        TenantsCommand::Backlog { tenants } => {
+            let ids = tenants
+                .iter()
+                .map(|t| tenant_id(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows = conveyor::status::tenant_backlogs(conn, &ids)
+                .await
+                .map_err(|e| e.to_string())?;
+            if rows.is_empty() {
+                println!("no backlog");
+            }
+            for b in &rows {
+                match b.pending {
+                    Some(n) => println!("{}\t{}\t{n} waiting", b.tenant, b.group),
+                    None => println!(
+                        "{}\t{}\tnot counted (ask for fewer tenants)",
+                        b.tenant, b.group
+                    ),
+                }
+            }
             Ok(())
         }
         TenantsCommand::Paused => {

@@ -1,5 +1,5 @@
-//! `/tenants`: every tenant with its stored events, running attempts, last hour, dead letters
-//! and parked events, paused or not, with pause and resume.
+//! `/tenants`: every tenant with its stored events, backlog per group, running attempts, last
+//! hour, dead letters and parked events, paused or not, with pause and resume.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +29,25 @@ pub(crate) struct TenantRow {
     pub(crate) last_hour: crate::activity::Summary,
     /// Its attempts running now, in handlers that wait (from the run history).
     pub(crate) running: u64,
+    /// Its events each group has not been delivered yet (groups without any left out).
+    pub(crate) backlog: Vec<GroupBacklog>,
+}
+
+/// A tenant's backlog in one group.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GroupBacklog {
+    pub(crate) group: String,
+    /// `None`: not counted (too many tenants with a backlog; search to narrow).
+    pub(crate) pending: Option<u64>,
+}
+
+impl TenantRow {
+    /// The backlog summed over the groups, and whether every group was counted.
+    fn backlog_total(&self) -> (u64, bool) {
+        self.backlog.iter().fold((0, true), |(sum, all), b| {
+            (sum + b.pending.unwrap_or(0), all && b.pending.is_some())
+        })
+    }
 }
 
 /// Every tenant known from the stream's subjects, the dead letters, the pauses and the tenant
@@ -95,6 +114,21 @@ pub(crate) async fn tenants(app: &App, search: &str) -> Result<Vec<TenantRow>, P
         r.last_hour = app.activity.tenant(&r.tenant, 60);
         r.running = app.activity.running_of_tenant(&r.tenant);
     }
+    let ids: Vec<conveyor::TenantId> = rows
+        .keys()
+        .filter_map(|t| conveyor::TenantId::parse(t).ok())
+        .collect();
+    let backlogs = conveyor::status::tenant_backlogs(&app.conn, &ids)
+        .await
+        .map_err(PageError::unavailable)?;
+    for b in backlogs {
+        if let Some(r) = rows.get_mut(&b.tenant) {
+            r.backlog.push(GroupBacklog {
+                group: b.group,
+                pending: b.pending,
+            });
+        }
+    }
     for r in rows.values_mut().filter(|r| !r.paused.is_empty()) {
         if let Ok(t) = conveyor::TenantId::parse(&r.tenant) {
             r.parked = conveyor::pause::parked_count(&app.conn, &t)
@@ -120,12 +154,19 @@ pub(crate) async fn page(State(app): State<Arc<App>>, Query(p): Query<Params>) -
             button.secondary type="submit" { "Search" }
         }
         table {
-            thead { tr { th { "Tenant" } th.num { "Events stored" } th.num { "Running" } th.num { "Handled (1 h)" } th.num { "Failed (1 h)" } th.num { "Dead letters" } th { "State" } th.num { "Parked" } th { "" } } }
+            thead { tr { th { "Tenant" } th.num { "Events stored" } th.num { "Backlog" } th.num { "Running" } th.num { "Handled (1 h)" } th.num { "Failed (1 h)" } th.num { "Dead letters" } th { "State" } th.num { "Parked" } th { "" } } }
             tbody {
                 @for r in &rows {
                     tr {
                         td { (r.tenant) }
                         td.num { (r.stored) }
+                        td.num {
+                            @let (total, all) = r.backlog_total();
+                            (total) @if !all { "+" }
+                            @for b in &r.backlog {
+                                br; span.muted { (b.group) " " @match b.pending { Some(n) => (n), None => "?" } }
+                            }
+                        }
                         td.num { a href={ "/runs?tenant=" (encode(&r.tenant)) "&state=running" } { (r.running) } }
                         td.num { (r.last_hour.handled) }
                         td.num { a href={ "/runs?tenant=" (encode(&r.tenant)) "&state=retrying" } { (r.last_hour.failed) } }
@@ -154,9 +195,10 @@ pub(crate) async fn page(State(app): State<Arc<App>>, Query(p): Query<Params>) -
                         }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="9" .muted { "No tenant found." } } }
+                @if rows.is_empty() { tr { td colspan="10" .muted { "No tenant found." } } }
             }
         }
+        p.muted { "Backlog: the tenant's events each group has not been delivered yet (counted by the server, for up to " (conveyor::status::MAX_BACKLOG_LOOKUPS) " tenant and group pairs; \"?\": not counted, search to narrow)." }
         p.muted { "A paused tenant's events are kept (in PARKED) and run when it is resumed, oldest first; other tenants are not affected." }
     };
     Ok(shell("Tenants", "/tenants", p.notice.as_deref(), body))

@@ -28,6 +28,14 @@ async fn tenants_and_groups_are_paused_and_resumed_from_the_command_line() {
     })
     .await;
     worker.shutdown().await;
+    // With no worker running, another tenant's event waits in the group's backlog.
+    conveyor::Publisher::new(&conn)
+        .publish("globex", &Ping { n: 2 })
+        .await
+        .unwrap();
+    let backlog = conveyor(&url, &["tenants", "backlog", "globex", "initech"]);
+    assert!(backlog.status.success(), "{:?}", text(&backlog));
+    assert_eq!(text(&backlog).0, "globex\torders\t1 waiting\n");
     let bad = conveyor(&url, &["tenants", "pause", "ac me"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).1.contains("invalid tenant"), "{:?}", text(&bad));

@@ -1,6 +1,7 @@
 //! The operator's overview of a deployment: streams, groups (their partition consumers summed),
 //! dead letters, the scheduler's leader, paused tenants and waiting schedules. `conveyor
-//! status` prints it and the dashboard shows it, from this one function.
+//! status` prints it and the dashboard shows it, from this one function. Each tenant's share of
+//! the groups' backlogs: [`tenant_backlogs`].
 //!
 //! ```no_run
 //! # async fn run(conn: &conveyor::Connection) -> Result<(), conveyor::status::StatusError> {
@@ -22,6 +23,9 @@ use crate::connection::Connection;
 use crate::error::Error;
 use crate::pause::Pause;
 use crate::topology::{DLQ_STREAM, EVENTS_STREAM, LEASES_BUCKET};
+
+mod tenants;
+pub use tenants::{MAX_BACKLOG_LOOKUPS, TenantBacklog, tenant_backlogs};
 
 /// Why the overview could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

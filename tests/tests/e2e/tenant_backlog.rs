@@ -1,0 +1,98 @@
+//! Each tenant's backlog in each group, as the overview's tenants see it.
+
+use std::time::Duration;
+
+use conveyor::status::{TenantBacklog, tenant_backlogs};
+use conveyor::{Context, Group, HandlerError, Publisher, TenantId, Worker};
+use conveyor_tests::{Ping, Pong, Recorder, eventually, server};
+
+fn worker(conn: &conveyor::Connection, recorder: &Recorder) -> conveyor::worker::WorkerHandle {
+    let ok = |ctx: &Context<Recorder>| {
+        ctx.state()
+            .record(ctx.event_id(), ctx.attempt(), ctx.tenant().as_str());
+        Ok::<(), HandlerError>(())
+    };
+    Worker::builder(conn, recorder.clone())
+        .group(
+            Group::new("pings")
+                .handle(move |_: Ping, ctx: Context<Recorder>| async move { ok(&ctx) }),
+        )
+        .group(
+            Group::new("pongs")
+                .handle(move |_: Pong, ctx: Context<Recorder>| async move { ok(&ctx) }),
+        )
+        .build()
+        .unwrap()
+        .spawn()
+}
+
+fn backlog(tenant: &str, group: &str, pending: u64) -> TenantBacklog {
+    TenantBacklog {
+        tenant: tenant.into(),
+        group: group.into(),
+        pending: Some(pending),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenants_backlog_is_counted_per_group() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    // The groups' consumers exist; nothing consumes while the events are published.
+    let first = worker(&conn, &recorder);
+    eventually(Duration::from_secs(10), "the groups' consumers", || async {
+        let groups = conveyor::status::backlogs(&conn).await.unwrap();
+        groups.len() == 2 && groups.iter().all(|g| g.consumers == 16)
+    })
+    .await;
+    first.shutdown().await;
+    let publisher = Publisher::new(&conn);
+    for n in 0..3 {
+        publisher.publish("acme", &Ping { n }).await.unwrap();
+        publisher.publish("globex", &Ping { n }).await.unwrap();
+    }
+    for n in 0..2 {
+        publisher.publish("acme", &Pong { n }).await.unwrap();
+    }
+    publisher.publish("globex", &Ping { n: 3 }).await.unwrap();
+    let tenants: Vec<TenantId> = ["acme", "globex", "initech"]
+        .into_iter()
+        .map(|t| TenantId::parse(t).unwrap())
+        .collect();
+    assert_eq!(
+        tenant_backlogs(&conn, &tenants).await.unwrap(),
+        [
+            backlog("acme", "pings", 3),
+            backlog("acme", "pongs", 2),
+            backlog("globex", "pings", 4),
+        ]
+    );
+    // Only the tenants asked for are counted.
+    assert_eq!(
+        tenant_backlogs(&conn, &tenants[1..2]).await.unwrap(),
+        [backlog("globex", "pings", 4)]
+    );
+    // Once handled, nothing is left; the counting consumers are gone.
+    let running = worker(&conn, &recorder);
+    recorder
+        .wait_for(Duration::from_secs(30), "every event", |s| s.len() == 9)
+        .await;
+    eventually(Duration::from_secs(10), "no backlog", || async {
+        tenant_backlogs(&conn, &tenants).await.unwrap().is_empty()
+    })
+    .await;
+    running.shutdown().await;
+    let stream = conn
+        .jetstream()
+        .get_stream(conveyor::topology::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let mut names = stream.consumer_names();
+    let mut durable = 0;
+    while let Some(name) = futures::StreamExt::next(&mut names).await {
+        let name = name.unwrap();
+        assert!(name.contains('~'), "a counting consumer is left: {name}");
+        durable += 1;
+    }
+    assert_eq!(durable, 2 * conveyor::partition::PARTITIONS);
+}
