@@ -1,4 +1,5 @@
-//! `conveyor status`: streams, groups, dead letters, the scheduler leader, paused tenants.
+//! `conveyor status`: streams, groups, their worker processes, dead letters, the scheduler
+//! leader, paused tenants.
 
 use conveyor::Connection;
 
@@ -30,8 +31,8 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
     }
     println!();
     println!(
-        "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12} {:>8}  last active",
-        "group", "pending", "ack pending", "redelivered", "waiting", "dead letters", "removed"
+        "{:<20} {:>8} {:>11} {:>11} {:>9} {:>12} {:>8}  last active",
+        "group", "pending", "ack pending", "redelivered", "processes", "dead letters", "removed"
     );
     for g in &groups {
         let removed = match (
@@ -42,13 +43,19 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
             (Some(n), _) => n.to_string(),
             (None, _) => "?".into(),
         };
+        // Bound processes, and how many more are still binding.
+        let processes = match (g["bound_processes"].as_u64(), g["processes"].as_u64()) {
+            (Some(b), Some(n)) if b < n => format!("{b}+{}", n - b),
+            (_, Some(n)) => n.to_string(),
+            _ => "?".into(),
+        };
         println!(
-            "{:<20} {:>8} {:>11} {:>11} {:>8} {:>12} {:>8}  {}",
+            "{:<20} {:>8} {:>11} {:>11} {:>9} {:>12} {:>8}  {}",
             g["group"].as_str().unwrap_or(""),
             g["pending"],
             g["ack_pending"],
             g["redelivered"],
-            g["waiting"],
+            processes,
             g["dead_letters"],
             removed,
             match g["paused"].as_bool() {
@@ -58,6 +65,18 @@ pub(crate) async fn status(conn: &Connection, as_json: bool) -> Result<(), Fail>
         );
     }
     println!();
+    for w in &overview.workers {
+        println!(
+            "worker {} on {} (pid {}, {} slots, {}, since {})",
+            w.group,
+            w.host,
+            w.pid,
+            w.concurrency,
+            if w.bound { "bound" } else { "binding" },
+            w.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     match &leader {
         Some(l) => println!(
             "scheduler leader: {} (since {})",

@@ -1,5 +1,5 @@
-//! `/`: every group's backlog, in-flight and dead letters, the streams' size and limits, the
-//! scheduler's leader, and charts of the last hour.
+//! `/`: every group's backlog, in-flight, worker processes and dead letters, the worker
+//! processes, the streams' size and limits, the scheduler's leader, and charts of the last hour.
 
 use axum::extract::{Query, State};
 use maud::html;
@@ -61,7 +61,7 @@ pub(crate) async fn page(
         table {
             thead { tr {
                 th { "Group" } th.num { "Backlog" } th.num { "In flight" } th.num { "Redelivered" }
-                th.num { "Waiting pulls" } th.num { "Consumers" } th.num { "Dead letters" }
+                th.num title="worker processes bound to every partition consumer of the group, of those running it" { "Processes" } th.num { "Dead letters" }
                 th.num { "Removed unhandled" } th.num { "Handled/min" } th.num { "Failed/min" }
                 th.num { "p50 / p95" } th { "Last active" }
             } }
@@ -74,8 +74,13 @@ pub(crate) async fn page(
                         td.num { (g.pending) }
                         td.num { (g.ack_pending) }
                         td.num { (g.redelivered) }
-                        td.num { (g.waiting) }
-                        td.num { (g.consumers) }
+                        td.num title={ (g.waiting) " waiting pulls on " (g.consumers) " consumers" } {
+                            @match (g.bound_processes, g.processes) {
+                                (Some(b), Some(n)) if b == n => { (n) }
+                                (Some(b), Some(n)) => { (b) " of " (n) " bound" }
+                                _ => { span.muted { "?" } }
+                            }
+                        }
                         td.num { a href={ "/dead-letters?group=" (crate::layout::encode(&g.group)) } { (g.dead_letters) } }
                         td.num {
                             @match (g.removed, g.removed_at_least) {
@@ -95,7 +100,7 @@ pub(crate) async fn page(
 
                     }
                 }
-                @if groups.is_empty() { tr { td colspan="12" .muted { "No group has consumers yet: start a worker." } } }
+                @if groups.is_empty() { tr { td colspan="11" .muted { "No group has consumers yet: start a worker." } } }
             }
         }
         p.muted {
@@ -103,6 +108,20 @@ pub(crate) async fn page(
             code { "Group::history" } ")"
             @if !app.activity.following() { ": no group records history yet" }
             "."
+        }
+        h2 { "Worker processes" }
+        table {
+            thead { tr { th { "Group" } th { "Host" } th.num { "Pid" } th.num { "Slots" } th { "Bound" } th { "Started" } th { "Version" } } }
+            tbody {
+                @for w in o.workers.iter().filter(|w| w.group.contains(wanted)) {
+                    tr {
+                        td { (w.group) } td { (w.host) } td.num { (w.pid) } td.num { (w.concurrency) }
+                        td { @if w.bound { span.state.succeeded { "bound" } } @else { span.state.paused { "binding" } } }
+                        td.muted { (time(w.started_at)) } td.muted { (w.version) }
+                    }
+                }
+                @if o.workers.is_empty() { tr { td colspan="7" .muted { "No worker process announced itself in the last 30 s." } } }
+            }
         }
         h2 { "Last hour" }
         div.cards {

@@ -123,7 +123,8 @@ fn bucket(name: &str, description: &str, max_age: Duration) -> BucketSpec {
 /// The buckets of a default deployment: lease (2 s TTL), schedule state, run markers (24 h),
 /// tenant registry, cancellations (7 days), paused tenants, hand-back
 /// counts (7 days), rate-limit slots (7 days), concurrency leases (7 days), handler state (`conveyor::store::KvStore`), the
-/// counts of work removed by retention limits and the HTTP gateway's API keys.
+/// counts of work removed by retention limits, the HTTP gateway's API keys and the worker
+/// processes (30 s).
 pub fn default_buckets() -> Vec<BucketSpec> {
     vec![
         bucket(
@@ -177,6 +178,11 @@ pub fn default_buckets() -> Vec<BucketSpec> {
             KEYS_BUCKET,
             "Conveyor gateway API keys (hashed)",
             Duration::ZERO,
+        ),
+        bucket(
+            crate::worker::WORKERS_BUCKET,
+            "Conveyor worker processes and their groups",
+            crate::worker::WORKERS_MAX_AGE,
         ),
     ]
 }

@@ -76,6 +76,17 @@ async fn an_operator_sees_and_acts_on_every_page() {
         groups.contains("orders") && groups.contains("slow"),
         "{groups}"
     );
+    // The worker process of each group, bound to its consumers.
+    let processes = text(c, "main table:nth-of-type(2)").await;
+    let pid = std::process::id().to_string();
+    assert!(
+        processes
+            .lines()
+            .filter(|l| l.contains(&pid) && l.contains("bound"))
+            .count()
+            >= 2,
+        "{processes}"
+    );
     screenshot(c, "overview").await;
 
     // Tenants: each with its dead letters; search in the URL.

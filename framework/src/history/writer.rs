@@ -106,12 +106,7 @@ impl HistoryWriter {
         let Batch { bytes, records } = batch;
         let subject = shard.subject.clone();
         let bytes = super::wire::compress(bytes);
-        match self
-            .conn
-            .jetstream()
-            .publish(subject.clone(), bytes)
-            .await
-        {
+        match self.conn.jetstream().publish(subject.clone(), bytes).await {
             Ok(ack) => {
                 self.acks.spawn(async move {
                     if let Err(e) = ack.await {

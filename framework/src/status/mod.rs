@@ -25,7 +25,9 @@ use crate::pause::Pause;
 use crate::topology::{DLQ_STREAM, EVENTS_STREAM, LEASES_BUCKET};
 
 mod tenants;
+mod workers;
 pub use tenants::{MAX_BACKLOG_LOOKUPS, TenantBacklog, tenant_backlogs};
+pub use workers::{WorkerProcess, workers};
 
 /// Why the overview could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +79,11 @@ pub struct GroupStatus {
     pub redelivered: u64,
     /// Outstanding pull requests (bound worker processes keep some).
     pub waiting: u64,
+    /// Worker processes running the group, as they announce themselves ([`workers`]); `None`
+    /// where not read ([`backlogs`]).
+    pub processes: Option<u64>,
+    /// Of those, the ones bound to every partition consumer of the group.
+    pub bound_processes: Option<u64>,
     /// Its consumers (16 per lane).
     pub consumers: u64,
     /// True when a consumer of the group is paused.
@@ -118,6 +125,8 @@ pub struct Overview {
     pub scheduled: Option<u64>,
     /// Dead letters the `DLQ` limits removed, when counted.
     pub dead_letters_removed: Option<u64>,
+    /// The worker processes running the groups ([`workers`]).
+    pub workers: Vec<WorkerProcess>,
 }
 
 fn unavailable(what: String, e: impl std::error::Error + Send + Sync + 'static) -> StatusError {
@@ -151,8 +160,12 @@ pub async fn overview(conn: &Connection) -> Result<Overview, StatusError> {
     }
     let dead = dead_letters_by_group(conn).await?;
     let mut by_group = consumers_by_group(conn).await?;
+    let processes = workers(conn).await?;
     for row in by_group.values_mut() {
         row.dead_letters = dead.get(&row.group).copied().unwrap_or(0);
+        let of_group = processes.iter().filter(|p| p.group == row.group);
+        row.processes = Some(of_group.clone().count() as u64);
+        row.bound_processes = Some(of_group.filter(|p| p.bound).count() as u64);
     }
     // Sampling here too keeps the counts going where no scheduler runs; a user who may not
     // sample reads what the scheduler's leader counted.
@@ -184,6 +197,7 @@ pub async fn overview(conn: &Connection) -> Result<Overview, StatusError> {
         paused: crate::pause::paused(conn).await.unwrap_or_default(),
         scheduled: crate::delay::scheduled_count(conn, None).await.ok(),
         dead_letters_removed: retention.as_ref().map(|r| r.dead_letters_removed),
+        workers: processes,
     })
 }
 
@@ -221,6 +235,8 @@ async fn consumers_by_group(
                 ack_pending: 0,
                 redelivered: 0,
                 waiting: 0,
+                processes: None,
+                bound_processes: None,
                 consumers: 0,
                 paused: false,
                 last_active: None,

@@ -3,6 +3,7 @@
 mod backstop;
 mod group;
 mod handback;
+mod presence;
 pub(crate) mod runtime;
 
 pub(crate) use group::Route;
@@ -10,6 +11,7 @@ pub use group::{Group, GroupConfig, StartFrom};
 pub(crate) use runtime::panic_message;
 
 pub use handback::{HANDBACK_ALLOWANCE, HANDBACKS_BUCKET};
+pub use presence::{PRESENCE_INTERVAL, WORKERS_BUCKET, WORKERS_MAX_AGE};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -388,6 +390,11 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 tracker.clone(),
             )));
         }
+        loops.push(tokio::spawn(presence::announce(
+            self.conn.clone(),
+            self.groups.clone(),
+            shutdown.clone(),
+        )));
         if self.backstop {
             loops.push(tokio::spawn(backstop::run(
                 self.conn.clone(),

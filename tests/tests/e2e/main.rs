@@ -24,5 +24,5 @@ mod rolling_deploy;
 mod scheduler;
 mod scheduler_isolation;
 mod settling;
-mod tenant_backlog;
+mod status;
 mod worker;

@@ -149,12 +149,22 @@ async fn each_user_can_do_its_job_and_nothing_else() {
             .is_ok_and(|r| r.len() == 1 && r[0].state == conveyor::history::RunState::Succeeded)
     })
     .await;
+    // It announces its process, bound to the group's consumers; gone once it stops.
+    eventually(Duration::from_secs(10), "the process announced", || async {
+        conveyor::status::workers(&admin)
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.group == "billing" && p.bound && p.pid == std::process::id())
+    })
+    .await;
     assert_eq!(
         worker_conn.recent_permission_violation(),
         None,
         "nothing the worker does is refused"
     );
     worker.shutdown().await;
+    assert_eq!(conveyor::status::workers(&admin).await.unwrap(), []);
 
     // ... but cannot publish events,
     let err = Publisher::new(&worker_conn)

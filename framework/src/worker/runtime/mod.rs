@@ -152,6 +152,11 @@ impl<S> GroupRuntime<S> {
         move || bound.load(Ordering::Acquire) == ALL_BOUND
     }
 
+    /// The group's handler slots.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
     pub(crate) fn metrics(&self) -> Option<&GroupMetrics> {
         self.metrics.as_ref()
     }

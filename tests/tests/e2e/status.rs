@@ -1,4 +1,5 @@
-//! Each tenant's backlog in each group, as the overview's tenants see it.
+//! What the overview shows beyond consumer state: each tenant's backlog per group, the worker
+//! processes of each group.
 
 use std::time::Duration;
 
@@ -95,4 +96,44 @@ async fn each_tenants_backlog_is_counted_per_group() {
         durable += 1;
     }
     assert_eq!(durable, 2 * conveyor::partition::PARTITIONS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_announce_their_groups_and_leave_at_shutdown() {
+    let (_server, conn) = server().await;
+    let recorder = Recorder::default();
+    let (a, b) = (worker(&conn, &recorder), worker(&conn, &recorder));
+    eventually(
+        Duration::from_secs(15),
+        "two bound processes per group",
+        || async {
+            let o = conveyor::status::overview(&conn).await.unwrap();
+            o.groups.len() == 2
+                && o.groups
+                    .iter()
+                    .all(|g| g.processes == Some(2) && g.bound_processes == Some(2))
+        },
+    )
+    .await;
+    let processes = conveyor::status::workers(&conn).await.unwrap();
+    assert_eq!(processes.len(), 4, "{processes:?}");
+    assert!(
+        processes
+            .iter()
+            .all(|p| p.pid == std::process::id() && p.concurrency == 32 && !p.host.is_empty())
+    );
+    let instances: std::collections::HashSet<_> =
+        processes.iter().map(|p| p.instance.as_str()).collect();
+    assert_eq!(instances.len(), 2, "one instance per worker: {processes:?}");
+    a.shutdown().await;
+    let left = conveyor::status::workers(&conn).await.unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|p| instances.contains(p.instance.as_str())));
+    b.shutdown().await;
+    assert_eq!(conveyor::status::workers(&conn).await.unwrap(), []);
+    // The backlog counts need no process: the groups' consumers stay.
+    assert_eq!(
+        conveyor::status::backlogs(&conn).await.unwrap()[0].processes,
+        None
+    );
 }
