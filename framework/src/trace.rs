@@ -84,7 +84,19 @@ impl TraceParent {
 
     /// The trace id as 32 lowercase hex digits.
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        self.write_trace_id(&mut [0; 32]).to_owned()
+    }
+
+    /// Writes the trace id as 32 lowercase hex digits into `buf` and returns them (no
+    /// allocation: a run record is written for every run).
+    pub(crate) fn write_trace_id<'b>(&self, buf: &'b mut [u8; 32]) -> &'b str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in buf.iter_mut().enumerate() {
+            let nibble = (self.trace_id >> (4 * (31 - i))) & 0xf;
+            // `nibble` is below 16: the index is in range and the cast cannot truncate.
+            *b = HEX.get(nibble as usize).copied().unwrap_or(b'0');
+        }
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 
     /// The span id as 16 lowercase hex digits.
@@ -226,6 +238,10 @@ mod tests {
         assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(tp.span_id_hex(), "00f067aa0ba902b7");
         assert_eq!(tp.flags(), 1);
+        let small = TraceParent::from_parts(0xab, 1, 0).unwrap();
+        assert_eq!(small.trace_id_hex(), format!("{:032x}", 0xab));
+        let big = TraceParent::from_parts(u128::MAX, 1, 0).unwrap();
+        assert_eq!(big.trace_id_hex(), "f".repeat(32));
     }
 
     #[test]

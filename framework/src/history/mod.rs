@@ -178,7 +178,8 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// Moves to `state` at `at`, recording `error` with it.
+    /// Moves to `state` at `at`, recording `error` with it (as a worker's run recorder does).
+    #[cfg(test)]
     pub(crate) fn transition(&mut self, state: RunState, at: DateTime<Utc>, error: Option<String>) {
         self.state = state;
         if error.is_some() {
@@ -207,6 +208,7 @@ mod wire;
 mod writer;
 pub use query::{FIND_MAX_BYTES, RunQuery, find};
 pub use read::{recent_failures, runs_of_event};
+pub(crate) use wire::RecordView;
 pub use wire::decode_batch;
 pub(crate) use writer::{Full, HistoryWriter};
 

@@ -25,61 +25,98 @@ use serde::Serialize;
 
 use super::{RunRecord, RunState, Transition, time_format};
 
-/// The fields of a record as stored.
-#[derive(Serialize)]
-struct Stored<'a> {
-    group: &'a str,
-    tenant: &'a str,
-    event_id: &'a str,
-    event_type: &'a str,
-    attempt: u32,
-    max_attempts: u32,
-    state: RunState,
+/// A record as it is stored, borrowed: from a [`RunRecord`] (`From`), or from a running
+/// delivery's own fields, so recording a run copies none of its strings.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RecordView<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) tenant: &'a str,
+    pub(crate) event_id: &'a str,
+    pub(crate) event_type: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) state: RunState,
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "time_format::optional_time"
     )]
-    queued_at: Option<DateTime<Utc>>,
+    pub(crate) queued_at: Option<DateTime<Utc>>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "time_format::optional_time"
     )]
-    started_at: Option<DateTime<Utc>>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "time_format::optional_time"
     )]
-    finished_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<u64>,
+    pub(crate) duration_ms: Option<u64>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "time_format::optional_time"
     )]
-    retry_at: Option<DateTime<Utc>>,
+    pub(crate) retry_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    pub(crate) error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    progress: Option<&'a super::ProgressReport>,
+    pub(crate) progress: Option<&'a super::ProgressReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    expected_ms: Option<u64>,
+    pub(crate) expected_ms: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    sla_breached: bool,
+    pub(crate) sla_breached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<&'a str>,
+    pub(crate) trace_id: Option<&'a str>,
+    /// Every transition; left out of the stored line when the times imply them.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    transitions: &'a [Transition],
+    pub(crate) transitions: &'a [Transition],
+}
+
+impl<'a> From<&'a RunRecord> for RecordView<'a> {
+    fn from(r: &'a RunRecord) -> Self {
+        Self {
+            group: &r.group,
+            tenant: &r.tenant,
+            event_id: &r.event_id,
+            event_type: &r.event_type,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            state: r.state,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: r.duration_ms,
+            retry_at: r.retry_at,
+            error: r.error.as_deref(),
+            progress: r.progress.as_ref(),
+            expected_ms: r.expected_ms,
+            sla_breached: r.sla_breached,
+            trace_id: r.trace_id.as_deref(),
+            transitions: &r.transitions,
+        }
+    }
+}
+
+/// The times and final error of a record, from which its plain transitions follow.
+#[derive(Clone, Copy)]
+struct Times<'a> {
+    state: RunState,
+    queued_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<&'a str>,
 }
 
 /// The transitions a record without them stands for, as (state, time, error).
-fn implied(r: &RunRecord) -> impl Iterator<Item = (RunState, DateTime<Utc>, Option<&str>)> {
-    let last = (!matches!(r.state, RunState::Queued | RunState::Running)).then(|| {
-        let error = r.state.is_failure().then_some(r.error.as_deref()).flatten();
-        (r.state, r.finished_at, error)
+fn implied(t: Times<'_>) -> impl Iterator<Item = (RunState, DateTime<Utc>, Option<&str>)> {
+    let last = (!matches!(t.state, RunState::Queued | RunState::Running)).then(|| {
+        let error = t.state.is_failure().then_some(t.error).flatten();
+        (t.state, t.finished_at, error)
     });
     [
-        Some((RunState::Queued, r.queued_at, None)),
-        Some((RunState::Running, r.started_at, None)),
+        Some((RunState::Queued, t.queued_at, None)),
+        Some((RunState::Running, t.started_at, None)),
         last,
     ]
     .into_iter()
@@ -88,8 +125,14 @@ fn implied(r: &RunRecord) -> impl Iterator<Item = (RunState, DateTime<Utc>, Opti
 }
 
 /// True when the record's transitions are the ones its times imply.
-fn is_plain(r: &RunRecord) -> bool {
-    let mut implied = implied(r);
+fn is_plain(r: &RecordView<'_>) -> bool {
+    let mut implied = implied(Times {
+        state: r.state,
+        queued_at: r.queued_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        error: r.error,
+    });
     r.transitions.iter().all(|t| {
         implied.next().is_some_and(|(state, at, error)| {
             t.state == state && t.at == at && t.error.as_deref() == error
@@ -99,27 +142,10 @@ fn is_plain(r: &RunRecord) -> bool {
 
 /// Appends one record as a stored line (ending in a newline) to `out`; on failure `out` is
 /// left as it was.
-pub(super) fn encode_into(r: &RunRecord, out: &mut Vec<u8>) -> bool {
-    let plain = is_plain(r);
-    let stored = Stored {
-        group: &r.group,
-        tenant: &r.tenant,
-        event_id: &r.event_id,
-        event_type: &r.event_type,
-        attempt: r.attempt,
-        max_attempts: r.max_attempts,
-        state: r.state,
-        queued_at: r.queued_at,
-        started_at: r.started_at,
-        finished_at: r.finished_at,
-        duration_ms: r.duration_ms,
-        retry_at: r.retry_at,
-        error: r.error.as_deref(),
-        progress: r.progress.as_ref(),
-        expected_ms: r.expected_ms,
-        sla_breached: r.sla_breached,
-        trace_id: r.trace_id.as_deref(),
-        transitions: if plain { &[] } else { &r.transitions },
+pub(crate) fn encode_into(r: &RecordView<'_>, out: &mut Vec<u8>) -> bool {
+    let stored = RecordView {
+        transitions: if is_plain(r) { &[] } else { r.transitions },
+        ..*r
     };
     let len = out.len();
     if serde_json::to_writer(&mut *out, &stored).is_err() {
@@ -180,13 +206,19 @@ pub fn decode_batch(payload: &[u8]) -> Vec<RunRecord> {
         .filter_map(|line| match serde_json::from_slice::<RunRecord>(line) {
             Ok(mut r) => {
                 if r.transitions.is_empty() {
-                    r.transitions = implied(&r)
-                        .map(|(state, at, error)| Transition {
-                            state,
-                            at,
-                            error: error.map(str::to_owned),
-                        })
-                        .collect();
+                    r.transitions = implied(Times {
+                        state: r.state,
+                        queued_at: r.queued_at,
+                        started_at: r.started_at,
+                        finished_at: r.finished_at,
+                        error: r.error.as_deref(),
+                    })
+                    .map(|(state, at, error)| Transition {
+                        state,
+                        at,
+                        error: error.map(str::to_owned),
+                    })
+                    .collect();
                 }
                 Some(r)
             }
@@ -204,7 +236,7 @@ mod tests {
 
     fn round_trip(r: &RunRecord) -> (RunRecord, String) {
         let mut line = b"garbage".to_vec();
-        assert!(encode_into(r, &mut line));
+        assert!(encode_into(&r.into(), &mut line));
         let line = line.split_off(7);
         let text = String::from_utf8(line.clone()).unwrap();
         let back = decode_batch(&line);
@@ -243,7 +275,7 @@ mod tests {
             })
             .collect();
         for r in &records {
-            assert!(encode_into(r, &mut lines));
+            assert!(encode_into(&r.into(), &mut lines));
         }
         let frame = compress(lines.clone());
         assert!(frame.starts_with(&LZ4_MAGIC));

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{FLUSH_INTERVAL, HISTORY_STREAM, RunRecord};
+use super::wire::RecordView;
+use super::{FLUSH_INTERVAL, HISTORY_STREAM};
 use crate::connection::Connection;
 use crate::subject::{HISTORY_SHARDS, history_shard, history_subject};
 
@@ -82,8 +83,8 @@ impl HistoryWriter {
 
     /// Adds a record to its shard's batch (encoding it there, under the shard's lock), and
     /// returns the batch if that filled it.
-    pub(crate) fn add(&self, record: &RunRecord) -> Option<Full> {
-        let shard = usize::try_from(history_shard(&record.event_id)).unwrap_or(0);
+    pub(crate) fn add(&self, record: &RecordView<'_>) -> Option<Full> {
+        let shard = usize::try_from(history_shard(record.event_id)).unwrap_or(0);
         let mut batch = self.shards.get(shard)?.batch.lock().ok()?;
         if super::wire::encode_into(record, &mut batch.bytes) {
             batch.records += 1;

@@ -49,7 +49,7 @@ use crate::control::{Cancellations, ProgressUpdate, progress_subject};
 use crate::dlq::{DeadLetter, DeadLetterKind};
 use crate::envelope::{RawEnvelope, split_event_subject};
 use crate::handler::{Context, Delivery, FollowUps, HandlerResult, ProgressSink, RunHooks};
-use crate::history::{HistoryWriter, ProgressReport, RunRecord, RunState, Transition};
+use crate::history::{HistoryWriter, ProgressReport, RunState, Transition};
 use crate::partition::{PARTITIONS, consumer_name};
 use crate::publisher::Publisher;
 use crate::sla::SlaBreached;
@@ -408,21 +408,6 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
             return wait;
         }
     }
-    if let Some(history) = &rt.history {
-        let recorder = RunRecorder::start(
-            history.clone(),
-            &rt.name,
-            &routed,
-            attempt,
-            &trace,
-            !cancelled(),
-        );
-        tracking.record = Some(Arc::new(recorder));
-    }
-    let cancellations = rt.cancels.subscribe();
-    if cancelled() {
-        return Outcome::Cancelled { running: false };
-    }
     let Routed { env, tenant, .. } = routed;
     let delivery = Arc::new(Delivery {
         group: rt.shared_name.clone(),
@@ -441,6 +426,23 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
         trace,
         stream_sequence: incoming.stream_sequence,
     });
+    let cancelled = || {
+        rt.cancels
+            .is_cancelled(&rt.name, delivery.tenant.as_str(), &delivery.event_id)
+    };
+    if let Some(history) = &rt.history {
+        let recorder = RunRecorder::start(
+            history.clone(),
+            delivery.clone(),
+            &route.options,
+            !cancelled(),
+        );
+        tracking.record = Some(Arc::new(recorder));
+    }
+    let cancellations = rt.cancels.subscribe();
+    if cancelled() {
+        return Outcome::Cancelled { running: false };
+    }
     let cancel = CancellationToken::new();
     let hooks = Arc::new(RunHooks::new(
         cancel.clone(),

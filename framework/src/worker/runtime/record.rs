@@ -1,80 +1,121 @@
 //! Recording one run in the history: its record, changed and written in one place.
 
 use super::*;
-use crate::history::Full;
+use crate::history::{Full, RecordView};
+use chrono::DateTime;
+
+/// What changes in a run's record; the rest is the delivery's (see [`RunRecorder`]).
+#[derive(Debug)]
+pub(super) struct Run {
+    pub(super) state: RunState,
+    pub(super) started_at: Option<DateTime<Utc>>,
+    pub(super) finished_at: Option<DateTime<Utc>>,
+    pub(super) duration_ms: Option<u64>,
+    pub(super) retry_at: Option<DateTime<Utc>>,
+    pub(super) error: Option<String>,
+    pub(super) progress: Option<ProgressReport>,
+    pub(super) sla_breached: bool,
+    pub(super) transitions: Vec<Transition>,
+}
+
+impl Run {
+    /// Moves to `state` at `at`, recording `error` with it.
+    fn transition(&mut self, state: RunState, at: DateTime<Utc>, error: Option<String>) {
+        self.state = state;
+        if error.is_some() {
+            self.error.clone_from(&error);
+        }
+        self.transitions.push(Transition { state, at, error });
+    }
+}
 
 /// One run's record and where it is written. Every change goes through [`RunRecorder::write`]
 /// (an intermediate state) or [`RunRecorder::store`] (the final state). Neither waits for the
-/// server: the record is handed to the group's history flusher, which appends it with others
+/// server: the record is encoded into the group's history batch, which is appended with others
 /// within [`crate::history::FLUSH_INTERVAL`].
+///
+/// The record's fixed part (group, tenant, ids, type, attempts, trace) is read from the
+/// delivery when it is encoded, not copied: a run costs its encoding, not a set of strings.
 pub(super) struct RunRecorder {
     history: HistoryWriter,
-    record: Mutex<RunRecord>,
+    delivery: Arc<Delivery>,
+    expected_ms: Option<u64>,
+    run: Mutex<Run>,
 }
 
 impl RunRecorder {
-    /// The record of `attempt` at `env`, queued, and running unless it is cancelled already.
+    /// The record of `delivery`, queued, and running unless it is cancelled already.
     pub(super) fn start(
         history: HistoryWriter,
-        group: &str,
-        routed: &Routed<'_, '_, impl Clone + Send + Sync + 'static>,
-        attempt: u32,
-        trace: &TraceParent,
+        delivery: Arc<Delivery>,
+        options: &crate::HandlerOptions,
         running: bool,
     ) -> Self {
-        let env = &routed.env;
-        let options = &routed.route.options;
-        let mut record = RunRecord {
-            group: group.to_owned(),
-            tenant: routed.tenant.as_str().to_owned(),
-            event_id: env.id.to_string(),
-            event_type: env.event_type.to_string(),
-            attempt,
-            max_attempts: options.retry.max_attempts,
+        let mut run = Run {
             state: RunState::Queued,
-            queued_at: env.time,
             started_at: None,
             finished_at: None,
             duration_ms: None,
             retry_at: None,
             error: None,
             progress: None,
-            expected_ms: options
-                .expected_duration
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             sla_breached: false,
-            trace_id: Some(trace.trace_id_hex()),
+            // Room for the usual three: queued, running, the final state.
             transitions: Vec::with_capacity(3),
         };
-        // Room for the usual three: queued, running, the final state.
-        record.transitions.push(Transition {
+        run.transitions.push(Transition {
             state: RunState::Queued,
-            at: env.time.unwrap_or_else(Utc::now),
+            at: delivery.time.unwrap_or_else(Utc::now),
             error: None,
         });
         // The `running` state is written once the handler first waits (see `run_handler`): a
         // handler that finishes at once gets one write, with every transition in it.
         if running {
             let now = Utc::now();
-            record.started_at = Some(now);
-            record.transition(RunState::Running, now, None);
+            run.started_at = Some(now);
+            run.transition(RunState::Running, now, None);
         }
         Self {
             history,
-            record: Mutex::new(record),
+            delivery,
+            expected_ms: options
+                .expected_duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            run: Mutex::new(run),
         }
     }
 
     /// Changes the record and adds it to the history's batch; returns the batch if it is full.
-    fn change(&self, f: impl FnOnce(&mut RunRecord)) -> Option<Full> {
-        self.record.lock().ok().and_then(|mut r| {
-            f(&mut r);
-            self.history.add(&r)
-        })
+    fn change(&self, f: impl FnOnce(&mut Run)) -> Option<Full> {
+        let mut run = self.run.lock().ok()?;
+        f(&mut run);
+        let d = &*self.delivery;
+        let mut hex = [0u8; 32];
+        let view = RecordView {
+            group: &d.group,
+            tenant: d.tenant.as_str(),
+            event_id: &d.event_id,
+            event_type: d.event_type,
+            attempt: d.attempt,
+            max_attempts: d.max_attempts,
+            state: run.state,
+            queued_at: d.time,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            duration_ms: run.duration_ms,
+            retry_at: run.retry_at,
+            error: run.error.as_deref(),
+            progress: run.progress.as_ref(),
+            expected_ms: self.expected_ms,
+            sla_breached: run.sla_breached,
+            trace_id: Some(d.trace.write_trace_id(&mut hex)),
+            transitions: &run.transitions,
+        };
+        self.history.add(&view)
     }
 
     /// Changes the record and writes it without waiting for the server.
-    pub(super) async fn write(&self, f: impl FnOnce(&mut RunRecord)) {
+    pub(super) async fn write(&self, f: impl FnOnce(&mut Run)) {
         if let Some(full) = self.change(f) {
             self.history.publish_full(full).await;
         }
