@@ -9,9 +9,9 @@
 //! Records are appended in batches to the stream [`HISTORY_STREAM`]: a worker collects the
 //! records of a group for up to [`FLUSH_INTERVAL`] and publishes them as one message per
 //! shard, on `history.<group>.<shard>` (see [`crate::subject::history_shard`]), one JSON
-//! [`RunRecord`] per line. A record is written when an attempt ends (and when a handler that
-//! waits starts, and at each progress report); a later record of the same attempt replaces the
-//! earlier one for readers. The stream's `max_age` and `max_bytes` bound how much is kept (7 days
+//! [`RunRecord`] per line. A record is written when an attempt ends (and at each progress
+//! report, and at the first flush after a handler first waits if it still runs then); a later
+//! record of the same attempt replaces the earlier one for readers. The stream's `max_age` and `max_bytes` bound how much is kept (7 days
 //! and 1 GiB by default, see [`crate::topology::Topology::history`]).
 //!
 //! Records follow the event's ack by up to [`FLUSH_INTERVAL`]: a worker that is killed loses
@@ -210,7 +210,7 @@ pub use query::{FIND_MAX_BYTES, RunQuery, find};
 pub use read::{recent_failures, runs_of_event};
 pub(crate) use wire::RecordView;
 pub use wire::decode_batch;
-pub(crate) use writer::{Full, HistoryWriter};
+pub(crate) use writer::{Deferred, Full, HistoryWriter};
 
 /// Why reading the run history failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -22,6 +22,13 @@ use crate::subject::{HISTORY_SHARDS, history_shard, history_subject};
 /// at most this much.
 const MAX_BATCH_BYTES: usize = 128 * 1024;
 
+/// A record written at the next flush unless its run has ended by then: the `running` record of
+/// a handler that waits. A run that ends within the interval writes one record, not two.
+pub(crate) trait Deferred: Send + Sync + std::fmt::Debug {
+    /// Adds the record to its batch if it is still due; returns the batch if that filled it.
+    fn write_deferred(&self) -> Option<Full>;
+}
+
 /// A batch that filled up, to publish with [`HistoryWriter::publish_full`].
 #[derive(Debug)]
 pub(crate) struct Full {
@@ -62,6 +69,8 @@ struct Shard {
 pub(crate) struct HistoryWriter {
     conn: Connection,
     shards: Arc<[Shard]>,
+    /// Records to write at the next flush (see [`Deferred`]).
+    deferred: Arc<Mutex<Vec<Arc<dyn Deferred>>>>,
     /// The publishes whose acks are awaited.
     acks: TaskTracker,
 }
@@ -77,6 +86,7 @@ impl HistoryWriter {
         Self {
             conn,
             shards,
+            deferred: Arc::default(),
             acks: TaskTracker::new(),
         }
     }
@@ -119,8 +129,25 @@ impl HistoryWriter {
         }
     }
 
-    /// Publishes every shard's batch that holds records.
+    /// Writes `record` at the next flush, unless it has nothing to write by then.
+    pub(crate) fn defer(&self, record: Arc<dyn Deferred>) {
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.push(record);
+        }
+    }
+
+    /// Writes the deferred records, then publishes every shard's batch that holds records.
     async fn flush(&self) {
+        let deferred = self
+            .deferred
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for record in deferred {
+            if let Some(full) = record.write_deferred() {
+                self.publish_full(full).await;
+            }
+        }
         for shard in self.shards.iter() {
             let batch = shard
                 .batch

@@ -269,3 +269,93 @@ async fn records_are_batched_and_all_written_by_a_graceful_shutdown() {
         "{N} records in {messages} messages: appended in batches"
     );
 }
+
+/// Every record stored in the history, in order (superseded ones included).
+async fn stored_records(conn: &conveyor::Connection) -> Vec<history::RunRecord> {
+    let stream = conn.jetstream().get_stream(HISTORY_STREAM).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut records = Vec::new();
+    let total = history_messages(conn).await;
+    for _ in 0..total {
+        let msg = messages.next().await.unwrap().unwrap();
+        records.extend(history::decode_batch(&msg.payload));
+    }
+    records
+}
+
+async fn short_wait(_e: Ping, _ctx: Context) -> HandlerResult {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    Ok(())
+}
+
+/// Event 99 runs until released; the others end at once.
+async fn until_released(
+    e: Ping,
+    ctx: Context<std::sync::Arc<tokio::sync::Notify>>,
+) -> HandlerResult {
+    if e.n == 99 {
+        ctx.state().notified().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_wait_writes_one_record_and_a_long_run_shows_running() {
+    let (_server, conn) = server().await;
+    let publisher = Publisher::new(&conn);
+    for n in 0..50 {
+        publisher.publish("acme", &Ping { n }).await.unwrap();
+    }
+    let worker = Worker::builder(&conn, ())
+        .group(Group::new("short").handle(short_wait))
+        .build()
+        .unwrap()
+        .spawn();
+    eventually(Duration::from_secs(30), "every event handled", || async {
+        conveyor::partition::group_counts(&conn, "short")
+            .await
+            .is_ok_and(|c| c.pending == 0 && c.ack_pending == 0)
+    })
+    .await;
+    worker.shutdown().await;
+    let records = stored_records(&conn).await;
+    assert_eq!(records.len(), 50, "one record per run: {records:?}");
+    assert!(records.iter().all(|r| r.state == RunState::Succeeded
+        && r.transitions.iter().map(|t| t.state).collect::<Vec<_>>()
+            == [RunState::Queued, RunState::Running, RunState::Succeeded]));
+
+    // A run still going at the next flush is recorded as running, then as succeeded.
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let long = publisher.publish("acme", &Ping { n: 99 }).await.unwrap();
+    let worker = Worker::builder(&conn, release.clone())
+        .group(Group::new("long").handle(until_released))
+        .build()
+        .unwrap()
+        .spawn();
+    eventually(
+        Duration::from_secs(10),
+        "the run recorded as running",
+        || async {
+            history::runs_of_event(&conn, &long.id)
+                .await
+                .is_ok_and(|r| r.len() == 1 && r[0].state == RunState::Running)
+        },
+    )
+    .await;
+    release.notify_one();
+    eventually(
+        Duration::from_secs(10),
+        "the run recorded as succeeded",
+        || async {
+            history::runs_of_event(&conn, &long.id)
+                .await
+                .is_ok_and(|r| r.len() == 1 && r[0].state == RunState::Succeeded)
+        },
+    )
+    .await;
+    worker.shutdown().await;
+}

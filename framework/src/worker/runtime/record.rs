@@ -1,7 +1,7 @@
 //! Recording one run in the history: its record, changed and written in one place.
 
 use super::*;
-use crate::history::{Full, RecordView};
+use crate::history::{Deferred, Full, RecordView};
 use chrono::DateTime;
 
 /// What changes in a run's record; the rest is the delivery's (see [`RunRecorder`]).
@@ -36,6 +36,7 @@ impl Run {
 ///
 /// The record's fixed part (group, tenant, ids, type, attempts, trace) is read from the
 /// delivery when it is encoded, not copied: a run costs its encoding, not a set of strings.
+#[derive(Debug)]
 pub(super) struct RunRecorder {
     history: HistoryWriter,
     delivery: Arc<Delivery>,
@@ -68,8 +69,9 @@ impl RunRecorder {
             at: delivery.time.unwrap_or_else(Utc::now),
             error: None,
         });
-        // The `running` state is written once the handler first waits (see `run_handler`): a
-        // handler that finishes at once gets one write, with every transition in it.
+        // The `running` state is written at the group's next history flush after the handler
+        // first waits, if it still runs then ([`RunRecorder::write_running`]): a handler that
+        // finishes within the interval gets one write, with every transition in it.
         if running {
             let now = Utc::now();
             run.started_at = Some(now);
@@ -114,6 +116,12 @@ impl RunRecorder {
         self.history.add(&view)
     }
 
+    /// Writes the `running` record at the group's next history flush unless the run has ended
+    /// by then (its final record says it all).
+    pub(super) fn write_running(recorder: &Arc<Self>) {
+        recorder.history.defer(recorder.clone());
+    }
+
     /// Changes the record and writes it without waiting for the server.
     pub(super) async fn write(&self, f: impl FnOnce(&mut Run)) {
         if let Some(full) = self.change(f) {
@@ -142,5 +150,12 @@ impl RunRecorder {
         if let Some(full) = snapshot {
             self.history.publish_full(full).await;
         }
+    }
+}
+
+impl Deferred for RunRecorder {
+    fn write_deferred(&self) -> Option<Full> {
+        let running = self.run.lock().is_ok_and(|r| r.state == RunState::Running);
+        if running { self.change(|_| {}) } else { None }
     }
 }

@@ -232,7 +232,7 @@ impl<S: Clone + Send + Sync + 'static> RunWatch for DeliveryWatch<'_, S> {
                 self.in_flight.store(true, Ordering::Relaxed);
             }
             if let Some(record) = &self.tracking.record {
-                record.write(|_| {}).await;
+                RunRecorder::write_running(record);
             }
         })
     }
