@@ -99,6 +99,14 @@ fn tick(seq: u64, sent_us: u64) -> Tick {
     }
 }
 
+/// A tick whose `customer` is `customer` (the large-payload publish).
+fn tick_with(seq: u64, customer: &str) -> Tick {
+    Tick {
+        customer: customer.to_owned(),
+        ..tick(seq, 0)
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -141,7 +149,7 @@ struct RawEnvelope<'a> {
     data: Tick,
 }
 
-fn raw_body(seq: u64) -> BoxResult<Vec<u8>> {
+fn raw_body(seq: u64, customer: &str) -> BoxResult<Vec<u8>> {
     Ok(serde_json::to_vec(&RawEnvelope {
         specversion: "1.0",
         id: format!("{seq:036}"),
@@ -151,27 +159,29 @@ fn raw_body(seq: u64) -> BoxResult<Vec<u8>> {
         datacontenttype: "application/json",
         tenantid: "acme",
         traceparent: format!("00-{:032x}-{:016x}-01", seq + 1, seq + 1),
-        data: tick(seq, 0),
+        data: tick_with(seq, customer),
     })?)
 }
 
-async fn conveyor_publish(conn: &Connection) -> BoxResult<cpu::Timed> {
+/// Publishes `n` ticks with `Publisher::publish_many`, `IN_FLIGHT` acks outstanding.
+async fn conveyor_publish(conn: &Connection, n: u64, customer: &str) -> BoxResult<cpu::Timed> {
     let publisher = Publisher::new(conn).with_max_in_flight(IN_FLIGHT);
     let start = cpu::Mark::now();
     let results = publisher
-        .publish_many((0..PUBLISH_N as u64).map(|i| ("acme", tick(i, 0))))
+        .publish_many((0..n).map(|i| ("acme", tick_with(i, customer))))
         .await;
-    let timed = start.timed(PUBLISH_N as u64);
+    let timed = start.timed(n);
     results.into_result()?;
     Ok(timed)
 }
 
-async fn raw_publish(conn: &Connection) -> BoxResult<cpu::Timed> {
-    raw_publish_n(conn, PUBLISH_N as u64).await
-}
-
 /// Publishes `n` envelopes with raw async-nats, `IN_FLIGHT` acks outstanding; events/s.
 async fn raw_publish_n(conn: &Connection, n: u64) -> BoxResult<cpu::Timed> {
+    raw_publish_sized(conn, n, "customer-0001").await
+}
+
+/// [`raw_publish_n`] with ticks whose `customer` is `customer`.
+async fn raw_publish_sized(conn: &Connection, n: u64, customer: &str) -> BoxResult<cpu::Timed> {
     let js = async_nats::jetstream::new(conn.client().clone());
     // Ids unique across rounds: a repeated Nats-Msg-Id is a duplicate the server does not store.
     let round = std::time::SystemTime::now()
@@ -180,7 +190,7 @@ async fn raw_publish_n(conn: &Connection, n: u64) -> BoxResult<cpu::Timed> {
     let start = cpu::Mark::now();
     let mut acks = futures::stream::FuturesOrdered::new();
     for i in 0..n {
-        let body = raw_body(i)?;
+        let body = raw_body(i, customer)?;
         if acks.len() >= IN_FLIGHT
             && let Some(r) = acks.next().await
         {
@@ -334,14 +344,25 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 async fn publish(conn: &Connection) -> BoxResult<()> {
+    publish_sized(conn, "publish", PUBLISH_N, "customer-0001").await
+}
+
+/// `-- publish16k`: the publish comparison with 16 KB of data per event (a 16 000-character
+/// field), 5 000 events a round.
+async fn publish_16k(conn: &Connection) -> BoxResult<()> {
+    publish_sized(conn, "publish16k", 5_000, &"c".repeat(16_000)).await
+}
+
+/// Alternating rounds of `n` publishes of ticks with `customer` for both sides.
+async fn publish_sized(conn: &Connection, bench: &str, n: usize, customer: &str) -> BoxResult<()> {
     let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         reset(conn).await?;
-        conveyor.push(conveyor_publish(conn).await?);
+        conveyor.push(conveyor_publish(conn, n as u64, customer).await?);
         reset(conn).await?;
-        raw.push(raw_publish(conn).await?);
+        raw.push(raw_publish_sized(conn, n as u64, customer).await?);
     }
-    println!("{}", compared("publish", PUBLISH_N, &conveyor, &raw));
+    println!("{}", compared(bench, n, &conveyor, &raw));
     Ok(())
 }
 
@@ -404,6 +425,7 @@ async fn main() -> BoxResult<()> {
     match which.as_str() {
         "core" => core(&conn).await,
         "publish" => publish(&conn).await,
+        "publish16k" => publish_16k(&conn).await,
         "consume" => consume(&conn).await,
         "latency" => latency::latency(&conn).await,
         "scheduler" => scheduler::scheduler_bench(&server.url()).await,
