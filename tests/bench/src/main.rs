@@ -43,6 +43,7 @@ mod fairness;
 mod flow;
 mod gateway;
 mod latency;
+mod layout;
 mod limits;
 mod observability;
 mod priority;
@@ -436,6 +437,7 @@ async fn main() -> BoxResult<()> {
         "limits" => limits::limits(&server.url(), &conn).await,
         "bulk" => bulk::bulk(&server.url()).await,
         "awaiting" => awaiting::awaiting(&conn).await,
+        "layout" => layout::layout(&conn).await,
         "gateway" => gateway::gateway(&conn).await,
         other => Err(format!(
             "unknown benchmark {other:?}; available: core (publish, consume, latency), publish, consume, latency, scheduler, observability, priority, fairness, flow, limits, bulk, awaiting, gateway"
