@@ -1,6 +1,7 @@
 //! Handler groups and the worker that runs them.
 
 mod backstop;
+mod consumer_metrics;
 mod group;
 mod handback;
 mod presence;
@@ -27,7 +28,7 @@ use crate::control::Cancellations;
 use crate::error::Error;
 use crate::event::validate_event_type;
 use crate::publisher::Publisher;
-use crate::telemetry::{GroupMetrics, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// Why a worker could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -350,7 +351,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             for group in &self.groups {
                 t.add_check(format!("consumer:{}", group.name()), group.bound());
             }
-            loops.push(tokio::spawn(poll_consumers(
+            loops.push(tokio::spawn(consumer_metrics::poll_consumers(
                 self.conn.clone(),
                 self.groups
                     .iter()
@@ -470,34 +471,6 @@ impl WorkerHandle {
         self.token.cancel();
         if let Err(e) = self.join.await {
             tracing::error!(error = %e, "worker task failed");
-        }
-    }
-}
-
-/// Reads each group's consumer counts (summed over its partition consumers) into the metrics
-/// every `every`, until `shutdown`.
-async fn poll_consumers(
-    conn: Connection,
-    groups: Vec<(String, GroupMetrics)>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        for (name, m) in &groups {
-            match crate::partition::group_counts(&conn, name).await {
-                Ok(c) => {
-                    m.pending.set(i64::try_from(c.pending).unwrap_or(i64::MAX));
-                    m.ack_pending
-                        .set(i64::try_from(c.ack_pending).unwrap_or(i64::MAX));
-                    m.redelivered
-                        .set(i64::try_from(c.redelivered).unwrap_or(i64::MAX));
-                }
-                Err(e) => tracing::debug!(group = %name, error = %e, "cannot read consumer info"),
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.cancelled() => return,
         }
     }
 }
