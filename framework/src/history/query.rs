@@ -23,8 +23,9 @@ pub struct RunQuery {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// How many bytes of run records [`find`] reads at most, newest first: about 190 000 records.
-pub const FIND_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// How many bytes of run records [`find`] reads at most, newest first, as stored (compressed,
+/// about 86 bytes a record): about 190 000 records.
+pub const FIND_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl RunQuery {
     /// True when `r`, the latest attempt of its event, is one of the runs asked for.

@@ -149,6 +149,12 @@ async fn read_window(
     // Later records of an attempt replace earlier ones: the stream keeps the order a worker
     // wrote them in, and one attempt is recorded by one worker.
     let mut window = Window::default();
+    let failed = |e: &dyn std::fmt::Display| {
+        Error::new(
+            HistoryErrorKind::Unavailable,
+            format!("could not read the run history: {e}"),
+        )
+    };
     'pull: while pending > 0 {
         let want = usize::try_from(pending).map_or(PULL_BATCH, |p| p.min(PULL_BATCH));
         let mut batch = consumer
@@ -160,19 +166,9 @@ async fn read_window(
             .map_err(unavailable)?;
         let mut got = 0;
         while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| {
-                Error::new(
-                    HistoryErrorKind::Unavailable,
-                    format!("could not read the run history: {e}"),
-                )
-            })?;
+            let msg = msg.map_err(|e| failed(&e))?;
             got += 1;
-            let info = msg.info().map_err(|e| {
-                Error::new(
-                    HistoryErrorKind::Unavailable,
-                    format!("could not read the run history: {e}"),
-                )
-            })?;
+            let info = msg.info().map_err(|e| failed(&e))?;
             if last.is_some_and(|last| info.stream_sequence > last) {
                 break 'pull;
             }

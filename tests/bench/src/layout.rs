@@ -18,25 +18,9 @@ use conveyor::{Connection, Group, Publisher, Worker};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{BoxResult, IN_FLIGHT, count, counter, cpu, reset, tick, wait_until};
+use super::{BoxResult, IN_FLIGHT, count, counter, cpu, delete_consumers, reset, tick, wait_until};
 
 const EVENTS: u64 = 60_000;
-
-/// Deletes every consumer of `EVENTS`, keeping its events.
-async fn delete_consumers(conn: &Connection) -> BoxResult<()> {
-    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
-    let names: Vec<String> = stream
-        .consumer_names()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
-    for n in names {
-        stream.delete_consumer(&n).await?;
-    }
-    Ok(())
-}
 
 /// Reads and acks `EVENTS` events from consumers with these filters (one consumer each, `[]`:
 /// one without a filter), all at once.

@@ -117,8 +117,8 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Deletes every consumer of `EVENTS` and purges it.
-async fn reset(conn: &Connection) -> BoxResult<()> {
+/// Deletes every consumer of `EVENTS`, keeping its events.
+async fn delete_consumers(conn: &Connection) -> BoxResult<()> {
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await?;
     let names: Vec<String> = stream
         .consumer_names()
@@ -130,7 +130,17 @@ async fn reset(conn: &Connection) -> BoxResult<()> {
     for n in names {
         stream.delete_consumer(&n).await?;
     }
-    stream.purge().await?;
+    Ok(())
+}
+
+/// Deletes every consumer of `EVENTS` and purges it.
+async fn reset(conn: &Connection) -> BoxResult<()> {
+    delete_consumers(conn).await?;
+    conn.jetstream()
+        .get_stream(EVENTS_STREAM)
+        .await?
+        .purge()
+        .await?;
     Ok(())
 }
 
