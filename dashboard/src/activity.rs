@@ -34,8 +34,8 @@ struct Inner {
     /// Minute start → tenant → counts.
     tenants: BTreeMap<DateTime<Utc>, BTreeMap<String, Minute>>,
     /// Attempts whose latest record says `running`: (group, tenant, event id, attempt) → when
-    /// that record was written. A record is written when a handler starts to wait, so only
-    /// handlers that wait show up here.
+    /// that record was written. Such a record is written only for a handler still running at
+    /// the first history flush after it started to wait, so only those show up here.
     running: BTreeMap<(String, String, String, u32), DateTime<Utc>>,
     /// Whether the history stream has been found.
     following: bool,
@@ -80,13 +80,14 @@ impl Activity {
             record.attempt,
         );
         if record.state == RunState::Running {
+            // A run whose process died leaves a `running` record behind: forgotten after the
+            // window (pruned here, where the map grows, not for every record).
+            let stale = Utc::now() - WINDOW;
+            inner.running.retain(|_, at| *at >= stale);
             inner.running.insert(key, at);
         } else {
             inner.running.remove(&key);
         }
-        // A run whose process died leaves a `running` record behind: forgotten after the window.
-        let stale = Utc::now() - WINDOW;
-        inner.running.retain(|_, at| *at >= stale);
         if !failed && !handled {
             return;
         }
