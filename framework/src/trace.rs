@@ -166,15 +166,25 @@ impl FromStr for TraceParent {
         if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
             return Err(err());
         }
-        fn hex(v: &str, len: usize) -> Option<&str> {
-            (v.len() == len && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-                .then_some(v)
+        // One pass per field: lowercase hex digits only, exactly `len` of them (run on every
+        // delivery, so not `from_str_radix` after a separate check).
+        fn hex(v: &str, len: usize) -> Option<u128> {
+            if v.len() != len {
+                return None;
+            }
+            v.bytes().try_fold(0u128, |acc, b| {
+                let digit = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => return None,
+                };
+                Some(acc << 4 | u128::from(digit))
+            })
         }
-        u8::from_str_radix(hex(version, 2).ok_or_else(err)?, 16).map_err(|_| err())?;
-        let trace_id =
-            u128::from_str_radix(hex(trace, 32).ok_or_else(err)?, 16).map_err(|_| err())?;
-        let span_id = u64::from_str_radix(hex(span, 16).ok_or_else(err)?, 16).map_err(|_| err())?;
-        let flags = u8::from_str_radix(hex(flags, 2).ok_or_else(err)?, 16).map_err(|_| err())?;
+        hex(version, 2).ok_or_else(err)?;
+        let trace_id = hex(trace, 32).ok_or_else(err)?;
+        let span_id = u64::try_from(hex(span, 16).ok_or_else(err)?).map_err(|_| err())?;
+        let flags = u8::try_from(hex(flags, 2).ok_or_else(err)?).map_err(|_| err())?;
         Self::from_parts(trace_id, span_id, flags).ok_or_else(err)
     }
 }
@@ -255,6 +265,10 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
         ] {
             assert!(bad.parse::<TraceParent>().is_err(), "{bad:?} accepted");
         }

@@ -22,6 +22,7 @@ pub use crate::subject::{
     split_event_subject, validate_lane,
 };
 
+mod borrowed;
 mod options;
 pub use options::EventOptions;
 
@@ -131,19 +132,19 @@ pub struct RawEnvelope<'a> {
     #[serde(rename = "type", borrow)]
     pub event_type: Cow<'a, str>,
     /// `time`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "borrowed::opt_time")]
     pub time: Option<DateTime<Utc>>,
     /// `tenantid`.
     #[serde(borrow)]
     pub tenantid: Cow<'a, str>,
     /// `traceparent`.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed::opt_str")]
     pub traceparent: Option<Cow<'a, str>>,
     /// `correlationid`.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed::opt_str")]
     pub correlationid: Option<Cow<'a, str>>,
     /// `causationid`.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed::opt_str")]
     pub causationid: Option<Cow<'a, str>>,
     /// `data`, still encoded.
     #[serde(borrow)]

@@ -11,7 +11,7 @@ use conveyor::{Connection, Context, Group, HandlerResult, Worker};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{BoxResult, Tick, cpu, fill, median, raw_consumer, reset, round2};
+use super::{BoxResult, Tick, cpu, fill, median, raw_consumer, reset, round2, runs_side};
 
 const EVENTS: usize = 20_000;
 const SLOTS: usize = 256;
@@ -113,10 +113,14 @@ async fn raw_run(conn: &Connection) -> BoxResult<(cpu::Timed, f64)> {
 pub(super) async fn awaiting(conn: &Connection) -> BoxResult<()> {
     let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        reset(conn).await?;
-        raw.push(raw_run(conn).await?);
-        reset(conn).await?;
-        conveyor.push(conveyor_run(conn).await?);
+        if runs_side("raw") {
+            reset(conn).await?;
+            raw.push(raw_run(conn).await?);
+        }
+        if runs_side("conveyor") {
+            reset(conn).await?;
+            conveyor.push(conveyor_run(conn).await?);
+        }
     }
     let ideal = SLOTS as f64 / WORK.as_secs_f64();
     let summary = |runs: &[(cpu::Timed, f64)]| {

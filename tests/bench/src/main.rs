@@ -108,9 +108,16 @@ fn tick_with(seq: u64, customer: &str) -> Tick {
     }
 }
 
+/// The median of `v`; NaN (printed as `null`) when `v` is empty.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Whether the side `name` (`conveyor` or `raw`) runs: `CONVEYOR_BENCH_SIDE` set to one of
+/// them runs only that one (to profile a side on its own); unset, both run.
+fn runs_side(name: &str) -> bool {
+    std::env::var("CONVEYOR_BENCH_SIDE").map_or(true, |side| side == name)
 }
 
 fn round2(x: f64) -> f64 {
@@ -380,10 +387,14 @@ async fn publish_sized(conn: &Connection, bench: &str, n: usize, customer: &str)
 async fn consume(conn: &Connection) -> BoxResult<()> {
     let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        reset(conn).await?;
-        raw.push(raw_consume(conn).await?);
-        reset(conn).await?;
-        conveyor.push(conveyor_consume(conn).await?);
+        if runs_side("raw") {
+            reset(conn).await?;
+            raw.push(raw_consume(conn).await?);
+        }
+        if runs_side("conveyor") {
+            reset(conn).await?;
+            conveyor.push(conveyor_consume(conn).await?);
+        }
     }
     println!("{}", compared("consume", CONSUME_N, &conveyor, &raw));
     Ok(())

@@ -129,9 +129,15 @@ impl RunRecorder {
         }
     }
 
-    /// Records how the run ended and sends it.
-    pub(super) async fn store(&self, outcome: &Outcome, started: Option<tokio::time::Instant>) {
-        let snapshot = self.change(|r| {
+    /// Records how the run ended in the history's batch; returns the batch if that filled it
+    /// (publish it with [`HistoryWriter::publish_full`]). Synchronous: the final record of
+    /// every run is written here, and a future for it would be one more allocation per run.
+    pub(super) fn finish(
+        &self,
+        outcome: &Outcome,
+        started: Option<tokio::time::Instant>,
+    ) -> Option<Full> {
+        self.change(|r| {
             let now = Utc::now();
             if let Some(started) = started {
                 r.duration_ms =
@@ -146,10 +152,12 @@ impl RunRecorder {
             if let Some((state, error)) = outcome.run_state() {
                 r.transition(state, now, error);
             }
-        });
-        if let Some(full) = snapshot {
-            self.history.publish_full(full).await;
-        }
+        })
+    }
+
+    /// The history this run is recorded in.
+    pub(super) fn history(&self) -> &HistoryWriter {
+        &self.history
     }
 }
 

@@ -22,8 +22,10 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     // The futures of what most deliveries never do (history, anything but a plain ack,
     // hand-back bookkeeping) are boxed: inline, they would make every delivery's future several
     // kilobytes larger, allocated and moved for each event.
-    if let Some(record) = &tracking.record {
-        Box::pin(record.store(&outcome, tracking.started)).await;
+    if let Some(record) = &tracking.record
+        && let Some(full) = record.finish(&outcome, tracking.started)
+    {
+        Box::pin(record.history().publish_full(full)).await;
     }
     let counted = outcome.counted();
     tracing::Span::current().record("outcome", outcome.span_label());
