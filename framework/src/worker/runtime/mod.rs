@@ -262,9 +262,17 @@ struct Tracking<'a> {
     lease: Option<crate::concurrency::Lease>,
 }
 
+/// What a delivery's JetStream metadata (its reply subject) says, read once as it arrives.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    stream_sequence: u64,
+    /// The delivery count, at least 1.
+    delivered: i64,
+}
+
 async fn deliver<S: Clone + Send + Sync + 'static>(
     rt: Arc<GroupRuntime<S>>,
-    msg: jetstream::Message,
+    (msg, meta): (jetstream::Message, Option<Meta>),
     _slot: slots::Slot,
     abort: CancellationToken,
 ) {
@@ -272,12 +280,13 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         tracing::warn!(group = %rt.name, subject = %msg.message.subject, "message without reply subject ignored");
         return;
     };
-    let (stream_sequence, delivered) = match msg.info() {
-        Ok(info) => (info.stream_sequence, info.delivered.max(1)),
-        Err(e) => {
-            tracing::warn!(group = %rt.name, error = %e, "message without JetStream metadata ignored");
-            return;
-        }
+    let Some(Meta {
+        stream_sequence,
+        delivered,
+    }) = meta
+    else {
+        tracing::warn!(group = %rt.name, reply = %reply, "message without JetStream metadata ignored");
+        return;
     };
     // Deliveries this group handed back without a result do not count as attempts.
     let handed_back = if delivered > 1 {

@@ -122,6 +122,11 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
         tracing::debug!(consumer = %consumer_name, "consumer bound");
         rt.set_bound(Some(p), true);
         let mut floor_read = tokio::time::Instant::now();
+        // Made once per binding, not per message: each would register a waiter anew.
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
+        let refused = refused_ack(&mut violations, &ack_prefix);
+        tokio::pin!(refused);
         loop {
             if shutdown.is_cancelled() {
                 break 'bind;
@@ -170,8 +175,8 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
             }
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break 'bind,
-                refused = refused_ack(&mut violations, &ack_prefix) => {
+                () = &mut stopping => break 'bind,
+                refused = &mut refused => {
                     tracing::error!(consumer = %consumer_name, subject = %refused, retry_in = ?ACKS_REFUSED_PAUSE, "the server refuses this user's acks; the group stops pulling: allow it to publish to {ack_prefix}>");
                     rt.set_bound(Some(p), false);
                     finish_pulls(&rt, &mut pulls).await;
@@ -181,13 +186,18 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
                 (i, item) = next_from(&mut pulls) => match item {
                     Some(Ok(msg)) => {
                         pulls[i].received += 1;
-                        if let Ok(info) = msg.info() {
+                        // The metadata is read once here, for the backlog and the delivery.
+                        let meta = msg.info().ok().map(|info| {
                             let weight = partition_weight(&rt, &msg, backlog.weight);
                             backlog.set(info.pending, weight);
-                        }
+                            super::Meta {
+                                stream_sequence: info.stream_sequence,
+                                delivered: info.delivered.max(1),
+                            }
+                        });
                         let counted = rt.weights.any().then_some(&held);
                         let weighted = counted.map(|h| (h, backlog.weight));
-                        dispatch(&rt, (slots, weighted), (&mut pulls, i), msg, &tracker, &abort, &shutdown).await;
+                        dispatch(&rt, (slots, weighted), (&mut pulls, i), (msg, meta), &tracker, &abort, &shutdown).await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(consumer = %consumer_name, error = %e, "pull ended with an error; rebinding");
@@ -277,7 +287,7 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
     rt: &Arc<GroupRuntime<S>>,
     (slots, weighted): (&Slots, Option<(&Arc<Held>, usize)>),
     (pulls, i): (&mut [Pull], usize),
-    msg: jetstream::Message,
+    (msg, meta): (jetstream::Message, Option<super::Meta>),
     tracker: &TaskTracker,
     abort: &CancellationToken,
     shutdown: &CancellationToken,
@@ -303,7 +313,7 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
             // costs no task. One that waits continues as a task of its own.
             let mut delivery = Box::pin(tracker.track_future(guarded(
                 rt.clone(),
-                deliver(rt.clone(), msg, permit, abort.clone()),
+                deliver(rt.clone(), (msg, meta), permit, abort.clone()),
             )));
             if futures::poll!(delivery.as_mut()).is_pending() {
                 tokio::spawn(delivery);
