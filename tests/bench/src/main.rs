@@ -35,6 +35,8 @@
 //!   its tenant's next waiting event, and the other tenants' throughput.
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
+//! `CONVEYOR_BENCH_SIDE=conveyor` (or `raw`) runs only that side of `consume` and `awaiting`,
+//! to profile it on its own; the other side's figures are then `null`.
 
 mod awaiting;
 mod bulk;

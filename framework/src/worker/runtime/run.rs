@@ -135,8 +135,16 @@ pub(crate) async fn supervise(
         Some(c) => (c, true),
         None => (tokio::sync::watch::channel(0).1, false),
     };
-    let never = CancellationToken::new();
-    let abort = abort.unwrap_or(&never);
+    // A token that never fires, made only when there is no abort (tests): the worker's runs
+    // always have one, and a token is an allocation.
+    let never;
+    let abort = match abort {
+        Some(abort) => abort,
+        None => {
+            never = CancellationToken::new();
+            &never
+        }
+    };
     loop {
         tokio::select! {
             biased;
