@@ -36,7 +36,9 @@
 //!
 //! Each figure is the median of several alternating rounds, so both stacks see the same machine.
 //! `CONVEYOR_BENCH_SIDE=conveyor` (or `raw`) runs only that side of `consume` and `awaiting`,
-//! to profile it on its own; the other side's figures are then `null`.
+//! to profile it on its own; the other side's figures are then `null`. `CONVEYOR_BENCH_EVENTS`
+//! sets the events of a `consume` run (30 000) and `CONVEYOR_BENCH_ROUNDS` the rounds of
+//! `consume` and `observability`.
 
 mod awaiting;
 mod bulk;
@@ -114,6 +116,22 @@ fn tick_with(seq: u64, customer: &str) -> Tick {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The events of a consume run: `CONVEYOR_BENCH_EVENTS`, else [`CONSUME_N`].
+fn consume_events() -> usize {
+    std::env::var("CONVEYOR_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CONSUME_N)
+}
+
+/// The rounds of a bench whose default is `default`: `CONVEYOR_BENCH_ROUNDS` when set.
+fn rounds(default: usize) -> usize {
+    std::env::var("CONVEYOR_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Whether the side `name` (`conveyor` or `raw`) runs: `CONVEYOR_BENCH_SIDE` set to one of
@@ -295,7 +313,8 @@ async fn observed_consume(
     telemetry: Option<&Telemetry>,
     history: bool,
 ) -> BoxResult<cpu::Timed> {
-    fill(conn, CONSUME_N).await?;
+    let n = consume_events();
+    fill(conn, n).await?;
     let c = counter();
     let start = cpu::Mark::now();
     let mut builder = Worker::builder(conn, c.clone()).backstop(false).group(
@@ -309,8 +328,8 @@ async fn observed_consume(
         builder = builder.telemetry(t);
     }
     let worker = builder.build()?.spawn();
-    wait_until(&c.handled, CONSUME_N as u64, Duration::from_secs(120)).await?;
-    let timed = start.timed(CONSUME_N as u64);
+    wait_until(&c.handled, n as u64, Duration::from_secs(600)).await?;
+    let timed = start.timed(n as u64);
     worker.shutdown().await;
     Ok(timed)
 }
@@ -331,11 +350,12 @@ async fn raw_consumer(
 }
 
 async fn raw_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
-    fill(conn, CONSUME_N).await?;
+    let events = consume_events();
+    fill(conn, events).await?;
     let start = cpu::Mark::now();
     let mut messages = raw_consumer(conn).await?.messages().await?;
     let mut n = 0;
-    while n < CONSUME_N {
+    while n < events {
         match messages.next().await {
             Some(Ok(m)) => {
                 m.ack().await?;
@@ -345,7 +365,7 @@ async fn raw_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
             None => return Err("raw stream ended".into()),
         }
     }
-    Ok(start.timed(CONSUME_N as u64))
+    Ok(start.timed(events as u64))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -388,7 +408,7 @@ async fn publish_sized(conn: &Connection, bench: &str, n: usize, customer: &str)
 
 async fn consume(conn: &Connection) -> BoxResult<()> {
     let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds(ROUNDS) {
         if runs_side("raw") {
             reset(conn).await?;
             raw.push(raw_consume(conn).await?);
@@ -398,7 +418,7 @@ async fn consume(conn: &Connection) -> BoxResult<()> {
             conveyor.push(conveyor_consume(conn).await?);
         }
     }
-    println!("{}", compared("consume", CONSUME_N, &conveyor, &raw));
+    println!("{}", compared("consume", consume_events(), &conveyor, &raw));
     Ok(())
 }
 

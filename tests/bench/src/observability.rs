@@ -29,10 +29,7 @@ pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
     let (mut history_messages, mut history_bytes) = (Vec::new(), Vec::new());
     let telemetry = Telemetry::new();
     // The order of the variants rotates from round to round, so none always runs first.
-    let rounds = std::env::var("CONVEYOR_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(OBSERVABILITY_ROUNDS);
+    let rounds = super::rounds(OBSERVABILITY_ROUNDS);
     for round in 0..rounds {
         for variant in (0..4).map(|i| (i + round) % 4) {
             reset(conn).await?;
@@ -60,7 +57,7 @@ pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
     let (off, on, history, raw) = (rate(off), rate(on), rate(history), rate(raw));
     println!(
         "{}",
-        json!({"bench": "observability", "events": CONSUME_N, "concurrency": CONCURRENCY,
+        json!({"bench": "observability", "events": super::consume_events(), "concurrency": CONCURRENCY,
                "rounds": rounds,
                "metrics_off_per_s": off.round(), "metrics_on_per_s": on.round(),
                "history_on_per_s": history.round(), "raw_consume_per_s": raw.round(),
@@ -68,9 +65,9 @@ pub(super) async fn observability(conn: &Connection) -> BoxResult<()> {
                "history_cost": round2(1.0 - history / on),
                "cpu_per_event": cpu_per_event,
                "history_records_per_message": round2(
-                   CONSUME_N as f64 / median(history_messages)),
+                   super::consume_events() as f64 / median(history_messages)),
                "history_stored_bytes_per_record": round2(
-                   median(history_bytes) / CONSUME_N as f64)})
+                   median(history_bytes) / super::consume_events() as f64)})
     );
     Ok(())
 }
