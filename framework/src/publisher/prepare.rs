@@ -63,7 +63,7 @@ pub(crate) fn prepare_event<E: Event>(
             e,
         )
     })?;
-    prepare(source, tenant, E::TYPE, &*data, options)
+    prepare_sized(source, tenant, E::TYPE, (&*data, data.get().len()), options)
 }
 
 pub(crate) fn prepare<T: Serialize + ?Sized>(
@@ -71,6 +71,17 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
     tenant: impl IntoTenantId,
     event_type: &str,
     data: &T,
+    options: &EventOptions,
+) -> Result<Prepared, PublishError> {
+    prepare_sized(source, tenant, event_type, (data, 0), options)
+}
+
+/// [`prepare`] with the data's encoded length when it is known (0 otherwise).
+fn prepare_sized<T: Serialize + ?Sized>(
+    source: &str,
+    tenant: impl IntoTenantId,
+    event_type: &str,
+    (data, data_len): (&T, usize),
     options: &EventOptions,
 ) -> Result<Prepared, PublishError> {
     let tenant: TenantId = tenant
@@ -114,6 +125,7 @@ pub(crate) fn prepare<T: Serialize + ?Sized>(
             traceparent: Some(traceparent),
             correlation_id: options.correlation_id.as_deref(),
             causation_id: options.causation_id.as_deref(),
+            data_len,
         },
         data,
     )

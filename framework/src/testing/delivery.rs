@@ -179,6 +179,7 @@ impl<E: Event> TestDelivery<E> {
                 traceparent: self.options.traceparent.as_deref(),
                 correlation_id: self.options.correlation_id.as_deref(),
                 causation_id: self.options.causation_id.as_deref(),
+                data_len: 0,
             },
             &self.event,
         ) {
