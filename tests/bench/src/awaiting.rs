@@ -11,7 +11,7 @@ use conveyor::{Connection, Context, Group, HandlerResult, Worker};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{BoxResult, Tick, cpu, fill, median, raw_consumer, reset, round2, runs_side};
+use super::{BoxResult, Tick, cpu, fill, median, raw_consumer, round2};
 
 const EVENTS: usize = 20_000;
 const SLOTS: usize = 256;
@@ -111,17 +111,7 @@ async fn raw_run(conn: &Connection) -> BoxResult<(cpu::Timed, f64)> {
 }
 
 pub(super) async fn awaiting(conn: &Connection) -> BoxResult<()> {
-    let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        if runs_side("raw") {
-            reset(conn).await?;
-            raw.push(raw_run(conn).await?);
-        }
-        if runs_side("conveyor") {
-            reset(conn).await?;
-            conveyor.push(conveyor_run(conn).await?);
-        }
-    }
+    let (conveyor, raw) = super::alternate(conn, ROUNDS, raw_run, conveyor_run).await?;
     let ideal = SLOTS as f64 / WORK.as_secs_f64();
     let summary = |runs: &[(cpu::Timed, f64)]| {
         let timed: Vec<cpu::Timed> = runs.iter().map(|(t, _)| *t).collect();

@@ -406,18 +406,30 @@ async fn publish_sized(conn: &Connection, bench: &str, n: usize, customer: &str)
     Ok(())
 }
 
-async fn consume(conn: &Connection) -> BoxResult<()> {
-    let (mut conveyor, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..rounds(ROUNDS) {
+/// `rounds` alternating runs of `raw` and `conveyor` (those `CONVEYOR_BENCH_SIDE` selects),
+/// each on a reset stream: (Conveyor's results, raw's).
+async fn alternate<T>(
+    conn: &Connection,
+    rounds: usize,
+    raw: impl AsyncFn(&Connection) -> BoxResult<T>,
+    conveyor: impl AsyncFn(&Connection) -> BoxResult<T>,
+) -> BoxResult<(Vec<T>, Vec<T>)> {
+    let (mut c, mut r) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
         if runs_side("raw") {
             reset(conn).await?;
-            raw.push(raw_consume(conn).await?);
+            r.push(raw(conn).await?);
         }
         if runs_side("conveyor") {
             reset(conn).await?;
-            conveyor.push(conveyor_consume(conn).await?);
+            c.push(conveyor(conn).await?);
         }
     }
+    Ok((c, r))
+}
+
+async fn consume(conn: &Connection) -> BoxResult<()> {
+    let (conveyor, raw) = alternate(conn, rounds(ROUNDS), raw_consume, conveyor_consume).await?;
     println!("{}", compared("consume", consume_events(), &conveyor, &raw));
     Ok(())
 }
