@@ -2,6 +2,7 @@
 
 mod admission;
 mod consumer;
+mod first_poll;
 mod limits;
 mod outcome;
 mod pulling;

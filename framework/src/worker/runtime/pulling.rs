@@ -311,13 +311,10 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
         Some(permit) if !shutdown.is_cancelled() => {
             // Run the delivery here until it first waits: a handler that finishes at once
             // costs no task. One that waits continues as a task of its own.
-            let mut delivery = Box::pin(tracker.track_future(guarded(
+            super::first_poll::run(tracker.track_future(guarded(
                 rt.clone(),
                 deliver(rt.clone(), (msg, meta), permit, abort.clone()),
             )));
-            if futures::poll!(delivery.as_mut()).is_pending() {
-                tokio::spawn(delivery);
-            }
         }
         _ => hand_back(rt, &msg).await,
     }
