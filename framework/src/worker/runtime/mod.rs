@@ -3,6 +3,8 @@
 mod admission;
 mod consumer;
 mod first_poll;
+mod headers;
+use headers::{ATTEMPTS_MADE, RATE_SLOT, REPLAY_FOR, RUN_KEY, SCHEDULER, header};
 mod limits;
 mod outcome;
 mod pulling;
@@ -58,31 +60,6 @@ use crate::telemetry::{GroupMetrics, RouteMetrics};
 use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
 use crate::trace::TraceParent;
-
-/// Header names looked up on every delivery, built once: async-nats copies a `&str` name into a
-/// new allocation on every lookup, a clone of a built name only counts a reference.
-static REPLAY_FOR: std::sync::LazyLock<Option<async_nats::HeaderName>> =
-    std::sync::LazyLock::new(|| crate::dlq::REPLAY_FOR_HEADER.parse().ok());
-static RUN_KEY: std::sync::LazyLock<Option<async_nats::HeaderName>> =
-    std::sync::LazyLock::new(|| crate::runs::RUN_KEY_HEADER.parse().ok());
-static ATTEMPTS_MADE: std::sync::LazyLock<Option<async_nats::HeaderName>> =
-    std::sync::LazyLock::new(|| crate::delay::ATTEMPT_HEADER.parse().ok());
-static SCHEDULER: std::sync::LazyLock<Option<async_nats::HeaderName>> =
-    std::sync::LazyLock::new(|| crate::delay::SCHEDULER_HEADER.parse().ok());
-static RATE_SLOT: std::sync::LazyLock<Option<async_nats::HeaderName>> =
-    std::sync::LazyLock::new(|| crate::rate::RATE_SLOT_HEADER.parse().ok());
-
-/// The value of header `name` of `msg`, if any.
-fn header<'m>(
-    msg: &'m jetstream::Message,
-    name: &std::sync::LazyLock<Option<async_nats::HeaderName>>,
-) -> Option<&'m async_nats::HeaderValue> {
-    msg.message
-        .headers
-        .as_ref()
-        .zip(name.as_ref())
-        .and_then(|(h, name)| h.get(name.clone()))
-}
 
 /// Deliveries of a type this process has no handler for before it is dead-lettered as
 /// `unknown-type` (see [`GroupConfig::unknown_type_grace`]).
