@@ -130,6 +130,18 @@ async fn alt_filtered(conn: &Connection, filters: Vec<Vec<String>>) -> BoxResult
     raw_filtered_on(conn, ALT_STREAM, filters).await
 }
 
+/// One bare-message layout: the events stored on `subject(tenant, partition)`, read by one
+/// consumer per partition filtered on `filter(partition)`.
+async fn alt_layout(
+    conn: &Connection,
+    tenants: u64,
+    subject: impl Fn(&str, u32) -> String,
+    filter: impl Fn(u32) -> String,
+) -> BoxResult<cpu::Timed> {
+    fill_alt(conn, tenants, subject).await?;
+    alt_filtered(conn, (0..PARTITIONS).map(|p| vec![filter(p)]).collect()).await
+}
+
 /// Prints one line per tenant count.
 pub(super) async fn layout(conn: &Connection) -> BoxResult<()> {
     let partitioned: Vec<Vec<String>> = (0..PARTITIONS)
@@ -148,20 +160,18 @@ pub(super) async fn layout(conn: &Connection) -> BoxResult<()> {
         delete_consumers(conn).await?;
         let conveyor = conveyor_worker(conn).await?;
         // The same partitions with the partition token first: literal prefixes for the server.
-        fill_alt(conn, tenants, |t, p| format!("alt.{p}.{t}.bench.tick")).await?;
-        let partition_first = alt_filtered(
+        let partition_first = alt_layout(
             conn,
-            (0..PARTITIONS)
-                .map(|p| vec![format!("alt.{p}.*.bench.tick")])
-                .collect(),
+            tenants,
+            |t, p| format!("alt.{p}.{t}.bench.tick"),
+            |p| format!("alt.{p}.*.bench.tick"),
         )
         .await?;
-        fill_alt(conn, tenants, |t, p| format!("alt.{t}.{p}.bench.tick")).await?;
-        let tenant_first = alt_filtered(
+        let tenant_first = alt_layout(
             conn,
-            (0..PARTITIONS)
-                .map(|p| vec![format!("alt.*.{p}.bench.tick")])
-                .collect(),
+            tenants,
+            |t, p| format!("alt.{t}.{p}.bench.tick"),
+            |p| format!("alt.*.{p}.bench.tick"),
         )
         .await?;
         let us = |t: &cpu::Timed| {

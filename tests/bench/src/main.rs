@@ -52,6 +52,8 @@ mod limits;
 mod observability;
 mod priority;
 mod scheduler;
+mod sides;
+use sides::{alternate, consume_events, rounds};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,28 +118,6 @@ fn tick_with(seq: u64, customer: &str) -> Tick {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// The events of a consume run: `CONVEYOR_BENCH_EVENTS`, else [`CONSUME_N`].
-fn consume_events() -> usize {
-    std::env::var("CONVEYOR_BENCH_EVENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CONSUME_N)
-}
-
-/// The rounds of a bench whose default is `default`: `CONVEYOR_BENCH_ROUNDS` when set.
-fn rounds(default: usize) -> usize {
-    std::env::var("CONVEYOR_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Whether the side `name` (`conveyor` or `raw`) runs: `CONVEYOR_BENCH_SIDE` set to one of
-/// them runs only that one (to profile a side on its own); unset, both run.
-fn runs_side(name: &str) -> bool {
-    std::env::var("CONVEYOR_BENCH_SIDE").map_or(true, |side| side == name)
 }
 
 fn round2(x: f64) -> f64 {
@@ -404,28 +384,6 @@ async fn publish_sized(conn: &Connection, bench: &str, n: usize, customer: &str)
     }
     println!("{}", compared(bench, n, &conveyor, &raw));
     Ok(())
-}
-
-/// `rounds` alternating runs of `raw` and `conveyor` (those `CONVEYOR_BENCH_SIDE` selects),
-/// each on a reset stream: (Conveyor's results, raw's).
-async fn alternate<T>(
-    conn: &Connection,
-    rounds: usize,
-    raw: impl AsyncFn(&Connection) -> BoxResult<T>,
-    conveyor: impl AsyncFn(&Connection) -> BoxResult<T>,
-) -> BoxResult<(Vec<T>, Vec<T>)> {
-    let (mut c, mut r) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        if runs_side("raw") {
-            reset(conn).await?;
-            r.push(raw(conn).await?);
-        }
-        if runs_side("conveyor") {
-            reset(conn).await?;
-            c.push(conveyor(conn).await?);
-        }
-    }
-    Ok((c, r))
 }
 
 async fn consume(conn: &Connection) -> BoxResult<()> {
