@@ -71,9 +71,7 @@ impl RunOutcome {
 struct Unwatched;
 
 impl RunWatch for Unwatched {
-    fn waiting(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
+    fn waiting(&self) {}
     fn heartbeat(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async {})
     }

@@ -315,13 +315,19 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         stream_sequence,
         attempt,
     };
-    let outcome = handle(&rt, &incoming, parsed, trace, &abort, &mut tracking)
-        .instrument(span.clone())
-        .await;
+    // Each stage is wrapped in a block that ends before its `.await`: the stage's own future,
+    // moved into its `Instrumented`, would otherwise keep its room in this future next to it.
+    let outcome = {
+        let handling = handle(&rt, &incoming, parsed, trace, &abort, &mut tracking);
+        handling.instrument(span.clone())
+    }
+    .await;
     let lease = tracking.lease.take();
-    settle(&rt, &incoming, outcome, &abort, tracking)
-        .instrument(span.clone())
-        .await;
+    {
+        let settling = settle(&rt, &incoming, outcome, &abort, tracking);
+        settling.instrument(span.clone())
+    }
+    .await;
     if let Some(lease) = lease {
         Box::pin(limits::release(&rt, lease).instrument(span)).await;
     }

@@ -402,10 +402,18 @@ async fn wait_for_slot<S: Clone + Send + Sync + 'static>(
 /// Runs one delivery, containing a panic of the runtime's own code to that delivery: it is
 /// logged, and the event, never settled, is redelivered after its ack wait. (Handler panics are
 /// caught closer to the handler and become failed attempts.)
-async fn guarded<S>(rt: Arc<GroupRuntime<S>>, delivery: impl std::future::Future<Output = ()>) {
-    if let Err(panic) = AssertUnwindSafe(delivery).catch_unwind().await {
-        tracing::error!(group = %rt.name, panic = %panic_message(&panic), "delivery panicked; the event will be redelivered");
-    }
+///
+/// A combinator, not an `async fn`: an `async fn` would hold the delivery's future twice (as
+/// its argument and as the future it awaits), doubling what every delivery allocates and copies.
+fn guarded<S: Send + Sync + 'static>(
+    rt: Arc<GroupRuntime<S>>,
+    delivery: impl std::future::Future<Output = ()>,
+) -> impl std::future::Future<Output = ()> {
+    AssertUnwindSafe(delivery).catch_unwind().map(move |ran| {
+        if let Err(panic) = ran {
+            tracing::error!(group = %rt.name, panic = %panic_message(&panic), "delivery panicked; the event will be redelivered");
+        }
+    })
 }
 
 /// Reads the outstanding pulls to their end and hands back what still arrives: the loop is

@@ -84,7 +84,7 @@ impl RunLimits {
 /// on its first poll.
 pub(crate) trait RunWatch: Sync {
     /// The handler did not complete at once: it is now in flight.
-    fn waiting(&self) -> futures::future::BoxFuture<'_, ()>;
+    fn waiting(&self);
     /// Keep the delivery alive (`+WPI`).
     fn heartbeat(&self) -> futures::future::BoxFuture<'_, ()>;
     /// The run passed its expected duration.
@@ -118,7 +118,7 @@ pub(crate) async fn supervise(
     if let std::task::Poll::Ready(r) = futures::poll!(guarded.as_mut()) {
         return finished(r);
     }
-    watch.waiting().await;
+    watch.waiting();
     let deadline = start + limits.timeout;
     let mut sla_at = limits.expected.map(|d| start + d);
     let every = limits.heartbeat_every;
@@ -231,18 +231,16 @@ impl<S> Drop for DeliveryWatch<'_, S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> RunWatch for DeliveryWatch<'_, S> {
-    fn waiting(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            // In flight: counted for handlers that wait (one that finished on its first poll
-            // was in flight for no measurable time).
-            if let Some(gauge) = self.gauge() {
-                gauge.inc();
-                self.in_flight.store(true, Ordering::Relaxed);
-            }
-            if let Some(record) = &self.tracking.record {
-                RunRecorder::write_running(record);
-            }
-        })
+    fn waiting(&self) {
+        // In flight: counted for handlers that wait (one that finished on its first poll was
+        // in flight for no measurable time).
+        if let Some(gauge) = self.gauge() {
+            gauge.inc();
+            self.in_flight.store(true, Ordering::Relaxed);
+        }
+        if let Some(record) = &self.tracking.record {
+            RunRecorder::write_running(record);
+        }
     }
 
     fn heartbeat(&self) -> futures::future::BoxFuture<'_, ()> {
