@@ -36,7 +36,8 @@ async fn setup_chooses_replicas_by_cluster_size() {
 
     let cluster = conveyor::testing::NatsCluster::start().unwrap();
     let urls = cluster.urls().join(",");
-    // The meta leader takes a moment after start.
+    // The fixture returns once JetStream answers on every node; a request can still meet a
+    // leader election on a loaded machine, so setup is retried for a while.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let out = loop {
         let out = conveyor(&urls, &["setup"]);

@@ -45,11 +45,13 @@
 //! This module needs the `testing` feature (not on by default): add
 //! `conveyor = { version = "...", features = ["testing"] }` to `[dev-dependencies]`.
 
+mod cluster;
 mod delivery;
 mod server;
 
+pub use cluster::NatsCluster;
 pub use delivery::{HandlerRun, RunOutcome, TestDelivery};
 pub use server::{
-    FixtureError, FixtureErrorKind, NATS_SERVER_ENV, NatsCluster, NatsServer, PROJECT_NATS_SERVER,
+    FixtureError, FixtureErrorKind, NATS_SERVER_ENV, NatsServer, PROJECT_NATS_SERVER,
     nats_server_binary,
 };

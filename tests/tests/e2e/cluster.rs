@@ -100,3 +100,21 @@ async fn ten_thousand_events_survive_killing_the_stream_leader() {
     );
     worker.shutdown().await;
 }
+
+/// `NatsCluster::start` returns a cluster that is formed: a node can take a client and report
+/// the other two (while a route port is still being bound, a node already accepts clients, and a
+/// node that then fails to bind it exits), and JetStream answers on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_fixture_returns_once_every_node_serves_jetstream() {
+    conveyor_tests::init_tracing();
+    let cluster = NatsCluster::start().unwrap();
+    for url in cluster.urls() {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        assert_eq!(client.server_info().connect_urls.len(), 3, "{url}");
+        let account = async_nats::jetstream::new(client)
+            .query_account()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: JetStream unavailable: {e}"));
+        assert_eq!(account.streams, 0);
+    }
+}
