@@ -156,37 +156,43 @@ impl FromStr for TraceParent {
         let err = || TraceParentError {
             value: s.chars().take(80).collect(),
         };
-        let mut parts = s.trim().split('-');
-        let (Some(version), Some(trace), Some(span), Some(flags)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // Fixed positions: `vv-<32>-<16>-ff` is 55 bytes; a version after 00 may append
+        // `-<more>`. Parsed on every delivery, so read in place rather than split.
+        let b = s.trim().as_bytes();
+        let dashes = [2, 35, 52].iter().all(|&i| b.get(i) == Some(&b'-'));
+        let (Some(version), Some(trace_hi), Some(trace_lo), Some(span), Some(flags), true) = (
+            b.get(0..2),
+            b.get(3..19),
+            b.get(19..35),
+            b.get(36..52),
+            b.get(53..55),
+            dashes,
+        ) else {
             return Err(err());
         };
-        // Version 00 has exactly four fields; later versions may append more.
-        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        let version = hex(version).ok_or_else(err)?;
+        let longer = b.len() > 55;
+        if version == 0xff || (version == 0 && longer) || (longer && b.get(55) != Some(&b'-')) {
             return Err(err());
         }
-        // One pass per field: lowercase hex digits only, exactly `len` of them (run on every
-        // delivery, so not `from_str_radix` after a separate check).
-        fn hex(v: &str, len: usize) -> Option<u128> {
-            if v.len() != len {
-                return None;
-            }
-            v.bytes().try_fold(0u128, |acc, b| {
-                let digit = match b {
-                    b'0'..=b'9' => b - b'0',
-                    b'a'..=b'f' => b - b'a' + 10,
-                    _ => return None,
-                };
-                Some(acc << 4 | u128::from(digit))
-            })
-        }
-        hex(version, 2).ok_or_else(err)?;
-        let trace_id = hex(trace, 32).ok_or_else(err)?;
-        let span_id = u64::try_from(hex(span, 16).ok_or_else(err)?).map_err(|_| err())?;
-        let flags = u8::try_from(hex(flags, 2).ok_or_else(err)?).map_err(|_| err())?;
+        let trace_id = u128::from(hex(trace_hi).ok_or_else(err)?) << 64
+            | u128::from(hex(trace_lo).ok_or_else(err)?);
+        let span_id = hex(span).ok_or_else(err)?;
+        let flags = u8::try_from(hex(flags).ok_or_else(err)?).map_err(|_| err())?;
         Self::from_parts(trace_id, span_id, flags).ok_or_else(err)
     }
+}
+
+/// Up to 16 lowercase hex digits as a number; `None` for any other byte.
+fn hex(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u64::from(digit))
+    })
 }
 
 fn nonzero_u128() -> u128 {
@@ -269,9 +275,24 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
             "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-001",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-é",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b",
         ] {
             assert!(bad.parse::<TraceParent>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn accepts_later_versions_and_surrounding_space() {
+        let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next";
+        let tp: TraceParent = later.parse().unwrap();
+        assert_eq!(tp.trace_id(), 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+        assert_eq!(tp.span_id(), 0x00f0_67aa_0ba9_02b7);
+        let spaced = " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ";
+        assert_eq!(spaced.parse::<TraceParent>().unwrap().flags(), 0);
     }
 
     #[test]
