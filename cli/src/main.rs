@@ -9,6 +9,7 @@ mod keys;
 mod publish;
 mod runs;
 mod scheduled;
+mod setup;
 mod status;
 mod tenants;
 
@@ -18,11 +19,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use clap::{Parser, Subcommand};
+use conveyor::Connection;
 use conveyor::connect_args::ConnectArgs;
-use conveyor::topology::{EVENTS_STREAM, Topology, provision};
-use conveyor::{Connection, EventOptions, Publisher};
+use conveyor::topology::EVENTS_STREAM;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Set up, inspect and repair a Conveyor deployment on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -157,7 +158,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let conn = connect(&cli.conn).await?;
             explain(&conn, scheduled::run(&conn, cmd).await)
         }
-        Command::Setup { topology, replicas } => setup(&cli.conn, &topology, replicas).await,
+        Command::Setup { topology, replicas } => setup::setup(&cli.conn, &topology, replicas).await,
         Command::Status { json } => {
             let conn = connect(&cli.conn).await?;
             explain(&conn, status::status(&conn, json).await)
@@ -285,81 +286,4 @@ fn explain(conn: &Connection, result: Result<(), Fail>) -> Result<(), Fail> {
         ),
         None => e,
     })
-}
-
-async fn setup(
-    conn_args: &ConnectArgs,
-    path: &PathBuf,
-    replicas: Option<usize>,
-) -> Result<(), Fail> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read topology {}: {e}", path.display()))?;
-    let mut topology: Topology = toml::from_str(&text)
-        .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
-    let conn = connect(conn_args).await?;
-    let info = conn.client().server_info();
-    println!(
-        "connected to {} (nats-server {})",
-        info.server_name, info.version
-    );
-    if let Some(r) = replicas {
-        topology.replicas = r;
-    } else if topology.replicas == 0 {
-        // By cluster size: 3 replicas on a cluster of three or more servers, else 1.
-        let servers = if info.cluster.is_some() {
-            info.connect_urls.len().max(1)
-        } else {
-            1
-        };
-        topology.replicas = if servers >= 3 { 3 } else { 1 };
-        println!("replicas: {} ({servers} server(s) seen)", topology.replicas);
-    }
-    let report = provision(&conn, &topology)
-        .await
-        .map_err(|e| e.to_string())?;
-    for (name, change) in &report {
-        println!("{name:<26} {change}");
-    }
-    // Verify: publish a probe event and read it back.
-    let probe_id = format!("setup-probe-{}", conveyor::envelope::new_event_id());
-    let published = Publisher::new(&conn)
-        .with_source("conveyor-setup")
-        .publish_untyped(
-            "conveyor-setup",
-            "setup.probe",
-            &json!({"probe": probe_id}),
-            EventOptions::default().id(probe_id.clone()),
-        )
-        .await
-        .map_err(|e| format!("probe publish failed: {e}"))?;
-    let stream = conn
-        .jetstream()
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| e.to_string())?;
-    let back = stream
-        .direct_get(published.stream_sequence)
-        .await
-        .map_err(|e| format!("probe read-back failed: {e}"))?;
-    let ok = String::from_utf8_lossy(&back.payload).contains(&probe_id);
-    if !ok {
-        return Err("probe read back with a different body".into());
-    }
-    stream
-        .delete_message(published.stream_sequence)
-        .await
-        .map_err(|e| format!("could not remove the probe: {e}"))?;
-    let changed = report
-        .iter()
-        .filter(|(_, c)| *c != conveyor::topology::StreamChange::Unchanged)
-        .count();
-    println!(
-        "verified: probe event published and read back (EVENTS #{})",
-        published.stream_sequence
-    );
-    println!(
-        "setup complete: {changed} changed, {} unchanged",
-        report.len() - changed
-    );
-    Ok(())
 }

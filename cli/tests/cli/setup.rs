@@ -54,6 +54,26 @@ async fn setup_chooses_replicas_by_cluster_size() {
     assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
 }
 
+/// Run right after a cluster starts (as a deploy script would), setup waits for the cluster's
+/// JetStream instead of failing on its first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_waits_for_a_cluster_that_is_still_forming() {
+    conveyor_tests::init_tracing();
+    // One node of three has no JetStream quorum: it answers "temporarily unavailable".
+    let mut cluster = conveyor::testing::NatsCluster::start_partial(&["n1"]).unwrap();
+    let url = cluster.urls()[0].clone();
+    let setup = std::thread::spawn(move || conveyor(&url, &["setup"]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!setup.is_finished(), "setup gave up on a forming cluster");
+    cluster.start_node("n2").unwrap();
+    cluster.start_node("n3").unwrap();
+    let out = setup.join().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("waiting for JetStream"), "{stdout}");
+    assert!(stdout.contains("setup complete"), "{stdout}");
+}
+
 #[tokio::test]
 async fn an_unreachable_server_or_bad_credentials_get_one_clear_line() {
     let out = conveyor("nats://127.0.0.1:1", &["status"]);

@@ -26,6 +26,7 @@ pub struct NatsCluster {
 struct ClusterNode {
     name: String,
     port: u16,
+    conf: std::path::PathBuf,
     child: Option<Child>,
 }
 
@@ -49,7 +50,7 @@ impl NatsCluster {
         let binary = nats_server_binary()?;
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let mut cluster = Self::spawn(&binary)?;
+            let mut cluster = Self::spawn(&binary, &["n1", "n2", "n3"])?;
             match cluster.wait_ready(READY_WITHIN) {
                 Ok(()) => return Ok(cluster),
                 // Dropping the cluster kills its nodes.
@@ -61,7 +62,30 @@ impl NatsCluster {
         }))
     }
 
-    fn spawn(binary: &Path) -> Result<Self, FixtureError> {
+    /// Starts only the nodes named in `running` of the three, and returns at once: the others
+    /// are started with [`NatsCluster::start_node`]. For tests of a cluster that is still
+    /// forming (one node has no JetStream quorum; two of three elect a meta leader).
+    pub fn start_partial(running: &[&str]) -> Result<Self, FixtureError> {
+        Self::spawn(&nats_server_binary()?, running)
+    }
+
+    /// Starts node `name` (`n1`, `n2` or `n3`) if it is not running, on its ports, with its
+    /// store.
+    pub fn start_node(&mut self, name: &str) -> Result<(), FixtureError> {
+        let binary = nats_server_binary()?;
+        let dir = self.dir.path().to_path_buf();
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Error::new(FixtureErrorKind::Spawn, format!("no node {name}")))?;
+        if node.child.is_none() {
+            node.child = Some(spawn_node(&binary, &dir, &node.name, &node.conf)?);
+        }
+        Ok(())
+    }
+
+    fn spawn(binary: &Path, running: &[&str]) -> Result<Self, FixtureError> {
         let dir = tempfile::Builder::new()
             .prefix("conveyor-cluster-")
             .tempdir()
@@ -90,34 +114,23 @@ impl NatsCluster {
             std::fs::write(&conf, text).map_err(|e| {
                 Error::with_source(FixtureErrorKind::Spawn, "cannot write config", e)
             })?;
-            // A fatal error at start (a port taken) goes to stderr, not to the log.
-            let stderr = std::fs::File::create(cluster.dir.path().join(format!("{name}.stderr")))
-                .map_err(|e| {
-                Error::with_source(FixtureErrorKind::Spawn, "cannot create a stderr file", e)
-            })?;
-            let child = Command::new(binary)
-                .arg("-c")
-                .arg(&conf)
-                .arg("-l")
-                .arg(cluster.log_path(&name))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .map_err(|e| {
-                    Error::with_source(FixtureErrorKind::Spawn, "cannot run nats-server", e)
-                })?;
+            let child = if running.contains(&name.as_str()) {
+                Some(spawn_node(binary, cluster.dir.path(), &name, &conf)?)
+            } else {
+                None
+            };
             cluster.nodes.push(ClusterNode {
                 name,
                 port: client_ports[i],
-                child: Some(child),
+                conf,
+                child,
             });
         }
         Ok(cluster)
     }
 
     fn log_path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(format!("{name}.log"))
+        log_path(self.dir.path(), name)
     }
 
     /// Waits until every node runs and [`probe`] passes on all of them.
@@ -238,6 +251,28 @@ fn probe(urls: &[String]) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+fn log_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!("{name}.log"))
+}
+
+/// Runs node `name` with its config; its log and stderr go to files in `dir`.
+fn spawn_node(binary: &Path, dir: &Path, name: &str, conf: &Path) -> Result<Child, FixtureError> {
+    // A fatal error at start (a port taken) goes to stderr, not to the log.
+    let stderr = std::fs::File::create(dir.join(format!("{name}.stderr"))).map_err(|e| {
+        Error::with_source(FixtureErrorKind::Spawn, "cannot create a stderr file", e)
+    })?;
+    Command::new(binary)
+        .arg("-c")
+        .arg(conf)
+        .arg("-l")
+        .arg(log_path(dir, name))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| Error::with_source(FixtureErrorKind::Spawn, "cannot run nats-server", e))
 }
 
 /// The last lines of a node's log, for an error that says why it did not start.
