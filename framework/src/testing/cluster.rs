@@ -62,11 +62,29 @@ impl NatsCluster {
         }))
     }
 
-    /// Starts only the nodes named in `running` of the three, and returns at once: the others
-    /// are started with [`NatsCluster::start_node`]. For tests of a cluster that is still
-    /// forming (one node has no JetStream quorum; two of three elect a meta leader).
+    /// Starts only the nodes named in `running` of the three, and returns once they accept
+    /// clients, without waiting for JetStream: the others are started with
+    /// [`NatsCluster::start_node`]. For tests of a cluster that is still forming (one node has
+    /// no JetStream quorum; two of three elect a meta leader).
     pub fn start_partial(running: &[&str]) -> Result<Self, FixtureError> {
-        Self::spawn(&nats_server_binary()?, running)
+        let cluster = Self::spawn(&nats_server_binary()?, running)?;
+        for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
+                if Instant::now() > deadline {
+                    return Err(Error::new(
+                        FixtureErrorKind::StartTimeout,
+                        format!(
+                            "node {} did not listen within 15 s; its log ends:\n{}",
+                            node.name,
+                            log_tail(&cluster.log_path(&node.name))
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
     }
 
     /// Starts node `name` (`n1`, `n2` or `n3`) if it is not running, on its ports, with its
@@ -145,7 +163,7 @@ impl NatsCluster {
                 };
                 if let Some(status) = exited {
                     let dir = self.dir.path();
-                    let log = log_tail(&dir.join(format!("{}.log", node.name)));
+                    let log = log_tail(&log_path(dir, &node.name));
                     let stderr = log_tail(&dir.join(format!("{}.stderr", node.name)));
                     return Err(Error::new(
                         FixtureErrorKind::Spawn,
