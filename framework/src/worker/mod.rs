@@ -137,6 +137,7 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
         let pauses = Arc::new(crate::pause::Pauses::default());
         let weights = Arc::new(crate::weights::Weights::default());
         let handbacks = Arc::new(handback::HandBacks::new(self.conn.clone()));
+        let acks = Arc::new(runtime::Acks::default());
         let mut names = HashSet::new();
         let mut groups = Vec::with_capacity(self.groups.len());
         for group in self.groups {
@@ -219,12 +220,14 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
                     pauses: pauses.clone(),
                     weights: weights.clone(),
                     handbacks: handbacks.clone(),
+                    acks: acks.clone(),
                 },
             )));
         }
         Ok(Worker {
             conn: self.conn,
             groups,
+            acks,
             shutdown_grace: self.shutdown_grace,
             backstop: self.backstop,
             telemetry: self.telemetry,
@@ -265,6 +268,8 @@ impl<S: Clone + Send + Sync + 'static> WorkerBuilder<S> {
 pub struct Worker<S> {
     conn: Connection,
     groups: Vec<Arc<runtime::GroupRuntime<S>>>,
+    /// The acks the groups' handled deliveries queue, sent by one task.
+    acks: Arc<runtime::Acks>,
     shutdown_grace: Duration,
     backstop: bool,
     telemetry: Option<Telemetry>,
@@ -361,7 +366,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 shutdown.clone(),
             )));
         }
-        // Run records are appended by one flusher per group, closed after the last handler.
+        // Run records are appended by one flusher per group, and acks sent by one task, until
+        // the last handler has finished.
         let close_history = CancellationToken::new();
         let mut flushers = Vec::new();
         for group in &self.groups {
@@ -370,6 +376,11 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 flushers.push(writer.spawn_flusher(close_history.clone()));
             }
         }
+        flushers.push(tokio::spawn(runtime::send_acks(
+            self.acks.clone(),
+            self.conn.clone(),
+            close_history.clone(),
+        )));
         loops.push(tokio::spawn(
             self.pauses
                 .clone()
@@ -434,7 +445,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         close_history.cancel();
         for f in flushers {
             if let Err(e) = f.await {
-                tracing::error!(error = %e, "run history flusher failed");
+                tracing::error!(error = %e, "run history or ack flusher failed");
             }
         }
         if let Err(e) = self.conn.client().flush().await {

@@ -1,5 +1,7 @@
 //! A group's runtime: its partition loops and the handling of one delivery.
 
+mod acks;
+pub(crate) use acks::{Acks, send_queued as send_acks};
 mod admission;
 mod consumer;
 mod first_poll;
@@ -93,6 +95,8 @@ pub(crate) struct GroupRuntime<S> {
     limiter: Option<crate::rate::Limiter>,
     /// The group's concurrency limit, if it has one.
     concurrency: Option<crate::concurrency::Limiter>,
+    /// The worker's queue of acks (see [`acks`]).
+    acks: Arc<Acks>,
     /// One bit per partition consumer this process is bound to.
     bound: Arc<AtomicU32>,
     /// Each partition consumer's ack floor (stream sequence) last read from the server; 0 when
@@ -117,6 +121,7 @@ pub(crate) struct Shared {
     pub(crate) pauses: Arc<crate::pause::Pauses>,
     pub(crate) weights: Arc<crate::weights::Weights>,
     pub(crate) handbacks: Arc<HandBacks>,
+    pub(crate) acks: Arc<Acks>,
 }
 
 impl<S> GroupRuntime<S> {
@@ -206,6 +211,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             pauses: shared.pauses,
             weights: shared.weights,
             handbacks: shared.handbacks,
+            acks: shared.acks,
             bound: Arc::new(AtomicU32::new(0)),
             shared_name: name_for_deliveries,
             ack_floors: (0..PARTITIONS).map(|_| AtomicU64::new(0)).collect(),

@@ -36,7 +36,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     let settled = match outcome {
         Outcome::Ack => {
             tracing::debug!("handled");
-            send_ack(&rt.conn, incoming.reply.clone(), AckKind::Ack).await;
+            rt.acks.ack(incoming.reply.clone());
             Settled::Finished
         }
         other => {
