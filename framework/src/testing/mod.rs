@@ -41,6 +41,9 @@
 //! temporary store; dropping it kills the process and deletes the store. The binary is found
 //! through `CONVEYOR_NATS_SERVER`, then a project-local `.tools/nats/bin/nats-server` (in the
 //! current directory or a parent), then `PATH` (see [`nats_server_binary`]).
+//! [`NatsCluster::start`] starts three routed nodes and returns once every node serves
+//! JetStream; [`NatsCluster::start_partial`] starts some of them, for tests of a cluster that
+//! is still forming.
 //!
 //! This module needs the `testing` feature (not on by default): add
 //! `conveyor = { version = "...", features = ["testing"] }` to `[dev-dependencies]`.
