@@ -45,9 +45,11 @@ impl Acks {
 /// Sends queued acks until `stop`, then the last of them.
 pub(crate) async fn send_queued(acks: Arc<Acks>, conn: Connection, stop: CancellationToken) {
     loop {
+        // Stopping first: its pass takes whatever is queued, notified or not.
         let stopping = tokio::select! {
-            () = acks.queued.notified() => false,
+            biased;
             () = stop.cancelled() => true,
+            () = acks.queued.notified() => false,
         };
         if !stopping {
             // Runs that end while other tasks take their turn add their acks to this send.
@@ -69,8 +71,8 @@ mod tests {
     use futures::StreamExt;
     use std::time::Duration;
 
-    /// Every queued ack reaches its reply subject as `+ACK`, those queued last before the task
-    /// is told to stop too.
+    /// Every queued ack reaches its reply subject as `+ACK`, and the stopping pass sends what is
+    /// still queued.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_acks_are_sent_and_the_last_ones_on_stop() {
         let server = NatsServer::start().expect("nats-server");
@@ -92,15 +94,22 @@ mod tests {
             assert_eq!(&msg.payload[..], b"+ACK");
             seen.insert(msg.subject.to_string());
         }
-        // Queued just before the worker stops (its last handlers): sent before the task ends.
-        for n in 100..150 {
-            acks.ack(format!("reply.{n}").into());
-        }
+        // Stop the task, then queue what the last handlers acked and run the stopping pass
+        // on its own: it sends them before it ends.
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("the task ends once stopped")
             .expect("ack task");
+        for n in 100..150 {
+            acks.ack(format!("reply.{n}").into());
+        }
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            send_queued(acks.clone(), conn.clone(), stop.clone()),
+        )
+        .await
+        .expect("a stopped task ends after one pass");
         conn.client().flush().await.expect("flush");
         while seen.len() < 150 {
             let msg = tokio::time::timeout(Duration::from_secs(5), replies.next())
