@@ -68,13 +68,18 @@ pub struct Dropped {
     pub pending_skipped: u64,
 }
 
-/// The event type a consumer filter selects: `events.*.<p>.<type>[.~<lane>]` or, on
-/// partition 0, `events.*.<type>[.~<lane>]`.
+/// The event type a consumer filter selects: `events.~.<p>.*.<type>[.~<lane>]`, or one of the
+/// earlier layouts' `events.*.<p>.<type>[.~<lane>]` and `events.*.<type>[.~<lane>]`.
 fn filtered_type(filter: &str) -> Option<&str> {
-    let rest = filter.strip_prefix("events.*.")?;
-    let rest = match rest.split_once('.') {
-        Some((p, tail)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => tail,
-        _ => rest,
+    let rest = match filter.strip_prefix("events.~.") {
+        Some(rest) => rest.split_once(".*.")?.1,
+        None => {
+            let rest = filter.strip_prefix("events.*.")?;
+            match rest.split_once('.') {
+                Some((p, tail)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => tail,
+                _ => rest,
+            }
+        }
     };
     let lane = format!(".{LANE_MARKER}");
     Some(rest.split_once(lane.as_str()).map_or(rest, |(t, _)| t))
@@ -215,6 +220,8 @@ mod tests {
     #[test]
     fn reads_the_type_of_every_filter_form() {
         for (filter, t) in [
+            ("events.~.3.*.order.created", Some("order.created")),
+            ("events.~.3.*.order.created.~bulk", Some("order.created")),
             ("events.*.3.order.created", Some("order.created")),
             ("events.*.0.order.created.~bulk", Some("order.created")),
             ("events.*.order.created", Some("order.created")),

@@ -66,6 +66,7 @@ pub mod filters;
 pub mod handler;
 pub mod history;
 mod kvwatch;
+pub mod layout;
 pub mod partition;
 pub mod pause;
 pub mod publisher;

@@ -1,13 +1,13 @@
 //! Tenant partitions: how `EVENTS` spreads tenants over a fixed number of partitions, and the
 //! names and filters of a group's partition consumers.
 //!
-//! Apps publish to `events.<tenant>.<type>`. The `EVENTS` stream stores every event with a
-//! partition token after the tenant, computed by the server from the tenant alone (a subject
-//! transform, [`SUBJECT_TRANSFORM_DESTINATION`]):
+//! Apps publish to `events.<tenant>.<type>`. The `EVENTS` stream stores every event under a
+//! marker token and its tenant's partition, computed by the server from the tenant alone (a
+//! subject transform, [`SUBJECT_TRANSFORM_DESTINATION`]):
 //!
 //! ```text
 //! published  events.acme.order.created
-//! stored     events.acme.15.order.created      15 = FNV-1a-32("acme") mod 16
+//! stored     events.~.15.acme.order.created      15 = FNV-1a-32("acme") mod 16
 //! ```
 //!
 //! Each handler group binds one durable consumer per partition (`<group>~p00` ... `<group>~p15`)
@@ -15,6 +15,13 @@
 //! backlog of 100 000 events fills its own partition; a tenant in another partition is served
 //! at the next free handler slot. Two tenants share a partition with a probability of
 //! 1 / [`PARTITIONS`]; within a partition events are served in stream order.
+//!
+//! The partition comes before the tenant so that a consumer's filter
+//! (`events.~.<p>.*.<type>`) starts with literal tokens: the server finds a partition's events
+//! without looking at every tenant's subjects (BENCHMARKS.md, "Subject layout"). The marker
+//! `~` is never a tenant id, so a stored subject is never mistaken for one of the earlier
+//! layouts: `events.<tenant>.<partition>.<type>` and, from before partitions,
+//! `events.<tenant>.<type>` (see [`crate::layout`]).
 //!
 //! The number of consumers depends on the groups, never on the number of tenants:
 //! `groups × PARTITIONS`.
@@ -35,9 +42,14 @@ pub const PARTITIONS: u32 = 16;
 /// Source of the `EVENTS` subject transform: every published event subject.
 pub const SUBJECT_TRANSFORM_SOURCE: &str = "events.*.>";
 
-/// Destination of the `EVENTS` subject transform: the tenant token, then its partition, then
-/// the rest of the subject.
-pub const SUBJECT_TRANSFORM_DESTINATION: &str = "events.{{wildcard(1)}}.{{partition(16,1)}}.>";
+/// The second token of every stored event subject, before its partition:
+/// `events.~.<partition>.<tenant>.<type>`. Tenant ids are `[A-Za-z0-9_-]`, so no published
+/// subject (and no subject of an earlier layout) has it there.
+pub const STORED_MARKER: &str = "~";
+
+/// Destination of the `EVENTS` subject transform: the marker, the partition of the tenant
+/// token, the tenant, then the rest of the subject.
+pub const SUBJECT_TRANSFORM_DESTINATION: &str = "events.~.{{partition(16,1)}}.{{wildcard(1)}}.>";
 
 /// The partition of `tenant`, as the server computes it: FNV-1a (32 bit) of the tenant id,
 /// modulo [`PARTITIONS`].
@@ -96,10 +108,15 @@ pub fn group_of_consumer(name: &str) -> (&str, Option<u32>) {
 }
 
 /// The filter subjects of a group's consumer for `partition`: one per event type, on `lane`
-/// (`None`: the default lane). Partition 0 also takes the unpartitioned form
-/// `events.*.<type>`: events stored before the stream had its transform (or by a stream
-/// provisioned without it) are still handled, by partition 0. Event types start with a letter,
-/// so the two forms never match each other's subjects.
+/// (`None`: the default lane), `events.~.<p>.*.<type>[.~<lane>]`. While the stream may hold
+/// events of an earlier layout, [`crate::layout::earlier_filters`] are added.
+///
+/// ```
+/// assert_eq!(
+///     conveyor::partition::filter_subjects(["order.created"], None, 3),
+///     ["events.~.3.*.order.created"]
+/// );
+/// ```
 pub fn filter_subjects<'a>(
     event_types: impl IntoIterator<Item = &'a str>,
     lane: Option<&str>,
@@ -109,35 +126,77 @@ pub fn filter_subjects<'a>(
     let lane = lane.as_deref().unwrap_or("");
     let mut filters = Vec::new();
     for t in event_types {
-        filters.push(format!("events.*.{partition}.{t}{lane}"));
-        if partition == 0 {
-            filters.push(format!("events.*.{t}{lane}"));
-        }
+        filters.push(format!("events.{STORED_MARKER}.{partition}.*.{t}{lane}"));
     }
     filters.sort();
     filters
 }
 
-/// The published form of a stored event subject: the partition token removed
-/// (`events.acme.15.order.created` → `events.acme.order.created`); other subjects unchanged.
+/// The published form of a stored event subject: the marker and partition removed
+/// (`events.~.15.acme.order.created` → `events.acme.order.created`, and the earlier
+/// `events.acme.15.order.created` likewise); other subjects unchanged.
 pub fn published_subject(stored: &str) -> std::borrow::Cow<'_, str> {
-    match split_partition(stored) {
-        Some((head, _, tail)) => std::borrow::Cow::Owned(format!("{head}.{tail}")),
-        None => std::borrow::Cow::Borrowed(stored),
+    match split_stored(stored) {
+        Some(s) if s.partition.is_some() => {
+            std::borrow::Cow::Owned(format!("events.{}.{}", s.tenant, s.rest))
+        }
+        _ => std::borrow::Cow::Borrowed(stored),
     }
 }
 
-/// Splits a stored subject `events.<tenant>.<partition>.<rest>` into `events.<tenant>`, the
-/// partition and `<rest>`; `None` for a subject without a partition token.
-pub(crate) fn split_partition(subject: &str) -> Option<(&str, u32, &str)> {
+/// True for a subject or filter in the stored form `events.~. ...`, false for the published
+/// form and the earlier layouts.
+pub fn is_stored_form(subject: &str) -> bool {
+    subject
+        .strip_prefix("events.")
+        .and_then(|rest| rest.strip_prefix(STORED_MARKER))
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// An event subject taken apart: tenant, partition (if it has one) and what follows (the type
+/// and lane token). No token is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredSubject<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) partition: Option<u32>,
+    pub(crate) rest: &'a str,
+}
+
+/// Splits an event subject of any layout: stored (`events.~.<p>.<tenant>.<rest>`), the
+/// earlier `events.<tenant>.<p>.<rest>` or published (`events.<tenant>.<rest>`); `None` when
+/// it is not an event subject. Event types start with a letter, so a numeric token after the
+/// tenant is a partition.
+pub(crate) fn split_stored(subject: &str) -> Option<StoredSubject<'_>> {
     let rest = subject.strip_prefix("events.")?;
-    let (tenant, rest) = rest.split_once('.')?;
-    let (token, tail) = rest.split_once('.')?;
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) || tail.is_empty() {
-        return None;
-    }
-    let p = token.parse().ok()?;
-    Some((&subject[..7 + tenant.len()], p, tail))
+    let (first, rest) = rest.split_once('.')?;
+    let partition_of_token = |t: &str| {
+        (!t.is_empty() && t.len() <= 4 && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u32>().ok())
+            .flatten()
+    };
+    let split = if first == STORED_MARKER {
+        let (p, rest) = rest.split_once('.')?;
+        let (tenant, rest) = rest.split_once('.')?;
+        StoredSubject {
+            tenant,
+            partition: Some(partition_of_token(p)?),
+            rest,
+        }
+    } else {
+        match rest.split_once('.') {
+            Some((p, tail)) if partition_of_token(p).is_some() => StoredSubject {
+                tenant: first,
+                partition: partition_of_token(p),
+                rest: tail,
+            },
+            _ => StoredSubject {
+                tenant: first,
+                partition: None,
+                rest,
+            },
+        }
+    };
+    (!split.tenant.is_empty() && !split.rest.is_empty()).then_some(split)
 }
 
 /// A group's consumer counts, summed over its partition consumers.
@@ -240,34 +299,38 @@ mod tests {
         assert_eq!(group_of_consumer("~p01"), ("~p01", None));
         assert_eq!(
             filter_subjects(["order.created"], None, 3),
-            vec!["events.*.3.order.created"]
+            vec!["events.~.3.*.order.created"]
         );
         assert_eq!(
             filter_subjects(["b.x", "a.x"], Some("high"), 0),
-            vec![
-                "events.*.0.a.x.~high",
-                "events.*.0.b.x.~high",
-                "events.*.a.x.~high",
-                "events.*.b.x.~high"
-            ]
+            vec!["events.~.0.*.a.x.~high", "events.~.0.*.b.x.~high"]
         );
     }
 
     #[test]
     fn stored_subjects() {
+        for stored in [
+            "events.~.15.acme.order.created",
+            "events.acme.15.order.created",
+            "events.acme.order.created",
+        ] {
+            assert_eq!(published_subject(stored), "events.acme.order.created");
+        }
+        let split = |s| split_stored(s).map(|s| (s.tenant, s.partition, s.rest));
         assert_eq!(
-            published_subject("events.acme.15.order.created"),
-            "events.acme.order.created"
+            split("events.~.7.acme.a.~high"),
+            Some(("acme", Some(7), "a.~high"))
         );
-        assert_eq!(
-            published_subject("events.acme.order.created"),
-            "events.acme.order.created"
-        );
-        assert_eq!(
-            split_partition("events.acme.7.a.~high"),
-            Some(("events.acme", 7, "a.~high"))
-        );
-        assert_eq!(split_partition("events.acme.7"), None);
-        assert_eq!(split_partition("dlq.acme.7.x"), None);
+        assert_eq!(split("events.acme.7.a"), Some(("acme", Some(7), "a")));
+        assert_eq!(split("events.7.a"), Some(("7", None, "a")));
+        // A numeric tenant in the stored form is the tenant, not a partition.
+        assert_eq!(split("events.~.3.42.a"), Some(("42", Some(3), "a")));
+        assert_eq!(split("events.~.x.acme.a"), None);
+        assert_eq!(split("events.~.7.acme"), None);
+        assert_eq!(split("events.acme"), None);
+        assert_eq!(split("dlq.acme.7.x"), None);
+        assert!(is_stored_form("events.~.7.acme.a"));
+        assert!(!is_stored_form("events.acme.7.a"));
+        assert!(!is_stored_form("events.~x.7.a"));
     }
 }

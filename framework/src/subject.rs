@@ -4,7 +4,7 @@
 //! | subject | form | built by |
 //! |---|---|---|
 //! | event | `events.<tenant>.<type>[.~<lane>]` | [`event_subject_in_lane`] |
-//! | stored event | `events.<tenant>.<partition>.<type>[.~<lane>]` | the stream's subject transform, see [`crate::partition`] |
+//! | stored event | `events.~.<partition>.<tenant>.<type>[.~<lane>]` | the stream's subject transform, see [`crate::partition`] |
 //! | delayed event, group copy | `delayed.<tenant>.{e,d,r}. ...` | [`crate::delay`] |
 //! | dead letter | `dlq.<group>.<tenant>.<type>` | [`dead_letter_subject`] |
 //! | parked event | `parked.<group>.<tenant>.<type>` | [`parked_subject`] |
@@ -44,27 +44,24 @@ pub fn event_subject_in_lane(tenant: &TenantId, event_type: &str, lane: Option<&
 }
 
 /// Splits an event subject into its tenant token and event type, if it has the
-/// `events.<tenant>.<type>` shape, published or stored (`events.<tenant>.<partition>.<type>`,
-/// see [`crate::partition`]). A lane token `.~<lane>` at the end is not part of the type (see
-/// [`event_lane`]). The tokens are not validated.
+/// `events.<tenant>.<type>` shape, published or stored (`events.~.<partition>.<tenant>.<type>`,
+/// or the earlier `events.<tenant>.<partition>.<type>`, see [`crate::partition`]). A lane token
+/// `.~<lane>` at the end is not part of the type (see [`event_lane`]). The tokens are not
+/// validated.
 ///
 /// ```
 /// use conveyor::subject::split_event_subject;
 /// assert_eq!(split_event_subject("events.acme.order.created"), Some(("acme", "order.created")));
+/// assert_eq!(split_event_subject("events.~.15.acme.order.created"), Some(("acme", "order.created")));
 /// assert_eq!(split_event_subject("events.acme.15.order.created"), Some(("acme", "order.created")));
 /// ```
 pub fn split_event_subject(subject: &str) -> Option<(&str, &str)> {
-    let rest = subject.strip_prefix("events.")?;
-    let (tenant, event_type) = rest.split_once('.')?;
-    let event_type = match crate::partition::split_partition(subject) {
-        Some((_, _, tail)) => tail,
-        None => event_type,
-    };
-    let event_type = match event_type.rsplit_once('.') {
+    let split = crate::partition::split_stored(subject)?;
+    let event_type = match split.rest.rsplit_once('.') {
         Some((t, lane)) if lane.starts_with(LANE_MARKER) => t,
-        _ => event_type,
+        _ => split.rest,
     };
-    (!tenant.is_empty() && !event_type.is_empty()).then_some((tenant, event_type))
+    (!event_type.is_empty()).then_some((split.tenant, event_type))
 }
 
 /// The lane of an event subject (`events.<tenant>.<type>.~<lane>`), `None` for the default lane.

@@ -398,9 +398,7 @@ pub async fn provision(
                 if same_settings(&info.config, &desired) {
                     StreamChange::Unchanged
                 } else {
-                    js.update_stream(desired)
-                        .await
-                        .map_err(|e| rejected(&name, e))?;
+                    update(&js, &info, desired).await?;
                     StreamChange::Updated
                 }
             }
@@ -464,6 +462,30 @@ fn is_not_found(kind: &async_nats::jetstream::context::GetStreamErrorKind) -> bo
         async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
             if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
     )
+}
+
+/// Updates a stream to `desired`, keeping the metadata it has. A switch of `EVENTS` to the
+/// current subject layout is recorded (see [`crate::layout`]).
+async fn update(
+    js: &async_nats::jetstream::Context,
+    actual: &stream::Info,
+    mut desired: stream::Config,
+) -> Result<(), ProvisionError> {
+    let name = desired.name.clone();
+    let switch = crate::layout::keep_metadata(actual, &mut desired);
+    let updated = js
+        .update_stream(&desired)
+        .await
+        .map_err(|e| rejected(&name, e))?;
+    if switch && updated.state.messages > 0 {
+        // Read after the switch: every event of the earlier layout is at or below it.
+        crate::layout::record_switch(&mut desired, updated.state.last_sequence);
+        js.update_stream(&desired)
+            .await
+            .map_err(|e| rejected(&name, e))?;
+        tracing::info!(stream = %name, until = updated.state.last_sequence, "switched to the current subject layout; events stored before are still delivered");
+    }
+    Ok(())
 }
 
 fn same_settings(actual: &stream::Config, desired: &stream::Config) -> bool {

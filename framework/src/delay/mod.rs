@@ -146,13 +146,17 @@ pub(crate) fn schedule_headers(at: DateTime<Utc>, target: &str) -> [(String, Str
 }
 
 /// True when `scheduler` (a fired message's `Nats-Scheduler` header) names a schedule that
-/// does not belong to `tenant`: its second token must be the tenant, as in
-/// `delayed.<tenant>.…` or `events.<tenant>.…`.
+/// does not belong to `tenant`: `delayed.<tenant>.…`, or an event subject of the tenant in any
+/// layout (`events.~.<partition>.<tenant>.…`, `events.<tenant>.…`).
 pub(crate) fn scheduled_by_other_tenant(scheduler: &str, tenant: &str) -> bool {
-    let mut tokens = scheduler.split('.');
-    let first = tokens.next();
-    let second = tokens.next();
-    !(matches!(first, Some(DELAYED_SUBJECT_PREFIX | "events")) && second == Some(tenant))
+    let owner = match crate::partition::split_stored(scheduler) {
+        Some(event) => Some(event.tenant),
+        None => scheduler
+            .strip_prefix(DELAYED_SUBJECT_PREFIX)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split('.').next()),
+    };
+    owner != Some(tenant)
 }
 
 #[cfg(test)]
@@ -177,6 +181,12 @@ mod tests {
     fn schedules_belong_to_the_tenant_in_their_subject() {
         assert!(!scheduled_by_other_tenant("delayed.acme.e.x", "acme"));
         assert!(!scheduled_by_other_tenant("events.acme.3.sched", "acme"));
+        assert!(!scheduled_by_other_tenant("events.~.15.acme.sched", "acme"));
+        assert!(scheduled_by_other_tenant(
+            "events.~.15.globex.sched",
+            "acme"
+        ));
+        assert!(scheduled_by_other_tenant("events.~.15.acme", "acme"));
         assert!(scheduled_by_other_tenant("delayed.globex.e.x", "acme"));
         assert!(scheduled_by_other_tenant("other.acme.e.x", "acme"));
         assert!(scheduled_by_other_tenant("", "acme"));

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{StatusError, unavailable};
 use crate::connection::Connection;
-use crate::partition::{group_of_consumer, partition_of};
+use crate::partition::{STORED_MARKER, group_of_consumer, partition_of};
 use crate::tenant::TenantId;
 use crate::topology::EVENTS_STREAM;
 
@@ -181,25 +181,44 @@ async fn count(
 }
 
 /// A group consumer's filters narrowed to one tenant: the tenant token (`*`) replaced by the
-/// tenant, filters for another tenant dropped, `events.>` (or no filter) made
-/// `events.<tenant>.>`.
+/// tenant, filters for another tenant dropped, `events.>` (or no filter) made the tenant's
+/// subjects in every layout.
 fn narrowed(filters: &[String], tenant: &str) -> Vec<String> {
+    let all = || {
+        let p = partition_of(tenant);
+        vec![
+            format!("events.{STORED_MARKER}.{p}.{tenant}.>"),
+            format!("events.{tenant}.>"),
+        ]
+    };
     if filters.is_empty() {
-        return vec![format!("events.{tenant}.>")];
+        return all();
     }
-    filters
-        .iter()
-        .filter_map(|f| {
-            let rest = f.strip_prefix("events.")?;
-            let (token, tail) = rest.split_once('.').unwrap_or((rest, ""));
-            match token {
-                ">" => Some(format!("events.{tenant}.>")),
-                "*" if !tail.is_empty() => Some(format!("events.{tenant}.{tail}")),
-                t if t == tenant => Some(f.clone()),
-                _ => None,
-            }
-        })
-        .collect()
+    let mut narrowed: Vec<String> = Vec::new();
+    for f in filters {
+        let Some(rest) = f.strip_prefix("events.") else {
+            continue;
+        };
+        // The stored layout puts a marker and the partition before the tenant.
+        let (head, rest) = match rest
+            .strip_prefix(STORED_MARKER)
+            .and_then(|r| r.strip_prefix('.'))
+        {
+            Some(r) => match r.split_once('.') {
+                Some((p, r)) => (format!("events.{STORED_MARKER}.{p}."), r),
+                None => continue,
+            },
+            None => ("events.".to_owned(), rest),
+        };
+        let (token, tail) = rest.split_once('.').unwrap_or((rest, ""));
+        match token {
+            ">" if head == "events." => narrowed.extend(all()),
+            "*" if !tail.is_empty() => narrowed.push(format!("{head}{tenant}.{tail}")),
+            t if t == tenant && !tail.is_empty() => narrowed.push(f.clone()),
+            _ => {}
+        }
+    }
+    narrowed
 }
 
 #[cfg(test)]
@@ -209,6 +228,8 @@ mod tests {
     #[test]
     fn filters_are_narrowed_to_the_tenant() {
         let filters = [
+            "events.~.15.*.order.created".to_owned(),
+            "events.~.15.globex.order.created".to_owned(),
             "events.*.15.order.created".to_owned(),
             "events.*.order.created.~bulk".to_owned(),
             "events.globex.15.invoice.paid".to_owned(),
@@ -218,16 +239,15 @@ mod tests {
         assert_eq!(
             narrowed(&filters, "acme"),
             [
+                "events.~.15.acme.order.created",
                 "events.acme.15.order.created",
                 "events.acme.order.created.~bulk",
                 "events.acme.15.invoice.paid",
             ]
         );
-        assert_eq!(
-            narrowed(&["events.>".to_owned()], "acme"),
-            ["events.acme.>"]
-        );
-        assert_eq!(narrowed(&[], "acme"), ["events.acme.>"]);
+        let all = ["events.~.15.acme.>", "events.acme.>"];
+        assert_eq!(narrowed(&["events.>".to_owned()], "acme"), all);
+        assert_eq!(narrowed(&[], "acme"), all);
         assert!(narrowed(&["events.*".to_owned()], "acme").is_empty());
     }
 }

@@ -1,11 +1,13 @@
 //! `-- layout`: what the server spends per delivered event on the subject layout and filters
-//! Conveyor uses, at 1, 1 000 and 100 000 tenants. The same stored events (`events.<tenant>.<p>.
-//! bench.tick`, the partition added by the stream's transform) are consumed three ways, each
+//! Conveyor uses, at 1, 1 000 and 100 000 tenants. The same stored events
+//! (`events.~.<p>.<tenant>.bench.tick`, the stream's transform) are consumed three ways, each
 //! with fresh consumers: one raw consumer without a filter; 16 raw consumers filtered as a
-//! group's partition consumers are (`events.*.<p>.bench.tick`); a Conveyor worker (those 16
-//! consumers, concurrency 256, no-op handler, history off). For comparison, the same 16 raw
-//! consumers on a stream of bare messages in the same layout (`alt.<tenant>.<p>.bench.tick`)
-//! and with the partition first (`alt.<p>.<tenant>.bench.tick`, filters `alt.<p>.*.bench.tick`).
+//! group's partition consumers are (`conveyor::partition::filter_subjects`); a Conveyor worker
+//! (those 16 consumers, concurrency 256, no-op handler, history off). For comparison, 16 raw
+//! consumers on a stream of bare messages with the tenant first
+//! (`alt.<tenant>.<p>.bench.tick`, filters `alt.*.<p>.bench.tick`, the layout of earlier
+//! versions) and with the partition first (`alt.<p>.<tenant>.bench.tick`, filters
+//! `alt.<p>.*.bench.tick`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,7 +147,7 @@ async fn alt_layout(
 /// Prints one line per tenant count.
 pub(super) async fn layout(conn: &Connection) -> BoxResult<()> {
     let partitioned: Vec<Vec<String>> = (0..PARTITIONS)
-        .map(|p| vec![format!("events.*.{p}.bench.tick")])
+        .map(|p| conveyor::partition::filter_subjects(["bench.tick"], None, p))
         .collect();
     for tenants in [1u64, 1_000, 100_000] {
         reset(conn).await?;

@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, pull};
-use conveyor::partition::{PARTITIONS, consumer_name, group_counts, partition_of};
-use conveyor::topology::{EVENTS_STREAM, Topology, provision};
+use conveyor::partition::{PARTITIONS, group_counts, partition_of};
+use conveyor::topology::EVENTS_STREAM;
 use conveyor::{Context, Group, HandlerError, HandlerOptions, Publisher, RetryPolicy, Worker};
-use conveyor_tests::{Ping, Recorder, eventually, publish_raw, server};
+use conveyor_tests::{Ping, Recorder, server};
 use futures::StreamExt;
 
 /// A tenant whose partition differs from `acme`'s.
@@ -164,98 +163,6 @@ async fn the_number_of_consumers_does_not_grow_with_tenants() {
     let counts = group_counts(&conn, "reports").await.unwrap();
     assert_eq!(counts.consumers, PARTITIONS);
     assert_eq!(counts.pending, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_stored_before_partitions_are_handled_once() {
-    conveyor_tests::init_tracing();
-    let server = conveyor::testing::NatsServer::start().unwrap();
-    let conn = server.connect().await.unwrap();
-    // A stream as it was provisioned before partitions: no subject transform.
-    let mut legacy = Topology::default().stream_configs()[0].clone();
-    legacy.subject_transform = None;
-    conn.jetstream().create_stream(legacy).await.unwrap();
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        let id = format!("legacy-{n}");
-        let body = format!(
-            r#"{{"specversion":"1.0","id":"{id}","source":"shop","type":"test.ping","tenantid":"acme","datacontenttype":"application/json","data":{{"n":{n}}}}}"#
-        );
-        publish_raw(&conn, "events.acme.test.ping", body.as_bytes()).await;
-        ids.push(id);
-    }
-    // The group's single consumer of that time handled the first three.
-    let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
-    let old = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("app".into()),
-            filter_subjects: vec!["events.*.test.ping".into()],
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut batch = old.fetch().max_messages(3).messages().await.unwrap();
-    while let Some(m) = batch.next().await {
-        m.unwrap().double_ack().await.unwrap();
-    }
-    // The upgrade: the stream gets its transform, the group its partition consumers.
-    provision(&conn, &Topology::default()).await.unwrap();
-    let recorder = Recorder::default();
-    let worker = Worker::builder(&conn, recorder.clone())
-        .group(
-            Group::new("app").handle(|_: Ping, ctx: Context<Recorder>| async move {
-                slow(0, &ctx).await;
-                Ok::<(), HandlerError>(())
-            }),
-        )
-        .build()
-        .unwrap()
-        .spawn();
-    let new = Publisher::new(&conn)
-        .publish("acme", &Ping { n: 6 })
-        .await
-        .unwrap();
-    recorder
-        .wait_for(Duration::from_secs(20), "the new event", |s| {
-            s.iter().any(|r| r.event_id == new.id)
-        })
-        .await;
-    eventually(Duration::from_secs(10), "the old backlog handled", || {
-        let recorder = recorder.clone();
-        let ids = ids.clone();
-        async move {
-            let all = recorder.all();
-            ids[3..]
-                .iter()
-                .all(|id| all.iter().any(|r| &r.event_id == id))
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let all = recorder.all();
-    worker.shutdown().await;
-    assert!(
-        ids[..3]
-            .iter()
-            .all(|id| all.iter().all(|r| &r.event_id != id)),
-        "events the old consumer acked ran again: {all:?}"
-    );
-    assert_eq!(all.len(), 4, "{all:?}");
-    let stored = stream.direct_get(7).await.unwrap();
-    assert_eq!(
-        stored.subject.as_str(),
-        format!("events.acme.{}.test.ping", partition_of("acme"))
-    );
-    assert!(
-        stream
-            .consumer_info(&consumer_name("app", 0))
-            .await
-            .unwrap()
-            .config
-            .filter_subjects
-            .contains(&"events.*.test.ping".to_owned())
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ mod delayed;
 mod dev_system;
 mod fairness;
 mod history;
+mod layout;
 mod nats_config;
 mod observability;
 mod pause;

@@ -460,7 +460,7 @@ async fn a_run_over_its_expected_duration_is_counted_and_announced() {
     let messages = read_stream(&conn, "EVENTS", 2, Duration::from_secs(10)).await;
     let breach = messages
         .iter()
-        .find(|m| m.message.subject.as_str() == "events.acme.15.sla.breached")
+        .find(|m| m.message.subject.as_str() == "events.~.15.acme.sla.breached")
         .expect("an sla.breached event");
     let env =
         conveyor::Envelope::<conveyor::sla::SlaBreached>::decode(&breach.message.payload).unwrap();

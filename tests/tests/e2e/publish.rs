@@ -23,7 +23,7 @@ async fn publishes_a_cloudevent_on_the_tenant_subject() {
     let msg = stream.direct_get(stored.stream_sequence).await.unwrap();
     assert_eq!(
         msg.subject.as_str(),
-        "events.acme.15.order.created",
+        "events.~.15.acme.order.created",
         "stored with the tenant's partition"
     );
     assert_eq!(

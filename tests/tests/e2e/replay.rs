@@ -89,7 +89,7 @@ async fn a_forged_letter_is_never_replayed_outside_its_own_event_subject() {
         .direct_get(seq)
         .await
         .unwrap();
-    assert_eq!(stored.subject.as_str(), "events.acme.15.order.created");
+    assert_eq!(stored.subject.as_str(), "events.~.15.acme.order.created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,7 @@ async fn old_and_new_versions_of_a_group_lose_and_dead_letter_nothing() {
         .unwrap();
     assert!(
         info.config.filter_subjects.contains(&format!(
-            "events.*.{}.test.pong",
+            "events.~.{}.*.test.pong",
             conveyor::partition::partition_of("acme")
         )),
         "{:?}",

@@ -72,6 +72,16 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
             None => self.conn.jetstream().get_stream(EVENTS_STREAM).await?,
         };
         let mut config = self.consumer_config(p);
+        let earlier = crate::layout::earlier_layout_present(stream.cached_info());
+        if earlier {
+            config
+                .filter_subjects
+                .extend(crate::layout::earlier_filters(
+                    self.routes.keys().map(String::as_str),
+                    self.config.lane.as_deref(),
+                    p,
+                ));
+        }
         let existing = match known {
             Some(k) => k
                 .infos
@@ -89,13 +99,21 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
                 // the types the other version added, and its larger delivery limit, rather than
                 // overwriting each other's consumer back and forth. (A type removed from every
                 // version stays in the filter; its events end as `unknown-type` dead letters.)
+                // Filters of an earlier subject layout are kept only while the stream may
+                // hold such events (see `crate::layout`).
                 let mut filters: std::collections::BTreeSet<String> =
                     config.filter_subjects.drain(..).collect();
                 let ours = filters.len();
-                filters.extend(info.config.filter_subjects.iter().cloned());
-                if !info.config.filter_subject.is_empty() {
-                    filters.insert(info.config.filter_subject.clone());
-                }
+                let found = info
+                    .config
+                    .filter_subjects
+                    .iter()
+                    .chain(Some(&info.config.filter_subject).filter(|f| !f.is_empty()));
+                filters.extend(
+                    found
+                        .filter(|f| earlier || crate::partition::is_stored_form(f))
+                        .cloned(),
+                );
                 if filters.len() > ours {
                     tracing::info!(consumer = %name, filters = ?filters, "the group's consumer keeps the types of another version");
                 }
@@ -128,6 +146,7 @@ impl<S: Clone + Send + Sync + 'static> GroupRuntime<S> {
                 }
             }
         }
+        config.filter_subjects = crate::layout::without_overlaps(config.filter_subjects);
         let consumer = stream.create_consumer(config).await?;
         self.note_ack_floor(p, consumer.cached_info().ack_floor.stream_sequence);
         Ok(consumer)
