@@ -239,6 +239,7 @@ async fn tail(
         tenant.as_deref().unwrap_or("*"),
         event_type.as_deref().unwrap_or(">")
     );
+    let filter = conveyor::partition::stored_filter(tenant.as_deref(), event_type.as_deref());
     let conn = connect(conn_args).await?;
     let stream = conn
         .jetstream()
@@ -247,7 +248,7 @@ async fn tail(
         .map_err(|e| format!("stream EVENTS not found ({e}); run `conveyor setup`"))?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.clone(),
+            filter_subject: filter,
             deliver_policy: DeliverPolicy::New,
             ..Default::default()
         })

@@ -132,6 +132,27 @@ pub fn filter_subjects<'a>(
     filters
 }
 
+/// The filter of the stored events of `tenant` (`None`: every tenant) and `event_type` (`None`:
+/// every type), on the default lane when a type is given.
+///
+/// ```
+/// use conveyor::partition::stored_filter;
+/// assert_eq!(stored_filter(Some("acme"), None), "events.~.15.acme.>");
+/// assert_eq!(stored_filter(None, Some("order.created")), "events.~.*.*.order.created");
+/// assert_eq!(stored_filter(None, None), "events.~.>");
+/// ```
+pub fn stored_filter(tenant: Option<&str>, event_type: Option<&str>) -> String {
+    match (tenant, event_type) {
+        (Some(t), ty) => format!(
+            "events.{STORED_MARKER}.{}.{t}.{}",
+            partition_of(t),
+            ty.unwrap_or(">")
+        ),
+        (None, Some(ty)) => format!("events.{STORED_MARKER}.*.*.{ty}"),
+        (None, None) => format!("events.{STORED_MARKER}.>"),
+    }
+}
+
 /// The published form of a stored event subject: the marker and partition removed
 /// (`events.~.15.acme.order.created` → `events.acme.order.created`, and the earlier
 /// `events.acme.15.order.created` likewise); other subjects unchanged.

@@ -398,7 +398,7 @@ pub async fn provision(
                 if same_settings(&info.config, &desired) {
                     StreamChange::Unchanged
                 } else {
-                    update(&js, &info, desired).await?;
+                    update(js, info, desired).await?;
                     StreamChange::Updated
                 }
             }

@@ -142,12 +142,12 @@ async fn publish_validates_against_the_catalog_before_sending() {
     assert!(help.status.success() && text(&help).0.contains("--dry-run"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_follows_events_with_filters() {
+/// Starts `conveyor tail` with `args` and returns it once it follows `following`.
+fn start_tail(url: &str, args: &[&str], following: &str) -> std::process::Child {
     use std::io::BufRead;
-    let (server, conn) = server().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(["--server", &server.url(), "tail", "--tenant", "acme"])
+        .args(["--server", url, "tail"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -158,10 +158,16 @@ async fn tail_follows_events_with_filters() {
     std::io::BufReader::new(stderr)
         .read_line(&mut first)
         .unwrap();
-    assert!(first.starts_with("following events.acme.>"), "{first}");
-    let publisher = conveyor::Publisher::new(&conn);
-    publisher.publish("globex", &Ping { n: 1 }).await.unwrap();
-    let acme = publisher.publish("acme", &Ping { n: 2 }).await.unwrap();
+    assert!(
+        first.starts_with(&format!("following {following}")),
+        "{first}"
+    );
+    child
+}
+
+/// The first line `tail` prints, then stops it.
+async fn first_line(mut child: std::process::Child) -> String {
+    use std::io::BufRead;
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -176,10 +182,28 @@ async fn tail_follows_events_with_filters() {
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_events_with_filters() {
+    let (server, conn) = server().await;
+    let by_tenant = start_tail(&server.url(), &["--tenant", "acme"], "events.acme.>");
+    let by_type = start_tail(
+        &server.url(),
+        &["--type", "test.ping"],
+        "events.*.test.ping",
+    );
+    let publisher = conveyor::Publisher::new(&conn);
+    publisher.publish("globex", &Ping { n: 1 }).await.unwrap();
+    let acme = publisher.publish("acme", &Ping { n: 2 }).await.unwrap();
+    let line = first_line(by_tenant).await;
     assert!(
         line.contains(" acme test.ping ") && line.contains(&acme.id),
         "{line}"
     );
+    let line = first_line(by_type).await;
+    assert!(line.contains(" globex test.ping "), "{line}");
     let bad = conveyor(&server.url(), &["tail", "--tenant", "a b"]);
     assert_eq!(bad.status.code(), Some(1));
 }

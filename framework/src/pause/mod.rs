@@ -297,8 +297,14 @@ mod tests {
 
     #[test]
     fn parked_subjects_round_trip_and_refuse_forgeries() {
-        let parked = parked_subject("billing", "events.acme.15.order.created.~high").unwrap();
-        assert_eq!(parked, "parked.billing.acme.order.created.~high");
+        for stored in [
+            "events.~.15.acme.order.created.~high",
+            "events.acme.15.order.created.~high",
+        ] {
+            let parked = parked_subject("billing", stored).unwrap();
+            assert_eq!(parked, "parked.billing.acme.order.created.~high");
+        }
+        let parked = parked_subject("billing", "events.~.15.acme.order.created.~high").unwrap();
         assert_eq!(
             events_subject(&parked),
             Some(("billing", "events.acme.order.created.~high".to_owned()))
