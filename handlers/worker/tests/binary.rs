@@ -167,9 +167,9 @@ async fn a_pipeline_runs_across_two_hosts_on_the_key_value_store() {
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
     let reader = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!(
-                "events.acme.*.{}",
-                <VideoAiGenerated as conveyor::Event>::TYPE
+            filter_subject: conveyor::partition::stored_filter(
+                Some("acme"),
+                Some(<VideoAiGenerated as conveyor::Event>::TYPE),
             ),
             ..Default::default()
         })

@@ -122,7 +122,7 @@ async fn raw_lateness(conn: &Connection) -> BoxResult<(f64, f64)> {
         .create_consumer(pull::Config {
             durable_name: Some("raw_delays".into()),
             ack_policy: AckPolicy::Explicit,
-            filter_subject: "events.acme.*.bench.raw".into(),
+            filter_subject: conveyor::partition::stored_filter(Some("acme"), Some("bench.raw")),
             ..Default::default()
         })
         .await?;
