@@ -18,7 +18,6 @@
 
 use async_nats::jetstream::stream;
 
-use crate::envelope::LANE_MARKER;
 use crate::partition::is_stored_form;
 
 /// The `EVENTS` metadata key holding the last stream sequence that may hold an event of an
@@ -72,16 +71,14 @@ pub fn earlier_filters<'a>(
     lane: Option<&str>,
     partition: u32,
 ) -> Vec<String> {
-    let lane = lane.map(|l| format!(".{LANE_MARKER}{l}"));
-    let lane = lane.as_deref().unwrap_or("");
-    let mut filters = Vec::new();
-    for t in event_types {
-        filters.push(format!("events.*.{partition}.{t}{lane}"));
-        if partition == 0 {
-            filters.push(format!("events.*.{t}{lane}"));
-        }
-    }
-    filters
+    let lane = crate::partition::lane_suffix(lane);
+    event_types
+        .into_iter()
+        .flat_map(|t| {
+            let unpartitioned = (partition == 0).then(|| format!("events.*.{t}{lane}"));
+            std::iter::once(format!("events.*.{partition}.{t}{lane}")).chain(unpartitioned)
+        })
+        .collect()
 }
 
 /// `filters` without the earlier-layout filters that overlap a current-layout one, sorted and

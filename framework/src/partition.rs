@@ -122,14 +122,19 @@ pub fn filter_subjects<'a>(
     lane: Option<&str>,
     partition: u32,
 ) -> Vec<String> {
-    let lane = lane.map(|l| format!(".{LANE_MARKER}{l}"));
-    let lane = lane.as_deref().unwrap_or("");
-    let mut filters = Vec::new();
-    for t in event_types {
-        filters.push(format!("events.{STORED_MARKER}.{partition}.*.{t}{lane}"));
-    }
+    let lane = lane_suffix(lane);
+    let mut filters: Vec<String> = event_types
+        .into_iter()
+        .map(|t| format!("events.{STORED_MARKER}.{partition}.*.{t}{lane}"))
+        .collect();
     filters.sort();
     filters
+}
+
+/// The last token of a filter on `lane` (`.~<lane>`), empty for the default lane.
+pub(crate) fn lane_suffix(lane: Option<&str>) -> String {
+    lane.map(|l| format!(".{LANE_MARKER}{l}"))
+        .unwrap_or_default()
 }
 
 /// The filter of the stored events of `tenant` (`None`: every tenant) and `event_type` (`None`:
