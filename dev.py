@@ -5,6 +5,10 @@
                                   worker, scheduler, LLM stub and sample events (conveyor-dev)
     python3 dev.py test           run the whole test suite
     python3 dev.py bench [ARGS]   run the benchmarks (release build)
+    python3 dev.py instructions [BENCH [EVENTS]]
+                                  count the instructions per event of each side of a bench
+                                  (consume, the default, or awaiting) under valgrind's callgrind:
+                                  the same figure in every run, whatever the machine's load
     python3 dev.py schemas        regenerate the JSON Schema files in schemas/json/ and the
                                   TypeScript declarations in schemas/ts/
     python3 dev.py install-nats   install nats-server into .tools/ (done by the others as needed)
@@ -149,6 +153,42 @@ def run_tests(args):
     return code
 
 
+def instructions(args):
+    """Counts, under callgrind, the client instructions per event in the timed windows of one
+    bench, for raw async-nats and for Conveyor (one round each); prints one JSON line."""
+    import json
+    import tempfile
+    bench = args[0] if args else "consume"
+    events = args[1] if len(args) > 1 else "10000"
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        print("valgrind (with callgrind_control) is needed: apt-get install valgrind", file=sys.stderr)
+        return 1
+    code = install_nats() or run(["cargo", "build", "--release", "--locked", "-p", "conveyor-bench"])
+    if code:
+        return code
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in ("raw", "conveyor"):
+            out = Path(tmp) / f"{side}.out"
+            env = env_with_nats()
+            env.update({"CONVEYOR_BENCH_SIDE": side, "CONVEYOR_BENCH_EVENTS": events,
+                        "CONVEYOR_BENCH_ROUNDS": "1", "CONVEYOR_BENCH_CALLGRIND": "1"})
+            proc = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                 str(ROOT / "target" / "release" / "conveyor-bench"), bench],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            if proc.returncode:
+                return proc.returncode
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+            counted = int(json.loads(lines[-1])["events"]) if lines else int(events)
+            totals = re.search(r"^totals: (\d+)", out.read_text(), re.M)
+            figures[side] = int(totals.group(1)) / counted if totals else float("nan")
+    c, r = figures["conveyor"], figures["raw"]
+    print(json.dumps({"bench": f"instructions-{bench}", "conveyor_per_event": round(c),
+                      "raw_per_event": round(r), "ratio": round(c / r, 2) if r else None}))
+    return 0
+
+
 def env_with_nats():
     env = dict(os.environ)
     env.setdefault("CONVEYOR_NATS_SERVER", str(NATS_SERVER))
@@ -180,6 +220,8 @@ def main(argv):
         return install_nats() or run(
             ["cargo", "run", "--release", "--locked", "-p", "conveyor-bench", "--", *rest],
             env=env_with_nats())
+    if cmd == "instructions":
+        return instructions(rest)
     if cmd == "schemas":
         return run(["cargo", "run", "--quiet", "--locked", "-p", "conveyor-schemas",
                     "--bin", "export-schemas", "--", *rest])

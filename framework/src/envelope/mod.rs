@@ -52,6 +52,11 @@ pub(crate) fn check_event_id(id: &str) -> Result<(), String> {
             id.len()
         ));
     }
+    // Ids are checked on every publish and delivery: printable ASCII, the usual case, is
+    // settled by one pass over the bytes; anything else is checked character by character.
+    if id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
     if let Some(c) = id.chars().find(|c| c.is_control()) {
         return Err(format!("the event id contains the control character {c:?}"));
     }
@@ -154,7 +159,16 @@ pub struct RawEnvelope<'a> {
 impl<'a> RawEnvelope<'a> {
     /// Parses the envelope of `body` without decoding `data`.
     pub fn parse(body: &'a [u8]) -> Result<Self, DecodeError> {
-        let env: RawEnvelope<'a> = serde_json::from_slice(body).map_err(|e| {
+        // One UTF-8 check of the whole body, then a reader that trusts it: reading the bytes
+        // checks every string, key and the raw `data` on its own, in more instructions.
+        let text = std::str::from_utf8(body).map_err(|e| {
+            Error::with_source(
+                DecodeErrorKind::InvalidEnvelope,
+                "the body is not a CloudEvents JSON envelope",
+                e,
+            )
+        })?;
+        let env: RawEnvelope<'a> = serde_json::from_str(text).map_err(|e| {
             Error::with_source(
                 DecodeErrorKind::InvalidEnvelope,
                 "the body is not a CloudEvents JSON envelope",
@@ -323,6 +337,29 @@ mod tests {
     }
     impl Event for Ping {
         const TYPE: &'static str = "ping";
+    }
+
+    /// Printable ASCII and other text pass; every control character (C0, DEL and C1), an
+    /// empty id and an overlong one are refused.
+    #[test]
+    fn event_ids_are_checked_for_control_characters_and_length() {
+        for ok in ["order-1001", "a b~", "acme:ünïcødé", "東京-1", "x\u{a0}y"] {
+            assert!(check_event_id(ok).is_ok(), "{ok:?}");
+        }
+        let long = "i".repeat(MAX_EVENT_ID_LEN + 1);
+        for bad in [
+            "",
+            "a\u{0}b",
+            "a\tb",
+            "x\r\n",
+            "del\u{7f}",
+            "c1\u{85}",
+            "é\u{9f}",
+            &long,
+        ] {
+            assert!(check_event_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_event_id(&"i".repeat(MAX_EVENT_ID_LEN)).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! about a quarter of a no-op group's throughput, mostly in waking its reader. Batches are sent
 //! compressed (see [`super::wire`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,8 +69,10 @@ struct Shard {
 pub(crate) struct HistoryWriter {
     conn: Connection,
     shards: Arc<[Shard]>,
-    /// Records to write at the next flush (see [`Deferred`]).
-    deferred: Arc<Mutex<Vec<Arc<dyn Deferred>>>>,
+    /// Records to write at the next flush (see [`Deferred`]). Held weakly: a run that ends
+    /// before the flush frees its record (and its delivery) at once, while it is still in
+    /// the cache, instead of at the flush.
+    deferred: Arc<Mutex<Vec<Weak<dyn Deferred>>>>,
     /// The publishes whose acks are awaited.
     acks: TaskTracker,
 }
@@ -129,8 +131,8 @@ impl HistoryWriter {
         }
     }
 
-    /// Writes `record` at the next flush, unless it has nothing to write by then.
-    pub(crate) fn defer(&self, record: Arc<dyn Deferred>) {
+    /// Writes `record` at the next flush, unless it has nothing to write by then (or is gone).
+    pub(crate) fn defer(&self, record: Weak<dyn Deferred>) {
         if let Ok(mut deferred) = self.deferred.lock() {
             deferred.push(record);
         }
@@ -143,7 +145,7 @@ impl HistoryWriter {
             .lock()
             .map(|mut d| std::mem::take(&mut *d))
             .unwrap_or_default();
-        for record in deferred {
+        for record in deferred.iter().filter_map(Weak::upgrade) {
             if let Some(full) = record.write_deferred() {
                 self.publish_full(full).await;
             }
@@ -191,5 +193,45 @@ impl HistoryWriter {
             writer.acks.close();
             writer.acks.wait().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::NatsServer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug)]
+    struct Probe(Arc<AtomicUsize>);
+
+    impl Deferred for Probe {
+        fn write_deferred(&self) -> Option<Full> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            None
+        }
+    }
+
+    /// A flush asks the deferred records still alive to write themselves, once; one whose run
+    /// has ended and freed its record is skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_writes_the_deferred_records_still_alive() {
+        let server = NatsServer::start().expect("nats-server");
+        let conn = server.connect().await.expect("connect");
+        let writer = HistoryWriter::new(conn, "g");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let alive: Arc<dyn Deferred> = Arc::new(Probe(calls.clone()));
+        let gone: Arc<dyn Deferred> = Arc::new(Probe(calls.clone()));
+        writer.defer(Arc::downgrade(&alive));
+        writer.defer(Arc::downgrade(&gone));
+        drop(gone);
+        writer.flush().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "only the live record");
+        writer.flush().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "deferred once, written once"
+        );
     }
 }

@@ -242,6 +242,8 @@ async fn fill(conn: &Connection, n: usize) -> BoxResult<()> {
 #[derive(Clone)]
 struct Counter {
     handled: Arc<AtomicU64>,
+    /// When the first event was handled.
+    first: Arc<std::sync::OnceLock<Instant>>,
     latencies: Arc<std::sync::Mutex<Vec<f64>>>,
     origin: Instant,
 }
@@ -249,13 +251,16 @@ struct Counter {
 fn counter() -> Counter {
     Counter {
         handled: Arc::new(AtomicU64::new(0)),
+        first: Arc::default(),
         latencies: Arc::new(std::sync::Mutex::new(Vec::new())),
         origin: Instant::now(),
     }
 }
 
 async fn count(_e: Tick, ctx: Context<Counter>) -> HandlerResult {
-    ctx.state().handled.fetch_add(1, Ordering::Relaxed);
+    if ctx.state().handled.fetch_add(1, Ordering::Relaxed) == 0 {
+        let _ = ctx.state().first.set(Instant::now());
+    }
     Ok(())
 }
 
@@ -309,7 +314,9 @@ async fn observed_consume(
     }
     let worker = builder.build()?.spawn();
     wait_until(&c.handled, n as u64, Duration::from_secs(600)).await?;
-    let timed = start.timed(n as u64);
+    let timed = start
+        .timed(n as u64)
+        .with_first(start.at(), c.first.get().copied());
     worker.shutdown().await;
     Ok(timed)
 }
@@ -335,17 +342,19 @@ async fn raw_consume(conn: &Connection) -> BoxResult<cpu::Timed> {
     let start = cpu::Mark::now();
     let mut messages = raw_consumer(conn).await?.messages().await?;
     let mut n = 0;
+    let mut first = None;
     while n < events {
         match messages.next().await {
             Some(Ok(m)) => {
                 m.ack().await?;
+                first.get_or_insert_with(Instant::now);
                 n += 1;
             }
             Some(Err(e)) => return Err(e.into()),
             None => return Err("raw stream ended".into()),
         }
     }
-    Ok(start.timed(events as u64))
+    Ok(start.timed(events as u64).with_first(start.at(), first))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -408,7 +417,19 @@ fn compared(
            "conveyor_per_s": c.round(), "raw_per_s": r.round(), "ratio": round2(c / r),
            "conveyor_client_cpu_us": cc, "raw_client_cpu_us": rc,
            "client_cpu_ratio": round2(cc / rc),
-           "conveyor_server_cpu_us": cs, "raw_server_cpu_us": rs})
+           "conveyor_server_cpu_us": cs, "raw_server_cpu_us": rs,
+           "conveyor_first_ms": first_ms(conveyor), "raw_first_ms": first_ms(raw)})
+}
+
+/// Median time from the start of a window to its first event handled, in milliseconds (null
+/// when not measured).
+fn first_ms(runs: &[cpu::Timed]) -> Option<f64> {
+    let firsts: Vec<f64> = runs
+        .iter()
+        .map(|r| r.first_s)
+        .filter(|f| !f.is_nan())
+        .collect();
+    (!firsts.is_empty()).then(|| round2(median(firsts) * 1e3))
 }
 
 async fn core(conn: &Connection) -> BoxResult<()> {

@@ -21,7 +21,7 @@ pub(super) fn admit<'e, 'r, S: Clone + Send + Sync + 'static>(
 ) -> Result<Routed<'e, 'r, S>, Outcome> {
     let msg = incoming.msg;
     let span = tracing::Span::current();
-    if let Some(group) = header(msg, &REPLAY_FOR)
+    if let Some(group) = header(msg, REPLAY_FOR)
         && group.as_str() != rt.name
     {
         return Err(Outcome::NotForThisGroup);
@@ -46,7 +46,7 @@ pub(super) fn admit<'e, 'r, S: Clone + Send + Sync + 'static>(
             format!("tenantid {tenant:?} differs from the subject's tenant {subject_tenant:?}"),
         ));
     }
-    if let Some(scheduler) = header(msg, &SCHEDULER)
+    if let Some(scheduler) = header(msg, SCHEDULER)
         && crate::delay::scheduled_by_other_tenant(scheduler.as_str(), subject_tenant)
     {
         return Err(Outcome::dead(

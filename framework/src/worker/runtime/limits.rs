@@ -51,7 +51,7 @@ pub(super) async fn admit<S>(
     if let Some(limiter) = &rt.concurrency
         && let Some(key) = limiter.limit().scope.key(&rt.name, input)
     {
-        let came_from = header(event.msg, &SCHEDULER)
+        let came_from = header(event.msg, SCHEDULER)
             .map(async_nats::HeaderValue::as_str)
             .filter(|s| crate::delay::is_copy_of(s, tenant, &rt.name));
         match limiter.acquire(&key, event.timeout, came_from).await {
@@ -123,11 +123,11 @@ pub(super) async fn wake_waiting<S>(rt: &GroupRuntime<S>, key: &str, first: Opti
 /// is on time. A copy much later than its slot (its schedule fired while a server was down, with
 /// others) takes a new slot, so copies that fire together do not run together.
 fn holds_rate_slot(msg: &jetstream::Message, tenant: &str, group: &str) -> bool {
-    let on_time = header(msg, &RATE_SLOT)
+    let on_time = header(msg, RATE_SLOT)
         .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.as_str()).ok())
         .is_some_and(|slot| Utc::now() <= slot + RATE_SLOT_GRACE);
     on_time
-        && header(msg, &SCHEDULER)
+        && header(msg, SCHEDULER)
             .is_some_and(|s| crate::delay::is_copy_of(s.as_str(), tenant, group))
 }
 

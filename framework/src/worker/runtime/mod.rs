@@ -280,7 +280,7 @@ async fn deliver<S: Clone + Send + Sync + 'static>(
         0
     };
     // A delayed retry copy carries the attempts made before it (see `crate::delay`).
-    let made_before = header(&msg, &ATTEMPTS_MADE)
+    let made_before = header(&msg, ATTEMPTS_MADE)
         .and_then(|v| v.as_str().parse::<u32>().ok())
         .unwrap_or(0);
     let attempt = u32::try_from(delivered)

@@ -107,6 +107,7 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
     // event until its deliveries run out.
     let ack_prefix = format!("$JS.ACK.{EVENTS_STREAM}.{consumer_name}.");
     let mut violations = rt.conn.violations().map(|v| v.subscribe());
+    let mut runner = super::first_poll::Runner::default();
     'bind: while !shutdown.is_cancelled() {
         // What was read at start-up serves the first bind only.
         let consumer = match rt.ensure_consumer(p, known.take().as_deref()).await {
@@ -197,7 +198,15 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
                         });
                         let counted = rt.weights.any().then_some(&held);
                         let weighted = counted.map(|h| (h, backlog.weight));
-                        dispatch(&rt, (slots, weighted), (&mut pulls, i), (msg, meta), &tracker, &abort, &shutdown).await;
+                        if let Some(slot) = dispatch(&rt, (slots, weighted), (&mut pulls, i), &msg, &shutdown).await {
+                            // Run the delivery here until it first waits: a handler that
+                            // finishes at once costs no task. One that waits continues as a
+                            // task of its own.
+                            runner.run(tracker.track_future(guarded(
+                                rt.clone(),
+                                deliver(rt.clone(), (msg, meta), slot, abort.clone()),
+                            )));
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::warn!(consumer = %consumer_name, error = %e, "pull ended with an error; rebinding");
@@ -277,8 +286,8 @@ async fn refused_ack(
     }
 }
 
-/// Starts the handler for `msg` in one of the pull's slots, or, for the pull's last message,
-/// in the next slot that frees up; hands it back when the worker is shutting down.
+/// The slot to run `msg` in: one of the pull's slots, or, for the pull's last message, the next
+/// slot that frees up; `None` (and `msg` handed back) when the worker is shutting down.
 ///
 /// A probe that finds no free slot while the loop's other pull still holds reserved ones takes
 /// one of those, and the other pull carries the probe from then on: a waiting probe blocks the
@@ -287,11 +296,9 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
     rt: &Arc<GroupRuntime<S>>,
     (slots, weighted): (&Slots, Option<(&Arc<Held>, usize)>),
     (pulls, i): (&mut [Pull], usize),
-    (msg, meta): (jetstream::Message, Option<super::Meta>),
-    tracker: &TaskTracker,
-    abort: &CancellationToken,
+    msg: &jetstream::Message,
     shutdown: &CancellationToken,
-) {
+) -> Option<Slot> {
     let held = weighted.map(|(h, _)| h);
     // With tenant weights, a partition holding its share already does not take a free slot
     // for its probe: the probe waits for one of the partition's own slots to free up first.
@@ -299,24 +306,18 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
     let permit = match pulls[i].slots.pop() {
         Some(permit) => Some(permit),
         None if shutdown.is_cancelled() || !pulls[i].probe => None,
-        None if over_share => {
-            steal_or_wait(rt, (slots, weighted), (pulls, i), &msg, shutdown).await
-        }
+        None if over_share => steal_or_wait(rt, (slots, weighted), (pulls, i), msg, shutdown).await,
         None => match slots.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(Slot::new(permit, held)),
-            Err(_) => steal_or_wait(rt, (slots, weighted), (pulls, i), &msg, shutdown).await,
+            Err(_) => steal_or_wait(rt, (slots, weighted), (pulls, i), msg, shutdown).await,
         },
     };
     match permit {
-        Some(permit) if !shutdown.is_cancelled() => {
-            // Run the delivery here until it first waits: a handler that finishes at once
-            // costs no task. One that waits continues as a task of its own.
-            super::first_poll::run(tracker.track_future(guarded(
-                rt.clone(),
-                deliver(rt.clone(), (msg, meta), permit, abort.clone()),
-            )));
+        Some(permit) if !shutdown.is_cancelled() => Some(permit),
+        _ => {
+            hand_back(rt, msg).await;
+            None
         }
-        _ => hand_back(rt, &msg).await,
     }
 }
 

@@ -117,9 +117,11 @@ impl RunRecorder {
     }
 
     /// Writes the `running` record at the group's next history flush unless the run has ended
-    /// by then (its final record says it all).
+    /// by then (its final record says it all) or its record is gone.
     pub(super) fn write_running(recorder: &Arc<Self>) {
-        recorder.history.defer(recorder.clone());
+        let deferred: std::sync::Weak<dyn Deferred> =
+            Arc::downgrade(recorder) as std::sync::Weak<Self>;
+        recorder.history.defer(deferred);
     }
 
     /// Changes the record and writes it without waiting for the server.

@@ -60,14 +60,7 @@ pub(super) async fn settle<S: Clone + Send + Sync + 'static>(
     if let (Some(kind), Some(gm), true) = (dead_kind, &rt.metrics, finished) {
         gm.dead_letter(kind.as_str());
     }
-    if finished
-        && let Some(key) = msg
-            .message
-            .headers
-            .as_ref()
-            .zip(RUN_KEY.as_ref())
-            .and_then(|(h, name)| h.get(name.clone()))
-    {
+    if finished && let Some(key) = header(msg, RUN_KEY) {
         Box::pin(crate::runs::finish_run(
             &rt.conn,
             key.as_str(),
