@@ -208,13 +208,22 @@ mod tests {
             "all but the one awaiting the channel"
         );
         tx.send(()).expect("send");
+        assert!(
+            reaches(&done, 104).await,
+            "finished {} of 104",
+            done.load(Ordering::SeqCst)
+        );
+    }
+
+    /// Whether `count` reaches `n` within a second.
+    async fn reaches(count: &AtomicUsize, n: usize) -> bool {
         for _ in 0..200 {
-            if done.load(Ordering::SeqCst) == 104 {
-                return;
+            if count.load(Ordering::SeqCst) == n {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("finished {} of 104", done.load(Ordering::SeqCst));
+        false
     }
 
     /// A delivery that kept its first-poll waker (and finished at once) does not hand that
@@ -257,12 +266,9 @@ mod tests {
             "the old waker started the waiting delivery"
         );
         tx.send(()).expect("send");
-        for _ in 0..200 {
-            if done.load(Ordering::SeqCst) == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("the waiting delivery did not finish");
+        assert!(
+            reaches(&done, 1).await,
+            "the waiting delivery did not finish"
+        );
     }
 }
