@@ -1,5 +1,6 @@
 //! A group's runtime: its partition loops and the handling of one delivery.
 
+mod ack_subject;
 mod acks;
 pub(crate) use acks::{Acks, send_queued as send_acks};
 mod admission;

@@ -188,7 +188,7 @@ async fn pull_loop<S: Clone + Send + Sync + 'static>(
                     Some(Ok(msg)) => {
                         pulls[i].received += 1;
                         // The metadata is read once here, for the backlog and the delivery.
-                        let meta = msg.info().ok().map(|info| {
+                        let meta = msg.message.reply.as_deref().and_then(super::ack_subject::ack_info).map(|info| {
                             let weight = partition_weight(&rt, &msg, backlog.weight);
                             backlog.set(info.pending, weight);
                             super::Meta {
