@@ -154,7 +154,19 @@ async fn the_number_of_consumers_does_not_grow_with_tenants() {
         .wait_for_all(Duration::from_secs(30), "every tenant's event", &ids)
         .await;
     let stream = conn.jetstream().get_stream(EVENTS_STREAM).await.unwrap();
-    let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    let names = || async {
+        let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+        names
+    };
+    // The idle group binds its partitions while the other one handles the events: wait until
+    // both groups are bound, then hold the count.
+    conveyor_tests::eventually(
+        Duration::from_secs(10),
+        "both groups' consumers",
+        || async { names().await.len() >= 2 * PARTITIONS as usize },
+    )
+    .await;
+    let names = names().await;
     worker.shutdown().await;
     assert_eq!(names.len(), 2 * PARTITIONS as usize, "{names:?}");
     // Every tenant is stored in its partition: the tenants spread over all of them.
