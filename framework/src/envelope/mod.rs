@@ -159,22 +159,17 @@ pub struct RawEnvelope<'a> {
 impl<'a> RawEnvelope<'a> {
     /// Parses the envelope of `body` without decoding `data`.
     pub fn parse(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let invalid = |e: Box<dyn std::error::Error + Send + Sync>| {
+            Error::with_source(
+                DecodeErrorKind::InvalidEnvelope,
+                "the body is not a CloudEvents JSON envelope",
+                e,
+            )
+        };
         // One UTF-8 check of the whole body, then a reader that trusts it: reading the bytes
         // checks every string, key and the raw `data` on its own, in more instructions.
-        let text = std::str::from_utf8(body).map_err(|e| {
-            Error::with_source(
-                DecodeErrorKind::InvalidEnvelope,
-                "the body is not a CloudEvents JSON envelope",
-                e,
-            )
-        })?;
-        let env: RawEnvelope<'a> = serde_json::from_str(text).map_err(|e| {
-            Error::with_source(
-                DecodeErrorKind::InvalidEnvelope,
-                "the body is not a CloudEvents JSON envelope",
-                e,
-            )
-        })?;
+        let text = std::str::from_utf8(body).map_err(|e| invalid(e.into()))?;
+        let env: RawEnvelope<'a> = serde_json::from_str(text).map_err(|e| invalid(e.into()))?;
         if env.specversion != SPEC_VERSION {
             return Err(Error::new(
                 DecodeErrorKind::UnsupportedSpecVersion,
@@ -337,6 +332,23 @@ mod tests {
     }
     impl Event for Ping {
         const TYPE: &'static str = "ping";
+    }
+
+    /// A body that is not UTF-8, or not JSON, is an invalid envelope; a valid one with
+    /// escapes and non-ASCII text parses.
+    #[test]
+    fn bodies_that_are_not_utf8_json_are_invalid_envelopes() {
+        let good = r#"{"specversion":"1.0","id":"e-1","source":"s","type":"ping","tenantid":"acme","data":{"n":"\u00e9t\u00e9 é"}}"#
+            .as_bytes();
+        let env = RawEnvelope::parse(good).expect("valid envelope");
+        assert_eq!(env.data.get(), r#"{"n":"\u00e9t\u00e9 é"}"#);
+        let mut bad_utf8 = good.to_vec();
+        let at = bad_utf8.len() - 5;
+        bad_utf8[at] = 0xff;
+        for body in [bad_utf8.as_slice(), b"not json", b""] {
+            let e = RawEnvelope::parse(body).expect_err("refused");
+            assert_eq!(e.kind(), DecodeErrorKind::InvalidEnvelope);
+        }
     }
 
     /// Printable ASCII and other text pass; every control character (C0, DEL and C1), an
