@@ -33,6 +33,7 @@ use async_nats::jetstream::consumer::{PullConsumer, pull};
 use crate::connection::Connection;
 use crate::envelope::LANE_MARKER;
 use crate::error::Error;
+use crate::subject::split_dot;
 use crate::topology::EVENTS_STREAM;
 
 /// The number of partitions of `EVENTS`. Part of the wire contract: the stream's subject
@@ -194,22 +195,22 @@ pub(crate) struct StoredSubject<'a> {
 /// tenant is a partition.
 pub(crate) fn split_stored(subject: &str) -> Option<StoredSubject<'_>> {
     let rest = subject.strip_prefix("events.")?;
-    let (first, rest) = rest.split_once('.')?;
+    let (first, rest) = split_dot(rest)?;
     let partition_of_token = |t: &str| {
         (!t.is_empty() && t.len() <= 4 && t.bytes().all(|b| b.is_ascii_digit()))
             .then(|| t.parse::<u32>().ok())
             .flatten()
     };
     let split = if first == STORED_MARKER {
-        let (p, rest) = rest.split_once('.')?;
-        let (tenant, rest) = rest.split_once('.')?;
+        let (p, rest) = split_dot(rest)?;
+        let (tenant, rest) = split_dot(rest)?;
         StoredSubject {
             tenant,
             partition: Some(partition_of_token(p)?),
             rest,
         }
     } else {
-        match rest.split_once('.') {
+        match split_dot(rest) {
             Some((p, tail)) if partition_of_token(p).is_some() => StoredSubject {
                 tenant: first,
                 partition: partition_of_token(p),

@@ -21,8 +21,12 @@ pub(super) fn ack_info(reply: &str) -> Option<AckInfo> {
     let rest = reply.strip_prefix("$JS.ACK.")?;
     let mut tokens = [""; 10];
     let mut n = 0;
-    for (slot, token) in tokens.iter_mut().zip(rest.split('.')) {
-        *slot = token;
+    let mut left = Some(rest);
+    while let (Some(text), Some(slot)) = (left, tokens.get_mut(n)) {
+        (*slot, left) = match crate::subject::split_dot(text) {
+            Some((token, tail)) => (token, Some(tail)),
+            None => (text, None),
+        };
         n += 1;
     }
     let (delivered, stream_sequence, pending) = match n {
