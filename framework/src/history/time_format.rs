@@ -11,6 +11,9 @@ use serde::Serializer;
 /// The time as RFC 3339 text, or `None` for a year chrono would write differently (before 0
 /// or after 9999).
 fn format(t: &DateTime<Utc>) -> Option<[u8; 30]> {
+    // Read from the naive time once: each accessor of a `DateTime` converts it to local time
+    // (an offset of zero, for UTC) on its own.
+    let t = t.naive_utc();
     let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
     let mut out = *b"0000-00-00T00:00:00.000000000Z";
     let mut put = |at: usize, value: u32, width: usize| {
@@ -26,11 +29,12 @@ fn format(t: &DateTime<Utc>) -> Option<[u8; 30]> {
     put(0, year, 4);
     put(5, t.month(), 2);
     put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
+    let secs = t.num_seconds_from_midnight();
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
     // A leap second is written as second 60, as chrono does.
     let nanos = t.nanosecond();
-    put(17, t.second() + nanos / 1_000_000_000, 2);
+    put(17, secs % 60 + nanos / 1_000_000_000, 2);
     put(20, nanos % 1_000_000_000, 9);
     Some(out)
 }
@@ -69,6 +73,11 @@ mod tests {
             Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
                 + chrono::Duration::nanoseconds(999_999_999),
             Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap() + chrono::Duration::nanoseconds(5),
+            // A leap second: chrono holds it as second 59 with over a second of nanoseconds.
+            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_250_000_000))
+                .unwrap()
+                .and_utc(),
             Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(-5, 3, 1, 0, 0, 0).unwrap(),
         ];
