@@ -184,16 +184,37 @@ impl FromStr for TraceParent {
 }
 
 /// Up to 16 lowercase hex digits as a number; `None` for any other byte.
+///
+/// Through a table, without a branch per digit: the digits of ids are random, and a branch on
+/// `0-9` or `a-f` for each of a traceparent's 52 was mispredicted about half the time.
 fn hex(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |acc, &b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        Some(acc << 4 | u64::from(digit))
-    })
+    let mut bad = 0u8;
+    let value = digits.iter().fold(0u64, |acc, &b| {
+        let digit = HEX_DIGITS[usize::from(b)];
+        bad |= digit;
+        acc << 4 | u64::from(digit & 0x0f)
+    });
+    (bad & NOT_HEX == 0).then_some(value)
 }
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_DIGITS`].
+const NOT_HEX: u8 = 0x80;
+
+/// The value of each lowercase hex digit, [`NOT_HEX`] for every other byte.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 fn nonzero_u128() -> u128 {
     loop {
@@ -283,6 +304,23 @@ mod tests {
         ] {
             assert!(bad.parse::<TraceParent>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn hex_digits_are_read_for_every_byte_value() {
+        for b in 0..=u8::MAX {
+            let expected = char::from(b)
+                .to_digit(16)
+                .filter(|_| !b.is_ascii_uppercase())
+                .map(u64::from);
+            assert_eq!(hex(&[b]), expected, "byte {b:#04x}");
+            assert_eq!(
+                hex(&[b'7', b, b'a']),
+                expected.map(|d| 0x700 | d << 4 | 0xa)
+            );
+        }
+        assert_eq!(hex(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(hex(b"0123456789abcdef"), Some(0x0123_4567_89ab_cdef));
     }
 
     #[test]
