@@ -45,23 +45,27 @@ pub(crate) trait ProgressSink: Send + Sync {
     fn report(&self, percent: u8, message: String) -> BoxFuture<'_, ()>;
 }
 
-/// What a run shares with the runtime: its cancellation and where progress goes.
-pub(crate) struct RunHooks {
+/// What a run shares with the runtime: its cancellation and where progress goes. The sink is
+/// held inline, last, so a run's hooks are one allocation: `Arc<RunHooks<LiveProgress>>`
+/// becomes the `Arc<RunHooks>` a [`Context`] holds.
+pub(crate) struct RunHooks<P: ?Sized + ProgressSink = dyn ProgressSink> {
     pub(crate) cancel: CancellationToken,
-    pub(crate) progress: Box<dyn ProgressSink>,
     /// Follow-up events published so far in this run, by type: numbers their derived ids.
     pub(crate) follow_ups: Mutex<Vec<(&'static str, u32)>>,
+    pub(crate) progress: P,
 }
 
-impl RunHooks {
-    pub(crate) fn new(cancel: CancellationToken, progress: Box<dyn ProgressSink>) -> Self {
+impl<P: ProgressSink> RunHooks<P> {
+    pub(crate) fn new(cancel: CancellationToken, progress: P) -> Self {
         Self {
             cancel,
-            progress,
             follow_ups: Mutex::new(Vec::new()),
+            progress,
         }
     }
+}
 
+impl<P: ?Sized + ProgressSink> RunHooks<P> {
     /// The how-many-th follow-up of `event_type` this run publishes (1-based).
     fn next_follow_up(&self, event_type: &'static str) -> u32 {
         let Ok(mut seen) = self.follow_ups.lock() else {

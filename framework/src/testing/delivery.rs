@@ -218,7 +218,7 @@ impl<E: Event> TestDelivery<E> {
         let cancel = CancellationToken::new();
         let hooks = Arc::new(RunHooks::new(
             cancel.clone(),
-            Box::new(RecordProgress(progress.clone())),
+            RecordProgress(progress.clone()),
         ));
         let ctx = Context::new(delivery, FollowUps::Recorder(log.clone()), hooks, state);
         // As the worker calls it: a panic before the first `.await` is a failed attempt.

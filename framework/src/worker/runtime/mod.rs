@@ -446,12 +446,12 @@ async fn handle<'a, S: Clone + Send + Sync + 'static>(
     let cancel = CancellationToken::new();
     let hooks = Arc::new(RunHooks::new(
         cancel.clone(),
-        Box::new(LiveProgress {
+        LiveProgress {
             conn: rt.conn.clone(),
             reply: incoming.reply.clone(),
             delivery: delivery.clone(),
             record: tracking.record.clone(),
-        }),
+        },
     ));
     let ctx = Context::new(
         delivery.clone(),

@@ -15,7 +15,9 @@ pub(super) struct Run {
     pub(super) error: Option<String>,
     pub(super) progress: Option<ProgressReport>,
     pub(super) sla_breached: bool,
-    pub(super) transitions: Vec<Transition>,
+    /// Inline: most runs have three (queued, running, their final state), and a vector of
+    /// them was one more allocation per run.
+    pub(super) transitions: smallvec::SmallVec<[Transition; 3]>,
 }
 
 impl Run {
@@ -61,8 +63,7 @@ impl RunRecorder {
             error: None,
             progress: None,
             sla_breached: false,
-            // Room for the usual three: queued, running, the final state.
-            transitions: Vec::with_capacity(3),
+            transitions: smallvec::SmallVec::new(),
         };
         run.transitions.push(Transition {
             state: RunState::Queued,
